@@ -1,0 +1,1 @@
+"""Operations as code, reconciled by Dagster."""

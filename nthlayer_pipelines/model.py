@@ -1,0 +1,177 @@
+"""The domain model every layer speaks: desired teams, observed snapshots, divergences, changes, plans.
+
+Pure data, no I/O. Emails are the join key across providers and are always stored lowercased.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _lower(value: str) -> str:
+    return value.strip().lower()
+
+
+Email = Annotated[str, AfterValidator(_lower)]
+
+
+class Role(StrEnum):
+    """PagerDuty team roles, from least to most privileged."""
+
+    OBSERVER = "observer"
+    RESPONDER = "responder"
+    MANAGER = "manager"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Member(Frozen):
+    email: Email
+    role: Role
+
+
+class Team(Frozen):
+    """A team as declared by a desired-state source."""
+
+    name: str  # the key: a lowercase slug, unique across all sources after precedence
+    display_name: str  # the team's name in PagerDuty; also how an unpinned team is matched
+    members: tuple[Member, ...] = ()
+    prune: bool = False
+    pagerduty_team_id: str | None = None
+    source: str = "git"  # which source declared it: git | cortex
+    origin: str = ""  # where in that source: a file path, a Cortex team tag
+
+
+class Tier(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    STANDARD = "standard"
+    LOW = "low"
+
+
+class Service(Frozen):
+    name: str
+    team: str
+    tier: Tier
+    origin: str = ""
+
+
+class DesiredState(Frozen):
+    teams: tuple[Team, ...] = ()
+    services: tuple[Service, ...] = ()
+    sources: tuple[str, ...] = ()  # the sources that contributed, in precedence order
+
+    def team(self, name: str) -> Team | None:
+        return next((t for t in self.teams if t.name == name), None)
+
+
+class DivergenceKind(StrEnum):
+    MISSING_TEAM = "missing_team"
+    MISSING_MEMBER = "missing_member"
+    ROLE_MISMATCH = "role_mismatch"
+    EXTRA_MEMBER = "extra_member"
+    UNRESOLVED_USER = "unresolved_user"
+    UNMANAGED_TEAM = "unmanaged_team"
+
+
+class ChangeKind(StrEnum):
+    """In plan order: creates first, removals last."""
+
+    CREATE_TEAM = "create_team"
+    ADD_MEMBER = "add_member"
+    SET_ROLE = "set_role"
+    REMOVE_MEMBER = "remove_member"
+
+    @property
+    def order(self) -> int:
+        return list(ChangeKind).index(self)
+
+    @property
+    def symbol(self) -> str:
+        return {"create_team": "+", "add_member": "+", "set_role": "~", "remove_member": "-"}[self.value]
+
+
+class Change(Frozen):
+    """One write a plan proposes. `id` is stable: the same drift seen twice is the same change."""
+
+    id: str
+    kind: ChangeKind
+    team: str  # desired team name (slug); for a removal from an unpinned team, still the slug
+    team_name: str  # PagerDuty display name, used to create or find the team
+    team_id: str | None = None  # None until the team exists
+    email: str | None = None
+    user_id: str | None = None
+    role: Role | None = None
+    from_role: Role | None = None
+
+    @staticmethod
+    def make_id(provider: str, kind: ChangeKind, team: str, email: str | None, role: Role | None) -> str:
+        key = "|".join([provider, kind.value, team, email or "", role.value if role else ""])
+        return "chg-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+class FindingKind(StrEnum):
+    UNRESOLVED_USER = "unresolved_user"
+    UNMANAGED_TEAM = "unmanaged_team"
+    MISSING_PINNED_TEAM = "missing_pinned_team"  # a pinned team id that PagerDuty does not know: a person decides
+
+
+class Finding(Frozen):
+    """Something a person should know that the plan will not change."""
+
+    kind: FindingKind
+    team: str | None = None
+    email: str | None = None
+    detail: str = ""
+
+
+class Plan(Frozen):
+    id: str
+    changes: tuple[Change, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+    @staticmethod
+    def make_id(changes: tuple[Change, ...]) -> str:
+        digest = hashlib.sha256("\n".join(c.id for c in changes).encode()).hexdigest()[:12]
+        return "plan-" + digest
+
+    @property
+    def has_drift(self) -> bool:
+        return bool(self.changes)
+
+    def count(self, kind: ChangeKind) -> int:
+        return sum(1 for c in self.changes if c.kind is kind)
+
+
+class ValidationProblem(Frozen):
+    """One reason a definitions file (or a source's payload) was refused."""
+
+    file: str
+    path: str = Field(description="where inside the file, e.g. spec.members[2].role")
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.path}" if self.path else self.file
+        return f"{where}: {self.message}"
+
+
+class DefinitionsError(Exception):
+    """Raised with every problem found, never just the first."""
+
+    def __init__(self, problems: list[ValidationProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class SourceError(Exception):
+    """A desired-state source that failed, answered nothing, or stopped short: never an empty desired state."""
