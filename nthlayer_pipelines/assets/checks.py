@@ -1,0 +1,80 @@
+"""Asset checks that catch a broken snapshot before it becomes a plan.
+
+They are blocking: a failed check skips everything downstream in the same run, so a plan is never
+computed from a snapshot that cannot be trusted.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from nthlayer_pipelines.model import DesiredState, DivergenceKind, Role
+from nthlayer_pipelines.resources.settings import ReconcileSettings
+
+
+@dg.asset_check(asset="pagerduty_users", blocking=True, description="No two PagerDuty users share an email.")
+def pagerduty_users_have_unique_emails(pagerduty_users: pd.DataFrame) -> dg.AssetCheckResult:
+    duplicated = pagerduty_users[pagerduty_users["email"].duplicated(keep=False)]
+    emails = sorted(set(duplicated["email"].dropna()))
+    return dg.AssetCheckResult(
+        passed=not emails,
+        metadata={"duplicate_email_count": len(emails), "duplicates": ", ".join(emails[:20])},
+    )
+
+
+@dg.asset_check(
+    asset="pagerduty_memberships",
+    additional_ins={"pagerduty_users": dg.AssetIn("pagerduty_users")},
+    blocking=True,
+    description="Every membership names a user of the users snapshot (else the two reads disagree).",
+)
+def pagerduty_memberships_name_known_users(
+    pagerduty_memberships: pd.DataFrame, pagerduty_users: pd.DataFrame
+) -> dg.AssetCheckResult:
+    unknown = sorted(set(pagerduty_memberships["user_id"]) - set(pagerduty_users["user_id"]))
+    return dg.AssetCheckResult(
+        passed=not unknown,
+        metadata={"unknown_user_count": len(unknown), "unknown_users": ", ".join(unknown[:20])},
+    )
+
+
+@dg.asset_check(
+    asset="desired_state",
+    blocking=True,
+    description="Every desired team has at least one manager: a team without one is almost always a mistake.",
+)
+def desired_teams_have_a_manager(desired_state: DesiredState) -> dg.AssetCheckResult:
+    without = [t.name for t in desired_state.teams if t.members and all(m.role != Role.MANAGER for m in t.members)]
+    return dg.AssetCheckResult(
+        passed=not without,
+        metadata={"teams_without_manager_count": len(without), "teams": ", ".join(without[:50])},
+    )
+
+
+@dg.asset_check(
+    asset="divergences",
+    blocking=True,
+    description="Few desired emails lack a PagerDuty account: many at once means a broken users snapshot.",
+)
+def unresolved_users_below_threshold(
+    reconcile: ReconcileSettings, divergences: pd.DataFrame
+) -> dg.AssetCheckResult:
+    unresolved = divergences[divergences["kind"] == DivergenceKind.UNRESOLVED_USER.value]
+    count = int(unresolved["email"].nunique())
+    return dg.AssetCheckResult(
+        passed=count <= reconcile.max_unresolved_users,
+        metadata={
+            "unresolved_user_count": count,
+            "threshold": reconcile.max_unresolved_users,
+            "emails": ", ".join(sorted(unresolved["email"].dropna().unique())[:20]),
+        },
+    )
+
+
+ALL_CHECKS = [
+    pagerduty_users_have_unique_emails,
+    pagerduty_memberships_name_known_users,
+    desired_teams_have_a_manager,
+    unresolved_users_below_threshold,
+]

@@ -1,0 +1,78 @@
+"""The one Definitions object, assembled explicitly from the environment.
+
+Secrets are bound as `dg.EnvVar` so they are read in the run's process and never stored in run config
+or the event log. A catalog source whose URL is unset is off.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+
+from nthlayer_pipelines.assets.checks import ALL_CHECKS
+from nthlayer_pipelines.assets.desired import cortex_teams, desired_state, git_definitions
+from nthlayer_pipelines.assets.observed import pagerduty_memberships, pagerduty_teams, pagerduty_users
+from nthlayer_pipelines.assets.reconcile import change_plan, divergences
+from nthlayer_pipelines.jobs import nightly_audit_job, refresh_job
+from nthlayer_pipelines.resources.cortex import CortexResource
+from nthlayer_pipelines.resources.ledger import LedgerResource
+from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
+from nthlayer_pipelines.resources.settings import DefinitionsRepository, ReconcileSettings
+from nthlayer_pipelines.schedules import DEFAULT_AUDIT_CRON, DEFAULT_REFRESH_CRON, build_schedules
+
+PAGERDUTY_PUBLIC_API = "https://api.pagerduty.com"
+DEFAULT_DEFINITIONS = "examples/org"
+
+ASSETS = [
+    git_definitions,
+    cortex_teams,
+    desired_state,
+    pagerduty_users,
+    pagerduty_teams,
+    pagerduty_memberships,
+    divergences,
+    change_plan,
+]
+
+
+def _env_or(environ: Mapping[str, str], name: str, default: str) -> str | dg.EnvVar:
+    """An EnvVar when the variable is set (read at run time), else the default."""
+    return dg.EnvVar(name) if environ.get(name) else default
+
+
+def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "pagerduty": PagerDutyResource(
+            api_url=_env_or(environ, "PAGERDUTY_API_URL", PAGERDUTY_PUBLIC_API),
+            api_token=dg.EnvVar("PAGERDUTY_API_TOKEN"),
+        ),
+        "cortex": CortexResource(
+            api_url=_env_or(environ, "CORTEX_API_URL", ""),
+            api_token=_env_or(environ, "CORTEX_API_TOKEN", ""),
+        ),
+        "definitions": DefinitionsRepository(path=environ.get("NTHLAYER_DEFINITIONS", DEFAULT_DEFINITIONS)),
+        "reconcile": ReconcileSettings(
+            source_precedence=environ.get("NTHLAYER_SOURCE_PRECEDENCE", "git,cortex"),
+            max_unresolved_users=int(environ.get("NTHLAYER_MAX_UNRESOLVED_USERS", "10")),
+        ),
+        "ledger": LedgerResource(url=_env_or(environ, "NTHLAYER_LEDGER_URL", "")),
+    }
+
+
+def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions:
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=ALL_CHECKS,
+        jobs=[refresh_job, nightly_audit_job],
+        schedules=build_schedules(
+            refresh_cron=environ.get("NTHLAYER_REFRESH_CRON", DEFAULT_REFRESH_CRON),
+            audit_cron=environ.get("NTHLAYER_AUDIT_CRON", DEFAULT_AUDIT_CRON),
+            timezone=environ.get("NTHLAYER_TIMEZONE", "UTC"),
+        ),
+        resources=build_resources(environ),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,49 @@
+"""Run the read-only assets in this process, without a Dagster instance: `nthlayer plan` for CI checks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+
+from nthlayer_pipelines.assets.checks import ALL_CHECKS
+from nthlayer_pipelines.definitions import ASSETS, build_resources
+from nthlayer_pipelines.model import Plan
+from nthlayer_pipelines.resources.ledger import LedgerResource
+
+
+class PlanFailed(Exception):
+    """The pipeline did not produce a plan; the message says which step failed and why."""
+
+
+def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
+    resources = build_resources(environ)
+    if not environ.get("NTHLAYER_LEDGER_URL"):
+        # A CI check of a definitions repo should leave no files behind.
+        resources["ledger"] = LedgerResource(url="sqlite://")
+    result = dg.materialize(
+        [*ASSETS, *ALL_CHECKS], resources=resources, raise_on_error=False, tags={"nthlayer/mode": "plan"}
+    )
+    if not result.success:
+        raise PlanFailed(_failure_summary(result))
+    return result.output_for_node("change_plan")
+
+
+def _failure_summary(result: dg.ExecuteInProcessResult) -> str:
+    lines: list[str] = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            error = event.step_failure_data.error
+            user = event.step_failure_data.user_failure_data
+            message = error.message.strip() if error else "failed"
+            lines.append(f"{event.step_key}: {message}")
+            if user is not None:
+                problems = user.metadata.get("problems")
+                if problems is not None:
+                    lines.append(str(problems.value))
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                lines.append(f"check {evaluation.check_name} failed on {evaluation.asset_key.to_user_string()}")
+    return "\n".join(lines) or "the run failed"

@@ -1,0 +1,273 @@
+"""The diff and the plan: pure functions of desired and observed state."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nthlayer_pipelines.desired.merge import merge_sources, parse_precedence
+from nthlayer_pipelines.model import (
+    ChangeKind,
+    DesiredState,
+    FindingKind,
+    Member,
+    Role,
+    SourceError,
+    Team,
+)
+from nthlayer_pipelines.reconcile.diff import compute_divergences
+from nthlayer_pipelines.reconcile.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
+)
+from nthlayer_pipelines.reconcile.plan import build_plan, plan_to_json, render_plan_text
+
+
+def team(name: str, members: dict[str, str], *, prune: bool = True, display: str | None = None, **kw) -> Team:
+    return Team(
+        name=name,
+        display_name=display or name.title(),
+        prune=prune,
+        members=tuple(Member(email=e, role=Role(r)) for e, r in sorted(members.items())),
+        **kw,
+    )
+
+
+def observed(users: list[str], teams: dict[str, dict[str, str]]) -> ObservedState:
+    """Users are emails (id U<index>); teams map a PagerDuty name to {email: role}, id T<index>."""
+    user_ids = {email: f"U{i}" for i, email in enumerate(users)}
+    return ObservedState(
+        users=users_frame([{"user_id": uid, "email": e, "name": e} for e, uid in user_ids.items()]),
+        teams=teams_frame(
+            [{"team_id": f"T{i}", "name": name, "description": ""} for i, name in enumerate(teams)]
+        ),
+        memberships=memberships_frame(
+            [
+                {"team_id": f"T{i}", "user_id": user_ids[email], "role": role}
+                for i, members in enumerate(teams.values())
+                for email, role in members.items()
+            ]
+        ),
+    )
+
+
+def plan_of(desired: DesiredState, obs: ObservedState, **kw):
+    return build_plan(compute_divergences(desired, obs, **kw), desired)
+
+
+USERS = ["alice@x.io", "bob@x.io", "carol@x.io", "mallory@x.io"]
+
+
+def test_plan_names_adds_role_changes_and_removals_in_order() -> None:
+    desired = DesiredState(
+        teams=(
+            team("payments", {"alice@x.io": "manager", "bob@x.io": "responder", "carol@x.io": "observer"}),
+            team("search", {"bob@x.io": "manager"}),
+        )
+    )
+    obs = observed(USERS, {"Payments": {"alice@x.io": "manager", "bob@x.io": "observer", "mallory@x.io": "responder"}})
+    plan = plan_of(desired, obs)
+    assert [(c.kind, c.team, c.email, c.role, c.from_role) for c in plan.changes] == [
+        (ChangeKind.CREATE_TEAM, "search", None, None, None),
+        (ChangeKind.ADD_MEMBER, "payments", "carol@x.io", Role.OBSERVER, None),
+        (ChangeKind.ADD_MEMBER, "search", "bob@x.io", Role.MANAGER, None),
+        (ChangeKind.SET_ROLE, "payments", "bob@x.io", Role.RESPONDER, Role.OBSERVER),
+        (ChangeKind.REMOVE_MEMBER, "payments", "mallory@x.io", None, Role.RESPONDER),
+    ]
+    assert plan.changes[1].team_id == "T0" and plan.changes[1].user_id == "U2"
+    assert plan.changes[2].team_id is None  # the team is created by the plan's first change
+
+
+def test_role_is_part_of_the_diff_not_just_membership() -> None:
+    desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager"}),))
+    obs = observed(USERS, {"Ops": {"alice@x.io": "observer"}})
+    (change,) = plan_of(desired, obs).changes
+    assert (change.kind, change.role, change.from_role) == (ChangeKind.SET_ROLE, Role.MANAGER, Role.OBSERVER)
+
+
+def test_without_prune_extra_members_are_left_alone() -> None:
+    desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager"}, prune=False),))
+    obs = observed(USERS, {"Ops": {"alice@x.io": "manager", "mallory@x.io": "responder"}})
+    assert plan_of(desired, obs).changes == ()
+
+
+def test_emails_join_case_insensitively() -> None:
+    desired = DesiredState(teams=(team("ops", {"Alice@X.io": "manager"}),))
+    obs = observed(["ALICE@x.io"], {"ops": {"ALICE@x.io": "manager"}})
+    assert plan_of(desired, obs).changes == ()
+
+
+def test_unresolved_user_is_a_finding_never_a_change() -> None:
+    desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager", "nobody@x.io": "responder"}),))
+    obs = observed(USERS, {"Ops": {"alice@x.io": "manager"}})
+    plan = plan_of(desired, obs)
+    assert plan.changes == ()
+    assert [(f.kind, f.team, f.email) for f in plan.findings] == [
+        (FindingKind.UNRESOLVED_USER, "ops", "nobody@x.io")
+    ]
+
+
+def test_unmanaged_team_is_a_finding_and_ignored_when_scoped() -> None:
+    desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager"}),))
+    obs = observed(USERS, {"Ops": {"alice@x.io": "manager"}, "Legacy": {"bob@x.io": "manager"}})
+    assert [(f.kind, f.team) for f in plan_of(desired, obs).findings] == [(FindingKind.UNMANAGED_TEAM, "Legacy")]
+    assert plan_of(desired, obs, scope={"ops"}).findings == ()
+
+
+def test_scope_limits_changes_to_the_named_teams() -> None:
+    desired = DesiredState(
+        teams=(team("ops", {"alice@x.io": "manager"}), team("web", {"bob@x.io": "manager"}))
+    )
+    obs = observed(USERS, {"Ops": {}, "Web": {}})
+    assert [c.team for c in plan_of(desired, obs, scope={"web"}).changes] == ["web"]
+
+
+def test_pinned_team_id_wins_over_name_and_a_missing_pin_is_not_created() -> None:
+    desired = DesiredState(
+        teams=(
+            team("ops", {"alice@x.io": "manager"}, display="Renamed", pagerduty_team_id="T0"),
+            team("gone", {"bob@x.io": "manager"}, pagerduty_team_id="PGONE01"),
+        )
+    )
+    obs = observed(USERS, {"Operations": {"alice@x.io": "manager"}})
+    plan = plan_of(desired, obs)
+    assert plan.changes == ()
+    assert [(f.kind, f.team) for f in plan.findings] == [(FindingKind.MISSING_PINNED_TEAM, "gone")]
+
+
+def test_change_ids_are_stable_across_runs_and_plan_id_follows_changes() -> None:
+    desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager", "bob@x.io": "responder"}),))
+    obs = observed(USERS, {"Ops": {"alice@x.io": "manager"}})
+    first, second = plan_of(desired, obs), plan_of(desired, obs)
+    assert first == second
+    assert first.changes[0].id.startswith("chg-") and first.id.startswith("plan-")
+    other = plan_of(desired, observed(USERS, {"Ops": {"bob@x.io": "responder"}}))
+    assert other.id != first.id
+
+
+def test_plan_json_contract() -> None:
+    desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager"}),))
+    obs = observed(USERS, {"Ops": {"alice@x.io": "responder", "bob@x.io": "observer"}})
+    payload = plan_to_json(plan_of(desired, obs))
+    assert set(payload) == {"plan_id", "changes", "findings"}
+    assert [{k: v for k, v in c.items() if k != "id"} for c in payload["changes"]] == [
+        {"kind": "set_role", "team": "ops", "email": "alice@x.io", "role": "manager", "from_role": "responder"},
+        {"kind": "remove_member", "team": "ops", "email": "bob@x.io", "role": None, "from_role": "observer"},
+    ]
+
+
+def test_rendered_plan_reads_like_terraform() -> None:
+    desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager", "carol@x.io": "observer"}),))
+    obs = observed(USERS, {"Ops": {"alice@x.io": "responder", "bob@x.io": "observer"}})
+    text = render_plan_text(plan_of(desired, obs))
+    assert "0 to create, 1 to add, 1 to change, 1 to remove." in text
+    assert "  + ops: carol@x.io as observer" in text
+    assert "  ~ ops: alice@x.io responder -> manager" in text
+    assert "  - ops: bob@x.io (was observer)" in text
+
+
+def test_merge_takes_a_team_from_the_first_source_in_precedence() -> None:
+    git = [team("payments", {"alice@x.io": "manager"}, source="git")]
+    cortex = [
+        team("payments", {"mallory@x.io": "manager"}, source="cortex"),
+        team("data", {"bob@x.io": "manager"}, source="cortex"),
+    ]
+    result = merge_sources({"git": git, "cortex": cortex})
+    assert [(t.name, t.source) for t in result.desired.teams] == [("data", "cortex"), ("payments", "git")]
+    assert result.overridden == ("cortex:payments overridden by git:payments",)
+    flipped = merge_sources({"git": git, "cortex": cortex}, precedence=parse_precedence("cortex,git"))
+    assert flipped.desired.team("payments").source == "cortex"
+
+
+def test_merge_refuses_an_enabled_source_with_no_teams_and_no_sources_at_all() -> None:
+    with pytest.raises(SourceError, match="returned no teams"):
+        merge_sources({"git": [team("a", {"alice@x.io": "manager"})], "cortex": []})
+    with pytest.raises(SourceError, match="no desired-state source"):
+        merge_sources({"git": None, "cortex": None})
+
+
+def test_precedence_is_validated() -> None:
+    with pytest.raises(ValueError, match="NTHLAYER_SOURCE_PRECEDENCE"):
+        parse_precedence("git,ldap")
+
+
+# Properties over random orgs --------------------------------------------------------------------
+
+EMAILS = [f"u{i}@x.io" for i in range(8)]
+ROLES = [r.value for r in Role]
+team_members = st.dictionaries(st.sampled_from(EMAILS), st.sampled_from(ROLES), max_size=6)
+orgs = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), team_members, min_size=1, max_size=4)
+
+
+def desired_from(org: dict[str, dict[str, str]], prune: bool) -> DesiredState:
+    return DesiredState(teams=tuple(team(name, members, prune=prune) for name, members in sorted(org.items())))
+
+
+def apply_plan(plan, obs: ObservedState) -> dict[str, dict[str, str]]:
+    """A reference interpreter of a plan over an observed org, keyed by team display name."""
+    emails = dict(zip(obs.users["user_id"], obs.users["email"], strict=True))
+    names = dict(zip(obs.teams["team_id"], obs.teams["name"], strict=True))
+    state: dict[str, dict[str, str]] = {name: {} for name in names.values()}
+    for row in obs.memberships.itertuples():
+        state[names[row.team_id]][emails[row.user_id]] = row.role
+    for change in plan.changes:
+        members = state.setdefault(change.team_name, {})
+        if change.kind in (ChangeKind.ADD_MEMBER, ChangeKind.SET_ROLE):
+            members[change.email] = change.role.value
+        elif change.kind is ChangeKind.REMOVE_MEMBER:
+            members.pop(change.email)
+    return state
+
+
+@settings(max_examples=150, deadline=None)
+@given(desired=orgs, actual=orgs, prune=st.booleans())
+def test_applying_the_plan_converges(desired, actual, prune) -> None:
+    want = desired_from(desired, prune)
+    obs = observed(EMAILS, {name.title(): members for name, members in actual.items()})
+    plan = plan_of(want, obs)
+    after = apply_plan(plan, obs)
+    for name, members in desired.items():
+        held = after[name.title()]
+        if prune:
+            assert held == members
+        else:
+            assert held.items() >= members.items()
+    assert plan == plan_of(want, obs)  # deterministic
+
+
+@settings(max_examples=100, deadline=None)
+@given(desired=orgs, prune=st.booleans())
+def test_plan_of_desired_against_itself_is_empty(desired, prune) -> None:
+    want = desired_from(desired, prune)
+    obs = observed(EMAILS, {name.title(): members for name, members in desired.items()})
+    assert plan_of(want, obs).changes == ()
+
+
+def test_divergences_of_a_large_org_are_vectorised() -> None:
+    """100,000 memberships diff without a per-row Python loop (a smoke check of shape, not of time)."""
+    n_teams, per_team = 5000, 20
+    emails = [f"u{i}@x.io" for i in range(20000)]
+    desired = DesiredState(
+        teams=tuple(
+            team(f"t{t}", {emails[(t * 7 + k) % 20000]: "responder" for k in range(per_team)})
+            for t in range(n_teams)
+        )
+    )
+    obs = ObservedState(
+        users=users_frame([{"user_id": f"U{i}", "email": e, "name": e} for i, e in enumerate(emails)]),
+        teams=teams_frame([{"team_id": f"T{t}", "name": f"T{t}", "description": ""} for t in range(n_teams)]),
+        memberships=memberships_frame(
+            [
+                {"team_id": f"T{t}", "user_id": f"U{(t * 7 + k) % 20000}", "role": "responder" if k else "manager"}
+                for t in range(n_teams)
+                for k in range(per_team)
+            ]
+        ),
+    )
+    frame = compute_divergences(desired, obs)
+    assert isinstance(frame, pd.DataFrame)
+    assert (frame["kind"] == "role_mismatch").sum() == n_teams
