@@ -33,7 +33,9 @@ def validate(path: str) -> None:
 
 
 @main.command()
-@click.option("--definitions", "definitions_path", type=click.Path(), help="Definitions folder (NTHLAYER_DEFINITIONS).")
+@click.option(
+    "--definitions", "definitions_path", type=click.Path(), help="Definitions folder (NTHLAYER_DEFINITIONS)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (a stable contract).")
 def plan(definitions_path: str | None, as_json: bool) -> None:
     """Compute the plan read-only. Exit 0: no drift, 2: drift, 1: error."""
@@ -53,11 +55,15 @@ def plan(definitions_path: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--seed", type=click.Path(exists=True, dir_okay=False), help="YAML seed of the providers' state.")
+@click.option(
+    "--seed", type=click.Path(exists=True, dir_okay=False), help="YAML seed of the providers' state."
+)
 @click.option("--generate-teams", type=int, help="Generate a deterministic org of N teams instead.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8787, show_default=True, type=int)
-@click.option("--rate-limit", default=960, show_default=True, type=int, help="PagerDuty requests a minute a token.")
+@click.option(
+    "--rate-limit", default=960, show_default=True, type=int, help="PagerDuty requests a minute a token."
+)
 @click.option("--latency-ms", default=0, show_default=True, type=int, help="Added to every request.")
 def sandbox(
     seed: str | None, generate_teams: int | None, host: str, port: int, rate_limit: int, latency_ms: int

@@ -45,5 +45,7 @@ def _failure_summary(result: dg.ExecuteInProcessResult) -> str:
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
             if not evaluation.passed:
-                lines.append(f"check {evaluation.check_name} failed on {evaluation.asset_key.to_user_string()}")
+                lines.append(
+                    f"check {evaluation.check_name} failed on {evaluation.asset_key.to_user_string()}"
+                )
     return "\n".join(lines) or "the run failed"

@@ -123,7 +123,9 @@ class Change(Frozen):
 class FindingKind(StrEnum):
     UNRESOLVED_USER = "unresolved_user"
     UNMANAGED_TEAM = "unmanaged_team"
-    MISSING_PINNED_TEAM = "missing_pinned_team"  # a pinned team id that PagerDuty does not know: a person decides
+    MISSING_PINNED_TEAM = (
+        "missing_pinned_team"  # a pinned team id that PagerDuty does not know: a person decides
+    )
 
 
 class Finding(Frozen):
@@ -174,4 +176,4 @@ class DefinitionsError(Exception):
 
 
 class SourceError(Exception):
-    """A desired-state source that failed, answered nothing, or stopped short: never an empty desired state."""
+    """A desired-state source failed, answered nothing, or stopped short: never an empty desired state."""

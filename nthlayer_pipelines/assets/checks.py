@@ -4,8 +4,6 @@ They are blocking: a failed check skips everything downstream in the same run, s
 computed from a snapshot that cannot be trusted.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 import pandas as pd
 
@@ -45,7 +43,9 @@ def pagerduty_memberships_name_known_users(
     description="Every desired team has at least one manager: a team without one is almost always a mistake.",
 )
 def desired_teams_have_a_manager(desired_state: DesiredState) -> dg.AssetCheckResult:
-    without = [t.name for t in desired_state.teams if t.members and all(m.role != Role.MANAGER for m in t.members)]
+    without = [
+        t.name for t in desired_state.teams if t.members and all(m.role != Role.MANAGER for m in t.members)
+    ]
     return dg.AssetCheckResult(
         passed=not without,
         metadata={"teams_without_manager_count": len(without), "teams": ", ".join(without[:50])},

@@ -1,13 +1,11 @@
 """Desired-state assets: what each source declares, and the merged desired state."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from nthlayer_pipelines.desired.cortex import teams_from_cortex
 from nthlayer_pipelines.desired.git import load_definitions
 from nthlayer_pipelines.desired.merge import merge_sources
-from nthlayer_pipelines.model import DefinitionsError, DesiredState, Role, SourceError, Team
+from nthlayer_pipelines.model import DefinitionsError, DesiredState, SourceError, Team
 from nthlayer_pipelines.resources.cortex import CortexResource
 from nthlayer_pipelines.resources.settings import DefinitionsRepository, ReconcileSettings
 
@@ -59,12 +57,8 @@ def cortex_teams(context: dg.AssetExecutionContext, cortex: CortexResource) -> d
     with cortex.client() as client:
         raw = client.list_teams()
         api_calls = client.api_calls
-    teams = teams_from_cortex(
-        raw,
-        role_map={tag: Role(role) for tag, role in cortex.role_map.items()},
-        default_role=Role(cortex.default_role),
-        prune=cortex.prune,
-    )
+    role_map, default_role = cortex.roles()
+    teams = teams_from_cortex(raw, role_map=role_map, default_role=default_role, prune=cortex.prune)
     if not teams:
         raise SourceError("Cortex returned no active teams; refusing to treat that as 'nobody'")
     return dg.Output(

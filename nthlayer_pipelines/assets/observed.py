@@ -1,7 +1,5 @@
 """Snapshots of PagerDuty: users, teams, and every team's members with their roles."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pandas as pd
 

@@ -1,7 +1,5 @@
 """Divergences between desired and observed state, and the change plan they call for."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pandas as pd
 
@@ -16,7 +14,7 @@ from nthlayer_pipelines.resources.settings import ReconcileSettings
 @dg.asset(
     group_name="reconcile",
     kinds={"pandas"},
-    description="Every way PagerDuty differs from the desired state, one row each (a pure function of its inputs).",
+    description="Every way PagerDuty differs from the desired state, one row each; a pure function.",
 )
 def divergences(
     context: dg.AssetExecutionContext,

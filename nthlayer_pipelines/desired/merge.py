@@ -21,7 +21,8 @@ def parse_precedence(text: str) -> tuple[str, ...]:
     unknown = sorted(set(order) - set(DEFAULT_PRECEDENCE))
     if unknown or len(set(order)) != len(order) or not order:
         raise ValueError(
-            f"NTHLAYER_SOURCE_PRECEDENCE={text!r}: expected a comma-separated order of {', '.join(DEFAULT_PRECEDENCE)}"
+            f"NTHLAYER_SOURCE_PRECEDENCE={text!r}: "
+            f"expected a comma-separated order of {', '.join(DEFAULT_PRECEDENCE)}"
         )
     return order
 

@@ -46,7 +46,9 @@ def build_plan(divergences: pd.DataFrame, desired: DesiredState) -> Plan:
         kind = DivergenceKind(row["kind"])
         team, email = str(row["team"]), _value(row, "email")
         if kind is DivergenceKind.UNRESOLVED_USER:
-            findings.append(Finding(kind=FindingKind.UNRESOLVED_USER, team=team, email=email, detail=row["detail"]))
+            findings.append(
+                Finding(kind=FindingKind.UNRESOLVED_USER, team=team, email=email, detail=row["detail"])
+            )
             continue
         if kind is DivergenceKind.UNMANAGED_TEAM:
             findings.append(Finding(kind=FindingKind.UNMANAGED_TEAM, team=team, detail=row["detail"]))
@@ -54,7 +56,9 @@ def build_plan(divergences: pd.DataFrame, desired: DesiredState) -> Plan:
         if kind is DivergenceKind.MISSING_TEAM:
             declared = desired.team(team)
             if declared is not None and declared.pagerduty_team_id:
-                findings.append(Finding(kind=FindingKind.MISSING_PINNED_TEAM, team=team, detail=row["detail"]))
+                findings.append(
+                    Finding(kind=FindingKind.MISSING_PINNED_TEAM, team=team, detail=row["detail"])
+                )
                 continue
         change_kind = _CHANGE_FOR[kind]
         role = _role(row, "desired_role") if change_kind is not ChangeKind.REMOVE_MEMBER else None
@@ -149,7 +153,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             for c in plan.changes
         ],
         "findings": [
-            {"kind": f.kind.value, "team": f.team, "email": f.email, "detail": f.detail} for f in plan.findings
+            {"kind": f.kind.value, "team": f.team, "email": f.email, "detail": f.detail}
+            for f in plan.findings
         ],
     }
 

@@ -96,7 +96,12 @@ class Ledger:
                     conn.execute(
                         plan_changes.insert(),
                         [
-                            {"plan_id": plan.id, "change_id": c.id, "position": i, "body": c.model_dump(mode="json")}
+                            {
+                                "plan_id": plan.id,
+                                "change_id": c.id,
+                                "position": i,
+                                "body": c.model_dump(mode="json"),
+                            }
                             for i, c in enumerate(plan.changes)
                         ],
                     )

@@ -69,7 +69,9 @@ def test_plan_names_adds_role_changes_and_removals_in_order() -> None:
             team("search", {"bob@x.io": "manager"}),
         )
     )
-    obs = observed(USERS, {"Payments": {"alice@x.io": "manager", "bob@x.io": "observer", "mallory@x.io": "responder"}})
+    obs = observed(
+        USERS, {"Payments": {"alice@x.io": "manager", "bob@x.io": "observer", "mallory@x.io": "responder"}}
+    )
     plan = plan_of(desired, obs)
     assert [(c.kind, c.team, c.email, c.role, c.from_role) for c in plan.changes] == [
         (ChangeKind.CREATE_TEAM, "search", None, None, None),
@@ -114,7 +116,9 @@ def test_unresolved_user_is_a_finding_never_a_change() -> None:
 def test_unmanaged_team_is_a_finding_and_ignored_when_scoped() -> None:
     desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager"}),))
     obs = observed(USERS, {"Ops": {"alice@x.io": "manager"}, "Legacy": {"bob@x.io": "manager"}})
-    assert [(f.kind, f.team) for f in plan_of(desired, obs).findings] == [(FindingKind.UNMANAGED_TEAM, "Legacy")]
+    assert [(f.kind, f.team) for f in plan_of(desired, obs).findings] == [
+        (FindingKind.UNMANAGED_TEAM, "Legacy")
+    ]
     assert plan_of(desired, obs, scope={"ops"}).findings == ()
 
 
@@ -155,7 +159,13 @@ def test_plan_json_contract() -> None:
     payload = plan_to_json(plan_of(desired, obs))
     assert set(payload) == {"plan_id", "changes", "findings"}
     assert [{k: v for k, v in c.items() if k != "id"} for c in payload["changes"]] == [
-        {"kind": "set_role", "team": "ops", "email": "alice@x.io", "role": "manager", "from_role": "responder"},
+        {
+            "kind": "set_role",
+            "team": "ops",
+            "email": "alice@x.io",
+            "role": "manager",
+            "from_role": "responder",
+        },
         {"kind": "remove_member", "team": "ops", "email": "bob@x.io", "role": None, "from_role": "observer"},
     ]
 
@@ -204,7 +214,9 @@ orgs = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), team_members, min_
 
 
 def desired_from(org: dict[str, dict[str, str]], prune: bool) -> DesiredState:
-    return DesiredState(teams=tuple(team(name, members, prune=prune) for name, members in sorted(org.items())))
+    return DesiredState(
+        teams=tuple(team(name, members, prune=prune) for name, members in sorted(org.items()))
+    )
 
 
 def apply_plan(plan, obs: ObservedState) -> dict[str, dict[str, str]]:
@@ -262,7 +274,11 @@ def test_divergences_of_a_large_org_are_vectorised() -> None:
         teams=teams_frame([{"team_id": f"T{t}", "name": f"T{t}", "description": ""} for t in range(n_teams)]),
         memberships=memberships_frame(
             [
-                {"team_id": f"T{t}", "user_id": f"U{(t * 7 + k) % 20000}", "role": "responder" if k else "manager"}
+                {
+                    "team_id": f"T{t}",
+                    "user_id": f"U{(t * 7 + k) % 20000}",
+                    "role": "responder" if k else "manager",
+                }
                 for t in range(n_teams)
                 for k in range(per_team)
             ]

@@ -1,0 +1,253 @@
+"""HTTP plumbing every provider client shares: the retry policy, its decisions, and request counters.
+
+The decisions (`should_retry_status`, `should_retry_error`, `retry_wait_seconds`) are pure functions so a
+concurrent reader can reuse them unchanged; `send_with_retries` is the one place that loops on them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+import tenacity
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# A POST creates something and the providers offer no idempotency key, so a POST is retried only when it
+# is known not to have been processed: 429 (refused by the rate limiter) and 503 (refused before reaching
+# the application). A 500/502/504 may come after the write was applied; retrying could create it twice.
+POST_RETRYABLE_STATUSES = frozenset({429, 503})
+
+# Failures raised before a single byte of the request left this process: safe to retry for any method.
+NEVER_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+
+# Failures worth retrying for an idempotent request: timeouts, resets, and a peer that hung up mid-answer.
+RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry: capped exponential backoff with full jitter."""
+
+    max_attempts: int = 6
+    backoff_base_seconds: float = 0.5
+    max_backoff_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
+        if self.backoff_base_seconds < 0 or self.max_backoff_seconds < 0:
+            raise ValueError("backoff_base_seconds and max_backoff_seconds must not be negative")
+
+
+@dataclass
+class RequestStats:
+    """Counters a client exposes as Dagster metadata. Thread-safe, so concurrent readers can share one."""
+
+    api_calls: int = 0  # HTTP requests sent, retries included
+    retries: int = 0
+    rate_limited: int = 0  # 429 answers seen
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, *, api_calls: int = 0, retries: int = 0, rate_limited: int = 0) -> None:
+        with self._lock:
+            self.api_calls += api_calls
+            self.retries += retries
+            self.rate_limited += rate_limited
+
+
+class RequestFailed(Exception):
+    """No HTTP answer: the retries ran out, or none was made because the write may have been applied."""
+
+    def __init__(self, method: str, path: str, cause: httpx.TransportError, attempts: int) -> None:
+        self.method = method
+        self.path = path
+        self.cause = cause
+        self.attempts = attempts
+        self.may_have_been_applied = may_have_been_applied(method, cause)
+        self.reason = describe_failure(method, cause, attempts)
+        super().__init__(f"{method} {path} {self.reason}")
+
+
+def is_idempotent(method: str) -> bool:
+    return method.upper() in IDEMPOTENT_METHODS
+
+
+def should_retry_status(method: str, status: int) -> bool:
+    if is_idempotent(method):
+        return status in RETRYABLE_STATUSES
+    return status in POST_RETRYABLE_STATUSES
+
+
+def should_retry_error(method: str, error: BaseException) -> bool:
+    if isinstance(error, NEVER_SENT_ERRORS):
+        return True
+    # A timeout or reset after sending leaves a non-idempotent write in an unknown state: the caller must
+    # read before writing again rather than have it applied twice.
+    return is_idempotent(method) and isinstance(error, RETRYABLE_ERRORS)
+
+
+def may_have_been_applied(method: str, error: BaseException) -> bool:
+    return not is_idempotent(method) and not isinstance(error, NEVER_SENT_ERRORS)
+
+
+def describe_failure(method: str, error: BaseException, attempts: int) -> str:
+    reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    text = f"got no answer after {attempts} attempt(s) ({reason})"
+    if may_have_been_applied(method, error):
+        text += "; not retried because the write may have been applied: read the state before writing again"
+    return text
+
+
+def server_wait_seconds(
+    status: int, headers: Mapping[str, str], *, now: datetime | None = None
+) -> float | None:
+    """The wait a 429 or 503 asks for: `ratelimit-reset` (PagerDuty, seconds), else `Retry-After`
+    (seconds or an HTTP date). None when the answer names no wait or names one that does not parse."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if status == 429:
+        reset = _seconds(lowered.get("ratelimit-reset"))
+        if reset is not None:
+            return reset
+    if status in (429, 503):
+        retry_after = lowered.get("retry-after")
+        seconds = _seconds(retry_after)
+        if seconds is not None:
+            return seconds
+        if retry_after:
+            try:
+                moment = email.utils.parsedate_to_datetime(retry_after)
+            except (TypeError, ValueError):
+                return None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+    return None
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return None if math.isnan(seconds) or seconds < 0 else seconds
+
+
+def backoff_seconds(attempt: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
+    """Full jitter: uniform over [0, min(cap, base * 2^(attempt-1))], attempt counting from 1."""
+    ceiling = min(policy.max_backoff_seconds, policy.backoff_base_seconds * 2 ** max(0, attempt - 1))
+    return (rng or random).uniform(0, ceiling)
+
+
+def retry_wait_seconds(
+    attempt: int,
+    policy: RetryPolicy,
+    *,
+    status: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """How long to wait after failed attempt `attempt`: the server's word when it gave one (capped at
+    `max_backoff_seconds`; a longer wait is retried early and meets another 429), else backoff."""
+    if status is not None and headers is not None:
+        asked = server_wait_seconds(status, headers)
+        if asked is not None:
+            return min(asked, policy.max_backoff_seconds)
+    return backoff_seconds(attempt, policy, rng)
+
+
+def send_with_retries(
+    send: Callable[[], httpx.Response],
+    *,
+    method: str,
+    path: str,
+    policy: RetryPolicy,
+    stats: RequestStats,
+    logger: logging.Logger,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[httpx.Response, int]:
+    """Call `send` until it answers with a final status or the policy gives up.
+
+    Returns the last response (which may still be a 429 or 5xx once attempts run out) and the number of
+    attempts. Raises `RequestFailed` when the last attempt got no answer at all.
+    """
+    method = method.upper()
+
+    attempts = 0
+
+    def attempt() -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        stats.count(api_calls=1)
+        response = send()
+        if response.status_code == 429:
+            stats.count(rate_limited=1)
+        return response
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        outcome = state.outcome
+        if outcome is not None and not outcome.failed:
+            response: httpx.Response = outcome.result()
+            return retry_wait_seconds(
+                state.attempt_number, policy, status=response.status_code, headers=response.headers
+            )
+        return retry_wait_seconds(state.attempt_number, policy)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        stats.count(retries=1)
+        outcome = state.outcome
+        if outcome is not None and outcome.failed:
+            reason = type(outcome.exception()).__name__
+        elif outcome is not None:
+            reason = f"HTTP {outcome.result().status_code}"
+        else:
+            reason = "unknown"
+        delay = state.next_action.sleep if state.next_action else 0.0
+        # Method and path only: headers (and the token in them) never reach a log line.
+        logger.warning(
+            "%s %s: %s on attempt %d of %d, retrying in %.2fs",
+            method,
+            path,
+            reason,
+            state.attempt_number,
+            policy.max_attempts,
+            delay,
+        )
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.max_attempts),
+        wait=wait,
+        retry=(
+            tenacity.retry_if_exception(lambda error: should_retry_error(method, error))
+            | tenacity.retry_if_result(lambda response: should_retry_status(method, response.status_code))
+        ),
+        before_sleep=before_sleep,
+        # Out of attempts: hand back the last response (or raise its error) instead of tenacity's RetryError.
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        sleep=sleep,
+    )
+    try:
+        response = retrying(attempt)
+    except httpx.TransportError as error:
+        raise RequestFailed(method, path, error, attempts) from error
+    return response, attempts

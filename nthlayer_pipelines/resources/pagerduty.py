@@ -1,0 +1,452 @@
+"""PagerDuty REST API v2: a client on httpx with retries in one layer, and its Dagster resource.
+
+Request headers, response parsing and pagination are pure (`request_headers`, `error_from_response`,
+`OffsetPager`); `PagerDutyClient` only sends. A concurrent reader can reuse every pure part as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import dagster as dg
+import httpx
+from pydantic import Field, ValidationError
+
+from nthlayer_pipelines.model import Role
+from nthlayer_pipelines.resources.http import RequestFailed, RequestStats, RetryPolicy, send_with_retries
+from nthlayer_pipelines.resources.pagerduty_models import (
+    PagerDutyEscalationPolicy,
+    PagerDutyMember,
+    PagerDutyTeam,
+    PagerDutyUser,
+)
+
+logger = logging.getLogger("nthlayer_pipelines.pagerduty")
+T = TypeVar("T")
+
+DEFAULT_API_URL = "https://api.pagerduty.com"
+TOKEN_ENV_VAR = "PAGERDUTY_API_TOKEN"
+PAGE_SIZE = 100  # PagerDuty's maximum
+OFFSET_LIMIT = 10_000  # offset + limit may not exceed this: PagerDuty answers 400 past it
+MAX_SHORT_PAGES = 3  # consecutive pages with fewer items than asked for while `more` is still true
+
+
+class PagerDutyError(Exception):
+    """An answer PagerDuty refused to give, or one that could not be read."""
+
+    hint = ""
+
+    def __init__(
+        self,
+        status: int | None,
+        code: int | None,
+        message: str,
+        errors: Sequence[str] = (),
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = tuple(errors)
+        self.method = method
+        self.path = path
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"PagerDuty {self.method} {self.path}".rstrip()
+        text = f"{where}: {self.message}"
+        details = [f"HTTP {self.status}"] if self.status else []
+        if self.code is not None:
+            details.append(f"code {self.code}")
+        if details:
+            text += f" ({', '.join(details)})"
+        if self.errors:
+            text += ": " + "; ".join(self.errors)
+        return text + self.hint
+
+
+class PagerDutyAuthError(PagerDutyError):
+    """401: the token is missing, wrong or revoked."""
+
+    hint = f"; check the API token in {TOKEN_ENV_VAR}"
+
+
+class PaginationLimitError(PagerDutyError):
+    """A listing longer than PagerDuty's offset pagination can reach: reading on would truncate it."""
+
+
+class WriteOutcomeUnknownError(PagerDutyError):
+    """A write that got no answer and may have been applied: read the state before writing again."""
+
+
+# ---- pure parts: headers, errors, pages --------------------------------------------------------------
+
+
+def request_headers(api_token: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Token token={api_token}",
+        "Accept": "application/vnd.pagerduty+json;version=2",
+        "Content-Type": "application/json",
+    }
+
+
+def error_from_response(
+    response: httpx.Response, method: str, path: str, attempts: int = 1
+) -> PagerDutyError:
+    """PagerDuty's `{"error": {"message", "code", "errors"}}` as an exception; any other body is described."""
+    message, code, errors = "", None, ()
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or "")
+        code = error.get("code") if isinstance(error.get("code"), int) else None
+        errors = tuple(str(e) for e in error.get("errors") or () if e)
+    if not message:
+        message = response.reason_phrase or "no error message"
+    if attempts > 1:
+        message += f" (after {attempts} attempts)"
+    status = response.status_code
+    kind = PagerDutyAuthError if status == 401 else PagerDutyError
+    return kind(status, code, message, errors, method, path)
+
+
+def parse_body(response: httpx.Response, method: str, path: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PagerDutyError(
+            response.status_code, None, f"the answer is not JSON ({exc})", (), method, path
+        ) from exc
+    if not isinstance(body, dict):
+        raise PagerDutyError(
+            response.status_code, None, f"expected a JSON object, got {type(body).__name__}", (), method, path
+        )
+    return body
+
+
+def unwrap(body: dict[str, Any], key: str, method: str, path: str) -> dict[str, Any]:
+    """The object under `key` of a `{key: {...}}` answer."""
+    value = body.get(key)
+    if not isinstance(value, dict):
+        raise PagerDutyError(None, None, f"the answer has no {key!r} object", (), method, path)
+    return value
+
+
+@dataclass
+class OffsetPager:
+    """PagerDuty's classic offset pagination as a state machine without I/O.
+
+    Ask `params()` for the next request's query, feed its body to `accept()`, stop when `done`. Refuses
+    to stop short: the 10,000 offset limit raises `PaginationLimitError`, and a listing that says `more`
+    without making progress raises `PagerDutyError` instead of looping.
+    """
+
+    path: str
+    collection: str
+    key: Callable[[dict[str, Any]], object] | None = None  # identifies an item; default: its "id"
+    page_size: int = PAGE_SIZE
+    offset: int = 0
+    done: bool = False
+    pages: int = 0
+    short_pages: int = 0
+    _seen: set[object] = field(default_factory=set, repr=False)
+
+    @property
+    def limit(self) -> int:
+        return min(self.page_size, OFFSET_LIMIT - self.offset)
+
+    def params(self) -> dict[str, int]:
+        return {"limit": self.limit, "offset": self.offset}
+
+    def accept(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The page's new items in order; repeats of earlier pages (a listing that shifted) are dropped."""
+        items = body.get(self.collection)
+        if not isinstance(items, list):
+            raise self._error(f"the answer has no {self.collection!r} list")
+        more = body.get("more")
+        if not isinstance(more, bool):
+            raise self._error(f"the answer at offset {self.offset} has no boolean 'more'")
+        if not all(isinstance(item, dict) for item in items):
+            raise self._error(f"{self.collection} at offset {self.offset} holds something other than objects")
+        asked = self.limit
+        fresh: list[dict[str, Any]] = []
+        identify = self.key or _item_id
+        for item in items:
+            key = identify(item)
+            if key is not None and key in self._seen:
+                continue
+            if key is not None:
+                self._seen.add(key)
+            fresh.append(item)
+        self.pages += 1
+        self.offset += len(items)
+        if not more:
+            self.done = True
+            return fresh
+        if not fresh:
+            raise self._error(
+                f"the page at offset {self.offset - len(items)} says more=true but brings no new items"
+            )
+        self.short_pages = self.short_pages + 1 if len(items) < asked else 0
+        if self.short_pages >= MAX_SHORT_PAGES:
+            raise self._error(
+                f"{self.short_pages} pages in a row held fewer items than the {asked} asked for while "
+                f"saying more=true (offset {self.offset}): the listing is not paginating"
+            )
+        if self.limit <= 0:
+            raise PaginationLimitError(
+                None,
+                None,
+                f"more than {self.offset} {self.collection}: PagerDuty's offset pagination stops at "
+                f"{OFFSET_LIMIT}, so this listing cannot be read in full; narrow it with a filter",
+                (),
+                "GET",
+                self.path,
+            )
+        return fresh
+
+    def _error(self, message: str) -> PagerDutyError:
+        return PagerDutyError(None, None, message, (), "GET", self.path)
+
+
+def _item_id(item: dict[str, Any]) -> object:
+    return item.get("id")
+
+
+def _member_key(item: dict[str, Any]) -> object:
+    user = item.get("user")
+    return user.get("id") if isinstance(user, dict) else None
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+# ---- the client ---------------------------------------------------------------------------------------
+
+
+class PagerDutyClient:
+    """PagerDuty's REST API v2 on one `httpx.Client`. Use as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        api_url: str = DEFAULT_API_URL,
+        api_token: str = "",
+        *,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        max_backoff_seconds: float = 60.0,
+        backoff_base_seconds: float = 0.5,
+        from_email: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not api_token.strip():
+            raise PagerDutyAuthError(None, None, "no API token is set")
+        self.api_url = api_url.rstrip("/")
+        self.policy = RetryPolicy(max_attempts, backoff_base_seconds, max_backoff_seconds)
+        self.stats = RequestStats()
+        self._from_email = from_email
+        self._sleep = sleep
+        self._http = httpx.Client(base_url=self.api_url, headers=request_headers(api_token), timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"PagerDutyClient(api_url={self.api_url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def api_calls(self) -> int:
+        return self.stats.api_calls
+
+    @property
+    def retries(self) -> int:
+        return self.stats.retries
+
+    @property
+    def rate_limited(self) -> int:
+        return self.stats.rate_limited
+
+    # ---- reads
+
+    def list_users(self) -> list[PagerDutyUser]:
+        return self._read_all("/users", "users", PagerDutyUser.model_validate)
+
+    def list_teams(self) -> list[PagerDutyTeam]:
+        return self._read_all("/teams", "teams", PagerDutyTeam.model_validate)
+
+    def list_team_members(self, team_id: str) -> list[PagerDutyMember]:
+        path = f"/teams/{_segment(team_id)}/members"
+        parse = partial(PagerDutyMember.from_api, team_id)
+        return self._read_all(path, "members", parse, key=_member_key)
+
+    def get_team(self, team_id: str) -> PagerDutyTeam | None:
+        """The team, or None when PagerDuty does not know the id (404)."""
+        path = f"/teams/{_segment(team_id)}"
+        try:
+            response = self._request("GET", path)
+        except PagerDutyError as error:
+            if error.status == 404:
+                return None
+            raise
+        team = unwrap(parse_body(response, "GET", path), "team", "GET", path)
+        return self._parse(PagerDutyTeam.model_validate, team, path)
+
+    def find_team_by_name(self, name: str) -> PagerDutyTeam | None:
+        """The team whose name equals `name` ignoring case; `query` only narrows the listing."""
+        candidates = self._read_all(
+            "/teams", "teams", PagerDutyTeam.model_validate, params={"query": name.strip()}
+        )
+        wanted = name.strip().casefold()
+        matches = [team for team in candidates if team.name.strip().casefold() == wanted]
+        if len(matches) > 1:
+            ids = ", ".join(t.id for t in matches)
+            message = f"{len(matches)} teams are named {name!r} ({ids})"
+            raise PagerDutyError(None, None, message, (), "GET", "/teams")
+        return matches[0] if matches else None
+
+    def list_escalation_policies(self, team_ids: Sequence[str] = ()) -> list[PagerDutyEscalationPolicy]:
+        params = {"team_ids[]": list(team_ids)} if team_ids else None
+        return self._read_all(
+            "/escalation_policies", "escalation_policies", PagerDutyEscalationPolicy.from_api, params=params
+        )
+
+    # ---- writes
+
+    def set_membership(self, team_id: str, user_id: str, role: Role | str) -> None:
+        """Add the user to the team or change their role. The role is always sent: PagerDuty's default
+        for an omitted role has changed over time."""
+        body = {"role": Role(role).value}
+        self._request("PUT", f"/teams/{_segment(team_id)}/users/{_segment(user_id)}", body=body)
+
+    def remove_membership(self, team_id: str, user_id: str) -> None:
+        """Remove the user from the team. PagerDuty refuses (400, code 2001) while the user is a target of
+        one of the team's escalation policies; that surfaces as `PagerDutyError` with PagerDuty's message."""
+        self._request("DELETE", f"/teams/{_segment(team_id)}/users/{_segment(user_id)}")
+
+    def create_team(self, name: str, description: str = "") -> PagerDutyTeam:
+        """Create a team. Not retried once sent (see `http.POST_RETRYABLE_STATUSES`): on
+        `WriteOutcomeUnknownError`, look it up with `find_team_by_name` before creating again."""
+        response = self._request(
+            "POST", "/teams", body={"team": {"type": "team", "name": name, "description": description}}
+        )
+        team = unwrap(parse_body(response, "POST", "/teams"), "team", "POST", "/teams")
+        return self._parse(PagerDutyTeam.model_validate, team, "/teams", "POST")
+
+    # ---- plumbing
+
+    def _read_all(
+        self,
+        path: str,
+        collection: str,
+        parse: Callable[[dict[str, Any]], T],
+        *,
+        params: dict[str, Any] | None = None,
+        key: Callable[[dict[str, Any]], object] | None = None,
+    ) -> list[T]:
+        return [
+            self._parse(parse, item, path) for item in self._pages(path, collection, params=params, key=key)
+        ]
+
+    def _pages(
+        self,
+        path: str,
+        collection: str,
+        *,
+        params: dict[str, Any] | None = None,
+        key: Callable[[dict[str, Any]], object] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        pager = OffsetPager(path, collection, key=key)
+        while not pager.done:
+            response = self._request("GET", path, params={**(params or {}), **pager.params()})
+            yield from pager.accept(parse_body(response, "GET", path))
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        headers = {"From": self._from_email} if self._from_email and method != "GET" else None
+        request = self._http.build_request(method, path, params=params, json=body, headers=headers)
+        try:
+            response, attempts = send_with_retries(
+                lambda: self._http.send(request),
+                method=method,
+                path=path,
+                policy=self.policy,
+                stats=self.stats,
+                logger=logger,
+                sleep=self._sleep,
+            )
+        except RequestFailed as failure:
+            kind = WriteOutcomeUnknownError if failure.may_have_been_applied else PagerDutyError
+            raise kind(None, None, failure.reason, (), method, path) from failure
+        if not response.is_success:
+            raise error_from_response(response, method, path, attempts)
+        return response
+
+    @staticmethod
+    def _parse(
+        parse: Callable[[dict[str, Any]], T], item: dict[str, Any], path: str, method: str = "GET"
+    ) -> T:
+        try:
+            return parse(item)
+        except (ValidationError, AttributeError, TypeError) as exc:
+            ident = item.get("id") if isinstance(item, dict) else None
+            what = f"item {ident!r}" if ident else "an item"
+            reason = _validation_summary(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise PagerDutyError(None, None, f"{what} does not parse: {reason}", (), method, path) from exc
+
+
+def _validation_summary(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors())
+
+
+# ---- the Dagster resource ----------------------------------------------------------------------------
+
+
+class PagerDutyResource(dg.ConfigurableResource):
+    """PagerDuty's REST API. Bind `api_token` with `dg.EnvVar("PAGERDUTY_API_TOKEN")`."""
+
+    api_url: str = Field(default=DEFAULT_API_URL, description="EU accounts: https://api.eu.pagerduty.com")
+    api_token: str = Field(
+        repr=False, description="A REST API key; from the PAGERDUTY_API_TOKEN environment variable."
+    )
+    timeout_seconds: float = Field(default=30.0, description="Per request, before a retry.")
+    max_attempts: int = Field(default=6, description="Attempts per request, the first included.")
+    from_email: str = Field(
+        default="", description="Sent as `From` on writes, for PagerDuty's change tracking."
+    )
+
+    def client(self) -> PagerDutyClient:
+        """A new client; use it as a context manager so its connections are closed."""
+        return PagerDutyClient(
+            self.api_url,
+            self.api_token,
+            timeout=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            from_email=self.from_email or None,
+        )

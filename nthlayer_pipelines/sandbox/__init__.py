@@ -1,0 +1,63 @@
+"""Emulators of the providers' HTTP APIs (PagerDuty, Cortex, Slack) on one loopback port.
+
+Each provider lives under its own prefix and speaks its own paths, shapes, auth, errors, pagination and
+rate limits: `/pagerduty` (REST API v2), `/cortex` (teams API), `/slack/api` (Web API). `/_admin`
+serves the request log, a dump of the org and a health check.
+
+The sandbox imports nothing from the rest of the package on purpose: an emulator that shares the
+client's models shares its misunderstandings.
+
+A seed file::
+
+    pagerduty:
+      users: [{name: Alice Example, email: alice@example.com, role: user}]          # id optional
+      teams: [{name: Payments, description: "...", members: [{email: alice@example.com, role: manager}]}]
+      escalation_policies: [{name: Payments On-Call, teams: [Payments], targets: [alice@example.com]}]
+    cortex:
+      teams: [{tag: data, name: Data Platform, description: "", archived: false,
+               members: [{email: grace@example.com, name: Grace, roles: [oncall-manager]}]}]
+    slack:
+      channels: [ops-changes]
+
+Tokens: each provider accepts exactly the token in the pipeline's own variable (PAGERDUTY_API_TOKEN,
+CORTEX_API_TOKEN, SLACK_BOT_TOKEN), else `DEFAULT_PAGERDUTY_TOKEN`, `DEFAULT_CORTEX_TOKEN`,
+`DEFAULT_SLACK_TOKEN`.
+"""
+
+from nthlayer_pipelines.sandbox.app import create_app, sandbox_state
+from nthlayer_pipelines.sandbox.core import (
+    DEFAULT_CORTEX_TOKEN,
+    DEFAULT_PAGERDUTY_TOKEN,
+    DEFAULT_SLACK_TOKEN,
+    TOKEN_ENV_VARS,
+    HookRegistry,
+    RequestContext,
+    SandboxSettings,
+    tokens_from_env,
+)
+from nthlayer_pipelines.sandbox.generate import generate_org
+from nthlayer_pipelines.sandbox.org import SandboxOrg
+from nthlayer_pipelines.sandbox.seed import SeedError, load_seed, org_from_seed
+from nthlayer_pipelines.sandbox.server import RunningSandbox, run_cli, running_sandbox, serve
+
+__all__ = [
+    "DEFAULT_CORTEX_TOKEN",
+    "DEFAULT_PAGERDUTY_TOKEN",
+    "DEFAULT_SLACK_TOKEN",
+    "TOKEN_ENV_VARS",
+    "HookRegistry",
+    "RequestContext",
+    "RunningSandbox",
+    "SandboxOrg",
+    "SandboxSettings",
+    "SeedError",
+    "create_app",
+    "generate_org",
+    "load_seed",
+    "org_from_seed",
+    "run_cli",
+    "running_sandbox",
+    "sandbox_state",
+    "serve",
+    "tokens_from_env",
+]

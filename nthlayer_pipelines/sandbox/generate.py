@@ -1,0 +1,75 @@
+"""Generate a PagerDuty org of any size, the same for the same arguments."""
+
+from __future__ import annotations
+
+import random
+
+from nthlayer_pipelines.sandbox.org import SandboxOrg
+
+MAX_DEFAULT_USERS = 20_000
+GENERATED_SLACK_CHANNEL = "ops-changes"
+
+_FIRST_NAMES = (
+    "Ada", "Alan", "Barbara", "Brian", "Claude", "Dennis", "Donald", "Edsger", "Frances", "Grace",
+    "Hedy", "Ivan", "Jean", "John", "Ken", "Leslie", "Margaret", "Niklaus", "Radia", "Tim",
+)  # fmt: skip
+_LAST_NAMES = (
+    "Allen", "Backus", "Cerf", "Dijkstra", "Engelbart", "Floyd", "Hamilton", "Hopper", "Kahn", "Knuth",
+    "Lamport", "Liskov", "Lovelace", "McCarthy", "Perlman", "Ritchie", "Shannon", "Thompson", "Turing",
+    "Wirth",
+)  # fmt: skip
+_TEAM_WORDS = (
+    "Payments", "Search", "Checkout", "Identity", "Billing", "Storage", "Messaging", "Platform", "Data",
+    "Mobile", "Network", "Ledger", "Catalog", "Pricing", "Shipping", "Fraud", "Growth", "Edge",
+)  # fmt: skip
+# After the first three members (one of each role), roles are drawn with these weights.
+_EXTRA_ROLES = ("responder", "observer", "manager")
+_EXTRA_ROLE_WEIGHTS = (6, 3, 1)
+
+
+def default_user_count(teams: int, members_per_team: int) -> int:
+    return min(MAX_DEFAULT_USERS, max(teams * 4, members_per_team))
+
+
+def generate_org(
+    teams: int, members_per_team: int = 10, users: int | None = None, seed: int = 0
+) -> SandboxOrg:
+    """An org of `teams` PagerDuty teams with `members_per_team` members each, drawn from `users` users.
+
+    Each team has a manager, a responder and an observer (when it has three members or more) and an
+    escalation policy targeting its first manager. Users default to
+    min(20000, max(teams * 4, members_per_team)). A Slack channel `ops-changes` is created too.
+    """
+    if teams < 0:
+        raise ValueError(f"teams must be >= 0, got {teams}")
+    if members_per_team < 1:
+        raise ValueError(f"members_per_team must be >= 1, got {members_per_team}")
+    user_count = default_user_count(teams, members_per_team) if users is None else users
+    if user_count < members_per_team:
+        raise ValueError(f"users ({user_count}) must be at least members_per_team ({members_per_team})")
+
+    rng = random.Random(seed)
+    org = SandboxOrg(seed)
+    pagerduty = org.pagerduty
+    width = max(5, len(str(user_count)))
+    user_ids = []
+    for index in range(user_count):
+        first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+        number = f"{index + 1:0{width}d}"
+        email = f"{first}.{last}.{number}@example.com".lower()
+        user_ids.append(pagerduty.add_user(f"{first} {last} {number}", email, "user").id)
+
+    team_width = max(4, len(str(teams)))
+    for index in range(teams):
+        word = _TEAM_WORDS[index % len(_TEAM_WORDS)]
+        team = pagerduty.add_team(f"{word} {index + 1:0{team_width}d}", f"Generated team {index + 1}")
+        members = rng.sample(user_ids, members_per_team)
+        for position, user_id in enumerate(members):
+            if position < len(_EXTRA_ROLES):
+                role = ("manager", "responder", "observer")[position]
+            else:
+                role = rng.choices(_EXTRA_ROLES, _EXTRA_ROLE_WEIGHTS)[0]
+            pagerduty.set_membership(team.id, user_id, role)
+        pagerduty.add_escalation_policy(f"{team.name} On-Call", [team.id], [members[0]])
+    org.slack.add_channel(GENERATED_SLACK_CHANNEL)
+    return org

@@ -1,0 +1,480 @@
+"""The organisation the sandbox serves: PagerDuty, Cortex and Slack state, indexed for paging.
+
+Everything here is plain data and in-memory indexes. The server thread and test code may both touch an
+org, so every read or write of more than one field happens under `SandboxOrg.lock`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+PAGERDUTY_TEAM_ROLES = ("observer", "responder", "manager")
+PAGERDUTY_USER_ROLES = (
+    "admin",
+    "limited_user",
+    "observer",
+    "owner",
+    "read_only_user",
+    "restricted_access",
+    "read_only_limited_user",
+    "user",
+)
+
+_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ID_SPACE = 36**6
+# Coprime with 36**6 (odd, not a multiple of 3), so counter -> id is a bijection: ids never repeat.
+_ID_STRIDE = 1_234_567_891
+
+
+def is_pagerduty_id(value: str) -> bool:
+    return len(value) == 7 and value[0] == "P" and all(c in _ID_ALPHABET for c in value[1:])
+
+
+class IdAllocator:
+    """PagerDuty-style ids (P + 6 of [0-9A-Z]), deterministic for a seed and never handed out twice."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._offset = (seed * 2_654_435_761 + 0x5EED) % _ID_SPACE
+        self._counter = 0
+        self._used: set[str] = set()
+
+    def claim(self, value: str) -> None:
+        """Reserve an id given by a seed file, so no generated id ever collides with it."""
+        if value in self._used:
+            raise ValueError(f"id {value} is already in use")
+        self._used.add(value)
+
+    def next(self) -> str:
+        while True:
+            number = (self._counter * _ID_STRIDE + self._offset) % _ID_SPACE
+            self._counter += 1
+            chars = []
+            for _ in range(6):
+                number, digit = divmod(number, 36)
+                chars.append(_ID_ALPHABET[digit])
+            value = "P" + "".join(reversed(chars))
+            if value not in self._used:
+                self._used.add(value)
+                return value
+
+
+def _name_key(name: str, object_id: str) -> tuple[str, str]:
+    return (name.casefold(), object_id)
+
+
+@dataclass(slots=True)
+class PagerDutyUser:
+    id: str
+    name: str
+    email: str
+    role: str = "user"
+    time_zone: str = "Etc/UTC"
+    job_title: str = ""
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        return _name_key(self.name, self.id)
+
+
+@dataclass(slots=True)
+class PagerDutyTeam:
+    id: str
+    name: str
+    description: str = ""
+    default_role: str = "manager"
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        return _name_key(self.name, self.id)
+
+
+@dataclass(slots=True)
+class EscalationRule:
+    id: str
+    target_user_ids: list[str]
+    escalation_delay_in_minutes: int = 30
+
+
+@dataclass(slots=True)
+class EscalationPolicy:
+    id: str
+    name: str
+    team_ids: list[str]
+    rules: list[EscalationRule]
+    description: str = ""
+    num_loops: int = 0
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        return _name_key(self.name, self.id)
+
+    @property
+    def target_user_ids(self) -> set[str]:
+        return {user_id for rule in self.rules for user_id in rule.target_user_ids}
+
+
+class PagerDutyOrg:
+    """Users, teams, memberships and escalation policies, with the indexes the API needs."""
+
+    def __init__(self, ids: IdAllocator, lock: threading.RLock) -> None:
+        self._ids = ids
+        self.lock = lock
+        self.users: dict[str, PagerDutyUser] = {}
+        self.teams: dict[str, PagerDutyTeam] = {}
+        self.escalation_policies: dict[str, EscalationPolicy] = {}
+        # team id -> {user id: team role}, in the order members joined.
+        self.memberships: dict[str, dict[str, str]] = {}
+        self._user_teams: dict[str, dict[str, None]] = {}
+        self._users_by_email: dict[str, PagerDutyUser] = {}
+        self._teams_by_name: dict[str, PagerDutyTeam] = {}
+        self._policies_by_team: dict[str, list[str]] = {}
+        self._policies_by_user: dict[str, set[str]] = {}
+        # Lists kept sorted by name, as PagerDuty lists them, so a page is a slice.
+        self.users_by_name: list[PagerDutyUser] = []
+        self.teams_by_name: list[PagerDutyTeam] = []
+        self.policies_by_name: list[EscalationPolicy] = []
+
+    # -- users ---------------------------------------------------------------------------------------
+    def add_user(
+        self,
+        name: str,
+        email: str,
+        role: str = "user",
+        *,
+        id: str | None = None,
+        time_zone: str = "Etc/UTC",
+        job_title: str = "",
+    ) -> PagerDutyUser:
+        if role not in PAGERDUTY_USER_ROLES:
+            raise ValueError(f"user role {role!r} is not one of {', '.join(PAGERDUTY_USER_ROLES)}")
+        with self.lock:
+            if email.casefold() in self._users_by_email:
+                raise ValueError(f"a user with email {email} already exists")
+            user_id = self._take_id(id)
+            user = PagerDutyUser(user_id, name, email, role, time_zone, job_title)
+            self.users[user_id] = user
+            self._users_by_email[email.casefold()] = user
+            self._user_teams[user_id] = {}
+            bisect.insort(self.users_by_name, user, key=lambda u: u.sort_key)
+            return user
+
+    def user_by_email(self, email: str) -> PagerDutyUser | None:
+        return self._users_by_email.get(email.casefold())
+
+    def teams_of(self, user_id: str) -> list[str]:
+        return list(self._user_teams.get(user_id, ()))
+
+    # -- teams ---------------------------------------------------------------------------------------
+    def add_team(self, name: str, description: str = "", *, id: str | None = None) -> PagerDutyTeam:
+        with self.lock:
+            if name.casefold() in self._teams_by_name:
+                raise ValueError(f"a team named {name!r} already exists")
+            team_id = self._take_id(id)
+            team = PagerDutyTeam(team_id, name, description)
+            self.teams[team_id] = team
+            self._teams_by_name[name.casefold()] = team
+            self.memberships[team_id] = {}
+            self._policies_by_team[team_id] = []
+            bisect.insort(self.teams_by_name, team, key=lambda t: t.sort_key)
+            return team
+
+    def team_by_name(self, name: str) -> PagerDutyTeam | None:
+        return self._teams_by_name.get(name.casefold())
+
+    def set_membership(self, team_id: str, user_id: str, role: str) -> None:
+        """Add the user to the team with this role, or change their role."""
+        if role not in PAGERDUTY_TEAM_ROLES:
+            raise ValueError(f"team role {role!r} is not one of {', '.join(PAGERDUTY_TEAM_ROLES)}")
+        with self.lock:
+            self._require(team_id, user_id)
+            self.memberships[team_id][user_id] = role
+            self._user_teams[user_id][team_id] = None
+
+    def remove_membership(self, team_id: str, user_id: str) -> bool:
+        """Remove without PagerDuty's escalation-policy guard (for setting up drift); True if removed."""
+        with self.lock:
+            self._require(team_id, user_id)
+            removed = self.memberships[team_id].pop(user_id, None) is not None
+            self._user_teams[user_id].pop(team_id, None)
+            return removed
+
+    def blocking_policies(self, team_id: str, user_id: str) -> list[EscalationPolicy]:
+        """The team's escalation policies that target the user: PagerDuty refuses the removal then."""
+        policy_ids = self._policies_by_user.get(user_id, set())
+        return [
+            self.escalation_policies[policy_id]
+            for policy_id in self._policies_by_team.get(team_id, ())
+            if policy_id in policy_ids
+        ]
+
+    # -- escalation policies -------------------------------------------------------------------------
+    def add_escalation_policy(
+        self,
+        name: str,
+        team_ids: Iterable[str],
+        target_user_ids: Iterable[str],
+        *,
+        id: str | None = None,
+        description: str = "",
+        num_loops: int = 0,
+    ) -> EscalationPolicy:
+        """A policy with one rule targeting these users."""
+        team_ids = list(team_ids)
+        targets = list(target_user_ids)
+        with self.lock:
+            for team_id in team_ids:
+                if team_id not in self.teams:
+                    raise KeyError(f"no team with id {team_id}")
+            for user_id in targets:
+                if user_id not in self.users:
+                    raise KeyError(f"no user with id {user_id}")
+            policy_id = self._take_id(id)
+            rule = EscalationRule(self._ids.next(), targets)
+            policy = EscalationPolicy(policy_id, name, team_ids, [rule], description, num_loops)
+            self.escalation_policies[policy_id] = policy
+            for team_id in team_ids:
+                self._policies_by_team[team_id].append(policy_id)
+            for user_id in targets:
+                self._policies_by_user.setdefault(user_id, set()).add(policy_id)
+            bisect.insort(self.policies_by_name, policy, key=lambda p: p.sort_key)
+            return policy
+
+    def policies_of_team(self, team_id: str) -> list[str]:
+        return list(self._policies_by_team.get(team_id, ()))
+
+    def policies_targeting(self, user_id: str) -> set[str]:
+        return set(self._policies_by_user.get(user_id, ()))
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _take_id(self, requested: str | None) -> str:
+        if requested is None:
+            return self._ids.next()
+        if not is_pagerduty_id(requested):
+            raise ValueError(f"id {requested!r} is not a PagerDuty id (P and 6 of 0-9, A-Z)")
+        self._ids.claim(requested)
+        return requested
+
+    def _require(self, team_id: str, user_id: str) -> None:
+        if team_id not in self.teams:
+            raise KeyError(f"no team with id {team_id}")
+        if user_id not in self.users:
+            raise KeyError(f"no user with id {user_id}")
+
+    def to_dict(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "users": [
+                    {"id": u.id, "name": u.name, "email": u.email, "role": u.role} for u in self.users_by_name
+                ],
+                "teams": [
+                    {"id": t.id, "name": t.name, "description": t.description} for t in self.teams_by_name
+                ],
+                "memberships": [
+                    {"team_id": team_id, "user_id": user_id, "role": role}
+                    for team_id, members in self.memberships.items()
+                    for user_id, role in members.items()
+                ],
+                "escalation_policies": [
+                    {
+                        "id": p.id,
+                        "name": p.name,
+                        "team_ids": list(p.team_ids),
+                        "target_user_ids": [u for rule in p.rules for u in rule.target_user_ids],
+                    }
+                    for p in self.policies_by_name
+                ],
+            }
+
+
+@dataclass(slots=True)
+class CortexRole:
+    tag: str
+    name: str
+
+
+@dataclass(slots=True)
+class CortexMember:
+    name: str
+    email: str
+    roles: list[CortexRole] = field(default_factory=list)
+    notifications_enabled: bool = True
+
+
+@dataclass(slots=True)
+class CortexTeam:
+    id: str
+    tag: str
+    name: str
+    description: str = ""
+    summary: str = ""
+    archived: bool = False
+    members: list[CortexMember] = field(default_factory=list)
+    slack_channels: list[str] = field(default_factory=list)
+    links: list[dict[str, str]] = field(default_factory=list)
+
+
+class CortexOrg:
+    """Cortex teams, looked up by tag or id."""
+
+    def __init__(self, seed: int, lock: threading.RLock) -> None:
+        self._seed = seed
+        self._counter = 0
+        self.lock = lock
+        self.teams: dict[str, CortexTeam] = {}
+        self._by_tag: dict[str, CortexTeam] = {}
+
+    def add_team(
+        self,
+        tag: str,
+        name: str,
+        *,
+        description: str = "",
+        summary: str = "",
+        archived: bool = False,
+        members: Iterable[CortexMember] = (),
+        slack_channels: Iterable[str] = (),
+        id: str | None = None,
+    ) -> CortexTeam:
+        with self.lock:
+            if tag in self._by_tag:
+                raise ValueError(f"a Cortex team tagged {tag!r} already exists")
+            team_id = id or self._next_id()
+            if team_id in self.teams:
+                raise ValueError(f"a Cortex team with id {team_id!r} already exists")
+            team = CortexTeam(
+                team_id, tag, name, description, summary, archived, list(members), list(slack_channels)
+            )
+            self.teams[team_id] = team
+            self._by_tag[tag] = team
+            return team
+
+    def find(self, tag_or_id: str) -> CortexTeam | None:
+        return self._by_tag.get(tag_or_id) or self.teams.get(tag_or_id)
+
+    def _next_id(self) -> str:
+        while True:
+            self._counter += 1
+            digest = hashlib.blake2b(f"{self._seed}:{self._counter}".encode(), digest_size=7).hexdigest()
+            candidate = "en" + digest
+            if candidate not in self.teams:
+                return candidate
+
+    def to_dict(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "teams": [
+                    {
+                        "id": t.id,
+                        "tag": t.tag,
+                        "name": t.name,
+                        "description": t.description,
+                        "archived": t.archived,
+                        "members": [
+                            {"name": m.name, "email": m.email, "roles": [r.tag for r in m.roles]}
+                            for m in t.members
+                        ],
+                    }
+                    for t in self.teams.values()
+                ]
+            }
+
+
+@dataclass(slots=True)
+class SlackMessage:
+    channel: str
+    ts: str
+    text: str
+    blocks: Any = None
+    thread_ts: str | None = None
+
+
+class SlackOrg:
+    """Channels the bot can post to, and every message it posted."""
+
+    BOT_USER_ID = "U0SANDBOX1"
+    BOT_ID = "B0SANDBOX1"
+    TEAM_ID = "T0SANDBOX1"
+
+    def __init__(self, seed: int, lock: threading.RLock) -> None:
+        self._seed = seed
+        self.lock = lock
+        self.channels: dict[str, str] = {}  # channel id -> name
+        self._ids_by_name: dict[str, str] = {}
+        self.messages: list[SlackMessage] = []
+        self._last_micros = 0
+
+    def add_channel(self, name: str, *, id: str | None = None) -> str:
+        name = name.removeprefix("#")
+        with self.lock:
+            if name in self._ids_by_name:
+                raise ValueError(f"a Slack channel named {name!r} already exists")
+            channel_id = (
+                id or "C" + hashlib.blake2b(f"{self._seed}:{name}".encode(), digest_size=5).hexdigest()
+            )
+            channel_id = channel_id.upper()
+            self.channels[channel_id] = name
+            self._ids_by_name[name] = channel_id
+            return channel_id
+
+    def resolve(self, channel: str) -> str | None:
+        """A channel id from an id, a name or a #name."""
+        if channel in self.channels:
+            return channel
+        return self._ids_by_name.get(channel.removeprefix("#"))
+
+    def post(
+        self, channel_id: str, text: str, blocks: Any = None, thread_ts: str | None = None
+    ) -> SlackMessage:
+        with self.lock:
+            # Slack's ts is a unique, increasing "seconds.micros" string.
+            micros = max(time.time_ns() // 1000, self._last_micros + 1)
+            self._last_micros = micros
+            ts = f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+            message = SlackMessage(channel_id, ts, text, blocks, thread_ts)
+            self.messages.append(message)
+            return message
+
+    def messages_in(self, channel: str) -> Iterator[SlackMessage]:
+        channel_id = self.resolve(channel)
+        return (m for m in list(self.messages) if m.channel == channel_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "channels": [{"id": cid, "name": name} for cid, name in self.channels.items()],
+                "messages": [
+                    {
+                        "channel": m.channel,
+                        "ts": m.ts,
+                        "text": m.text,
+                        "blocks": m.blocks,
+                        "thread_ts": m.thread_ts,
+                    }
+                    for m in self.messages
+                ],
+            }
+
+
+class SandboxOrg:
+    """One organisation across the emulated providers."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.lock = threading.RLock()
+        self.pagerduty = PagerDutyOrg(IdAllocator(seed), self.lock)
+        self.cortex = CortexOrg(seed, self.lock)
+        self.slack = SlackOrg(seed, self.lock)
+
+    def to_dict(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "pagerduty": self.pagerduty.to_dict(),
+                "cortex": self.cortex.to_dict(),
+                "slack": self.slack.to_dict(),
+            }

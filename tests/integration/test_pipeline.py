@@ -1,0 +1,234 @@
+"""The read-only pipeline end to end: sources and PagerDuty over loopback, Dagster in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from nthlayer_pipelines.definitions import build_definitions
+from nthlayer_pipelines.model import ChangeKind, Plan
+from nthlayer_pipelines.resources.ledger import Ledger
+from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
+from tests.support import (
+    EXPECTED_EXAMPLE_CHANGES,
+    EXPECTED_EXAMPLE_FINDINGS,
+    REPO,
+    pipeline_environment,
+)
+
+ALL_ASSETS = {
+    "git_definitions",
+    "cortex_teams",
+    "desired_state",
+    "pagerduty_users",
+    "pagerduty_teams",
+    "pagerduty_memberships",
+    "divergences",
+    "change_plan",
+}
+
+
+def refresh(environ: dict[str, str]) -> dg.ExecuteInProcessResult:
+    job = build_definitions(environ).resolve_job_def("refresh")
+    return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def summary(plan: Plan) -> list[tuple]:
+    return [
+        (
+            c.kind.value,
+            c.team,
+            c.email,
+            c.role.value if c.role else None,
+            c.from_role.value if c.from_role else None,
+        )
+        for c in plan.changes
+    ]
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Each failed step's error with its causes: what a person reads in the run's event log."""
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data:
+            error = event.step_failure_data.error
+            while error is not None:
+                messages.append(error.message)
+                error = error.cause
+    return messages
+
+
+def apply_by_hand(plan: Plan, environ: dict[str, str]) -> None:
+    """Carry out a plan with the client's write calls (the gated apply job is built on the same calls)."""
+    with PagerDutyClient(environ["PAGERDUTY_API_URL"], environ["PAGERDUTY_API_TOKEN"]) as client:
+        users = {u.email: u.id for u in client.list_users()}
+        team_ids = {c.team: c.team_id for c in plan.changes if c.team_id}
+        for change in plan.changes:
+            if change.kind is ChangeKind.CREATE_TEAM:
+                team_ids[change.team] = client.create_team(change.team_name).id
+            elif change.kind in (ChangeKind.ADD_MEMBER, ChangeKind.SET_ROLE):
+                client.set_membership(team_ids[change.team], users[change.email], change.role.value)
+            else:
+                client.remove_membership(team_ids[change.team], change.user_id)
+
+
+def test_refresh_plans_exactly_the_seeded_drift_then_nothing_once_applied(
+    pipeline_env, example_sandbox
+) -> None:
+    result = refresh(pipeline_env)
+    assert result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {key for key in ALL_ASSETS}
+    plan: Plan = result.output_for_node("change_plan")
+    assert summary(plan) == EXPECTED_EXAMPLE_CHANGES
+    assert [(f.kind.value, f.team, f.email) for f in plan.findings] == EXPECTED_EXAMPLE_FINDINGS
+
+    ledger = Ledger(pipeline_env["NTHLAYER_LEDGER_URL"])
+    assert ledger.latest_plan_id() == plan.id
+    assert ledger.get_plan(plan.id) == plan
+
+    reads_before = len(example_sandbox.requests(provider="pagerduty"))
+    writes = [r for r in example_sandbox.requests(provider="pagerduty") if r["method"] != "GET"]
+    assert writes == [], "a refresh never writes"
+
+    apply_by_hand(plan, pipeline_env)
+    assert len(example_sandbox.requests(provider="pagerduty")) > reads_before
+
+    second = refresh(pipeline_env)
+    assert second.success
+    converged: Plan = second.output_for_node("change_plan")
+    assert converged.changes == ()
+    assert ledger.latest_plan_id() == converged.id
+
+
+def test_plan_metadata_is_readable_in_the_ui(pipeline_env) -> None:
+    result = refresh(pipeline_env)
+    (event,) = [
+        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("change_plan")
+    ]
+    metadata = event.materialization.metadata
+    assert metadata["changes_total"].value == len(EXPECTED_EXAMPLE_CHANGES)
+    assert metadata["members_to_remove"].value == 1
+    assert "- payments: mallory@example.com (was responder)" in metadata["plan"].value
+    (users,) = [
+        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("pagerduty_users")
+    ]
+    assert users.materialization.metadata["api_calls"].value == 1
+
+
+def test_scoped_refresh_plans_only_the_named_team(pipeline_env) -> None:
+    job = build_definitions(pipeline_env).resolve_job_def("refresh")
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"resources": {"reconcile": {"config": {"teams": ["search"]}}}},
+    )
+    plan: Plan = result.output_for_node("change_plan")
+    assert {c.team for c in plan.changes} == {"search"}
+    assert plan.findings == ()
+
+
+def test_cortex_outage_fails_the_source_and_no_plan_is_made(example_sandbox, tmp_path, monkeypatch) -> None:
+    environ = pipeline_environment(example_sandbox, tmp_path, CORTEX_API_URL="http://127.0.0.1:9/cortex")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    result = refresh(environ)
+    assert not result.success
+    failed = {e.step_key for e in result.all_events if e.is_step_failure}
+    assert "cortex_teams" in failed
+    assert not [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["change_plan"]]
+    assert Ledger(environ["NTHLAYER_LEDGER_URL"]).latest_plan_id() is None
+
+
+def test_empty_definitions_folder_fails_and_no_plan_is_made(example_sandbox, tmp_path, monkeypatch) -> None:
+    empty = tmp_path / "definitions"
+    empty.mkdir()
+    environ = pipeline_environment(example_sandbox, tmp_path, NTHLAYER_DEFINITIONS=str(empty))
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    result = refresh(environ)
+    assert not result.success
+    assert "git_definitions" in {e.step_key for e in result.all_events if e.is_step_failure}
+    assert Ledger(environ["NTHLAYER_LEDGER_URL"]).latest_plan_id() is None
+
+
+def test_wrong_token_fails_with_the_variable_name(pipeline_env, monkeypatch) -> None:
+    monkeypatch.setenv("PAGERDUTY_API_TOKEN", "not-the-token")
+    result = refresh({**pipeline_env, "PAGERDUTY_API_TOKEN": "not-the-token"})
+    assert not result.success
+    messages = " ".join(failure_messages(result))
+    assert "PAGERDUTY_API_TOKEN" in messages
+    assert "not-the-token" not in messages
+
+
+# The CLI, as a CI job on a definitions repo runs it ---------------------------------------------------
+
+
+def nthlayer(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nthlayer_pipelines.cli", *args],
+        env={**os.environ, **environ},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_plan_exits_2_on_drift_with_the_json_contract(pipeline_env) -> None:
+    run = nthlayer("plan", "--json", environ=pipeline_env)
+    assert run.returncode == 2, run.stderr
+    payload = json.loads(run.stdout)
+    assert set(payload) == {"plan_id", "changes", "findings"}
+    assert [
+        (c["kind"], c["team"], c["email"], c["role"], c["from_role"]) for c in payload["changes"]
+    ] == EXPECTED_EXAMPLE_CHANGES
+    assert all(set(c) == {"id", "kind", "team", "email", "role", "from_role"} for c in payload["changes"])
+    assert [(f["kind"], f["team"], f["email"]) for f in payload["findings"]] == EXPECTED_EXAMPLE_FINDINGS
+
+
+def test_cli_plan_exits_0_without_drift_and_1_on_invalid_definitions(pipeline_env, tmp_path: Path) -> None:
+    plan = refresh(pipeline_env).output_for_node("change_plan")
+    apply_by_hand(plan, pipeline_env)
+    clean = nthlayer("plan", environ=pipeline_env)
+    assert clean.returncode == 0, clean.stderr
+    assert "no changes" in clean.stdout
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "team.yaml").write_text(
+        "apiVersion: nthlayer/v1\nkind: Team\nmetadata: {name: ops}\nspec: {}\n"
+    )
+    failed = nthlayer("plan", "--definitions", str(broken), environ=pipeline_env)
+    assert failed.returncode == 1
+    assert "team.yaml" in failed.stderr and "displayName" in failed.stderr
+    assert failed.stdout == ""
+
+
+def test_cli_validate_prints_every_problem(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "apiVersion: nthlayer/v1\nkind: Team\nmetadata: {name: ops}\n"
+        "spec: {displayName: Ops, members: [{email: a@x.io, role: admin}]}\n"
+    )
+    (tmp_path / "b.yaml").write_text("apiVersion: nthlayer/v1\nkind: Widget\nmetadata: {name: w}\nspec: {}\n")
+    run = nthlayer("validate", str(tmp_path), environ={})
+    assert run.returncode == 1
+    problem_lines = [line for line in run.stderr.splitlines() if line.startswith(("a.yaml", "b.yaml"))]
+    assert len(problem_lines) == 2
+    assert "admin" in problem_lines[0] and "Widget" in problem_lines[1]
+    assert nthlayer("validate", str(REPO / "examples" / "org"), environ={}).returncode == 0
+
+
+def test_dagster_definitions_validate_passes() -> None:
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr

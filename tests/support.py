@@ -1,0 +1,44 @@
+"""Values and helpers the tests share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nthlayer_pipelines.sandbox import DEFAULT_CORTEX_TOKEN, DEFAULT_PAGERDUTY_TOKEN, DEFAULT_SLACK_TOKEN
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_DEFINITIONS = REPO / "examples" / "org"
+EXAMPLE_SEED = REPO / "examples" / "sandbox-seed.yaml"
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def pipeline_environment(sandbox, tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """What a user exports to point the pipeline at the sandbox."""
+    environ = {
+        "PAGERDUTY_API_URL": sandbox.pagerduty_url,
+        "PAGERDUTY_API_TOKEN": DEFAULT_PAGERDUTY_TOKEN,
+        "CORTEX_API_URL": sandbox.cortex_url,
+        "CORTEX_API_TOKEN": DEFAULT_CORTEX_TOKEN,
+        "SLACK_API_URL": sandbox.slack_url,
+        "SLACK_BOT_TOKEN": DEFAULT_SLACK_TOKEN,
+        "NTHLAYER_DEFINITIONS": str(EXAMPLE_DEFINITIONS),
+        "NTHLAYER_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+    }
+    environ.update(overrides)
+    return environ
+
+
+# The plan the seeded drift calls for, in plan order: (kind, team, email, role, from_role).
+EXPECTED_EXAMPLE_CHANGES = [
+    ("create_team", "search", None, None, None),
+    ("add_member", "data-platform", "heidi@example.com", "responder", None),
+    ("add_member", "payments", "carol@example.com", "responder", None),
+    ("add_member", "search", "heidi@example.com", "manager", None),
+    ("add_member", "search", "ivan@example.com", "responder", None),
+    ("set_role", "payments", "bob@example.com", "responder", "observer"),
+    ("remove_member", "payments", "mallory@example.com", None, "responder"),
+]
+EXPECTED_EXAMPLE_FINDINGS = [
+    ("unmanaged_team", "Legacy Ops", None),
+    ("unresolved_user", "platform", "oscar@example.com"),
+]
