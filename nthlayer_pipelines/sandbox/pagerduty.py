@@ -7,7 +7,7 @@ and observed answers (error texts as the API returns them).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from itertools import islice
 from typing import Any
 
@@ -146,10 +146,9 @@ class PagerDutyApi:
             "name": team.name,
             "description": team.description,
             "default_role": team.default_role,
-            "parent": None,
         }
 
-    def _user(self, base: str, user: PagerDutyUser, includes: set[str] = frozenset()) -> dict[str, Any]:
+    def _user(self, base: str, user: PagerDutyUser, includes: Set[str] = frozenset()) -> dict[str, Any]:
         teams = [self._org.teams[team_id] for team_id in self._org.teams_of(user.id)]
         render_team = self._team if "teams" in includes else self._team_ref
         return {
@@ -166,6 +165,7 @@ class PagerDutyApi:
             "avatar_url": "https://secure.gravatar.com/avatar/sandbox.png?d=mm&r=PG",
             "description": None,
             "invitation_sent": False,
+            "created_via_sso": False,
             "job_title": user.job_title,
             "teams": [render_team(base, team) for team in teams],
             "contact_methods": [],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -171,4 +172,5 @@ def run_cli(
         else:
             # Never echo a token that came from the environment.
             print(f"  # {variable}: the value already in your environment")
+    sys.stdout.flush()
     serve(app, host=host, port=port)

@@ -122,7 +122,6 @@ def test_team_and_user_objects_carry_id_type_summary_self_html_url(
         "name": "Payments",
         "description": "Money in, money out",
         "default_role": "manager",
-        "parent": None,
     }
     alice = pd.get(f"/users/{user_id(org, 'alice@example.com')}").json()["user"]
     assert (alice["type"], alice["name"], alice["email"], alice["role"]) == (

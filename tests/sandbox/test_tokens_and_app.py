@@ -9,6 +9,7 @@ from nthlayer_pipelines.sandbox import (
     DEFAULT_SLACK_TOKEN,
     SandboxOrg,
     create_app,
+    run_cli,
     running_sandbox,
     tokens_from_env,
 )
@@ -58,3 +59,9 @@ def test_the_pipelines_variables_set_the_accepted_tokens(monkeypatch: pytest.Mon
 def test_create_app_refuses_bad_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         create_app(SandboxOrg(), **kwargs)
+
+
+@pytest.mark.parametrize(("seed", "teams"), [(None, None), ("seed.yaml", 3)], ids=["neither", "both"])
+def test_run_cli_wants_exactly_one_source_of_org(seed: str | None, teams: int | None) -> None:
+    with pytest.raises(ValueError, match="give exactly one of a seed file or a number of teams to generate"):
+        run_cli(seed, teams, "127.0.0.1", 8787, 960, 0)
