@@ -94,7 +94,15 @@ def run_demo(*, webserver_port: int, sandbox_port: int, seed: str) -> int:
         _wait_for(f"{sandbox_url}/_admin/health", timeout=30, what="the sandbox")
         print("first refresh: snapshots, divergences and plan ...", flush=True)
         subprocess.run(
-            [str(bin_dir / "dagster"), "job", "execute", "-m", "nthlayer_pipelines.definitions", "-j", "refresh"],
+            [
+                str(bin_dir / "dagster"),
+                "job",
+                "execute",
+                "-m",
+                "nthlayer_pipelines.definitions",
+                "-j",
+                "refresh",
+            ],
             env=environ,
             check=True,
         )

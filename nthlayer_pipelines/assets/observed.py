@@ -14,6 +14,18 @@ def _page_minimum(rows: int, page_size: int = 100) -> int:
     return max(1, -(-rows // page_size))
 
 
+def _snapshot(frame: pd.DataFrame, api_calls: int) -> dg.Output[pd.DataFrame]:
+    """A one-listing snapshot with its call count beside the fewest calls its pages allow."""
+    return dg.Output(
+        frame,
+        metadata={
+            "row_count": len(frame),
+            "api_calls": api_calls,
+            "api_calls_minimum": _page_minimum(len(frame)),
+        },
+    )
+
+
 @dg.asset(
     group_name="observed",
     kinds={"pagerduty"},
@@ -24,15 +36,7 @@ def pagerduty_users(pagerduty: PagerDutyResource) -> dg.Output[pd.DataFrame]:
     with pagerduty.client() as client:
         users = client.list_users()
         calls = client.api_calls
-    frame = users_frame([{"user_id": u.id, "email": u.email, "name": u.name} for u in users])
-    return dg.Output(
-        frame,
-        metadata={
-            "row_count": len(frame),
-            "api_calls": calls,
-            "api_calls_minimum": _page_minimum(len(frame)),
-        },
-    )
+    return _snapshot(users_frame([{"user_id": u.id, "email": u.email, "name": u.name} for u in users]), calls)
 
 
 @dg.asset(
@@ -45,14 +49,8 @@ def pagerduty_teams(pagerduty: PagerDutyResource) -> dg.Output[pd.DataFrame]:
     with pagerduty.client() as client:
         teams = client.list_teams()
         calls = client.api_calls
-    frame = teams_frame([{"team_id": t.id, "name": t.name, "description": t.description} for t in teams])
-    return dg.Output(
-        frame,
-        metadata={
-            "row_count": len(frame),
-            "api_calls": calls,
-            "api_calls_minimum": _page_minimum(len(frame)),
-        },
+    return _snapshot(
+        teams_frame([{"team_id": t.id, "name": t.name, "description": t.description} for t in teams]), calls
     )
 
 

@@ -7,15 +7,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import dagster as dg
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nthlayer_pipelines.model import Role, SourceError
-from nthlayer_pipelines.resources.http import RequestFailed, RequestStats, RetryPolicy, send_with_retries
+from nthlayer_pipelines.resources.http import ApiClient, RequestFailed, RetryPolicy, send_with_retries
 
 logger = logging.getLogger("nthlayer_pipelines.cortex")
 
@@ -138,7 +137,7 @@ def error_message(response: httpx.Response) -> str:
     return response.reason_phrase or "no error message"
 
 
-class CortexClient:
+class CortexClient(ApiClient):
     """Cortex's REST API on one `httpx.Client`. Use as a context manager, or call `close()`."""
 
     def __init__(
@@ -155,40 +154,18 @@ class CortexClient:
         if not api_token.strip():
             raise SourceError(f"Cortex: no API token is set; set {TOKEN_ENV_VAR}")
         self.api_url = api_url.rstrip("/")
-        self.policy = RetryPolicy(max_attempts, backoff_base_seconds, max_backoff_seconds)
-        self.stats = RequestStats()
-        self._sleep = sleep
-        self._http = httpx.Client(
-            base_url=self.api_url,
-            headers={"Authorization": f"Bearer {api_token}", "Accept": "application/json"},
-            timeout=timeout,
+        super().__init__(
+            httpx.Client(
+                base_url=self.api_url,
+                headers={"Authorization": f"Bearer {api_token}", "Accept": "application/json"},
+                timeout=timeout,
+            ),
+            RetryPolicy(max_attempts, backoff_base_seconds, max_backoff_seconds),
+            sleep,
         )
 
     def __repr__(self) -> str:
         return f"CortexClient(api_url={self.api_url!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    @property
-    def api_calls(self) -> int:
-        return self.stats.api_calls
-
-    @property
-    def retries(self) -> int:
-        return self.stats.retries
-
-    @property
-    def rate_limited(self) -> int:
-        return self.stats.rate_limited
 
     def list_teams(self, include_without_members: bool = True) -> list[CortexTeam]:
         """Every team, archived ones included (the mapping drops them). Cortex answers in one page."""

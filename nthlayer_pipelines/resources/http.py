@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
 
 import httpx
 import tenacity
@@ -251,3 +253,36 @@ def send_with_retries(
     except httpx.TransportError as error:
         raise RequestFailed(method, path, error, attempts) from error
     return response, attempts
+
+
+class ApiClient:
+    """What every provider client shares: one pooled httpx client, its retry policy and request counters."""
+
+    def __init__(self, http: httpx.Client, policy: RetryPolicy, sleep: Callable[[float], None]) -> None:
+        self._http = http
+        self.policy = policy
+        self.stats = RequestStats()
+        self._sleep = sleep
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def api_calls(self) -> int:
+        return self.stats.api_calls
+
+    @property
+    def retries(self) -> int:
+        return self.stats.retries
+
+    @property
+    def rate_limited(self) -> int:
+        return self.stats.rate_limited

@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import dagster as dg
@@ -21,7 +20,7 @@ import httpx
 from pydantic import Field, ValidationError
 
 from nthlayer_pipelines.model import Role
-from nthlayer_pipelines.resources.http import RequestFailed, RequestStats, RetryPolicy, send_with_retries
+from nthlayer_pipelines.resources.http import ApiClient, RequestFailed, RetryPolicy, send_with_retries
 from nthlayer_pipelines.resources.pagerduty_models import (
     PagerDutyEscalationPolicy,
     PagerDutyMember,
@@ -237,7 +236,7 @@ def _segment(value: str) -> str:
 # ---- the client ---------------------------------------------------------------------------------------
 
 
-class PagerDutyClient:
+class PagerDutyClient(ApiClient):
     """PagerDuty's REST API v2 on one `httpx.Client`. Use as a context manager, or call `close()`."""
 
     def __init__(
@@ -255,37 +254,15 @@ class PagerDutyClient:
         if not api_token.strip():
             raise PagerDutyAuthError(None, None, "no API token is set")
         self.api_url = api_url.rstrip("/")
-        self.policy = RetryPolicy(max_attempts, backoff_base_seconds, max_backoff_seconds)
-        self.stats = RequestStats()
         self._from_email = from_email
-        self._sleep = sleep
-        self._http = httpx.Client(base_url=self.api_url, headers=request_headers(api_token), timeout=timeout)
+        super().__init__(
+            httpx.Client(base_url=self.api_url, headers=request_headers(api_token), timeout=timeout),
+            RetryPolicy(max_attempts, backoff_base_seconds, max_backoff_seconds),
+            sleep,
+        )
 
     def __repr__(self) -> str:
         return f"PagerDutyClient(api_url={self.api_url!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    @property
-    def api_calls(self) -> int:
-        return self.stats.api_calls
-
-    @property
-    def retries(self) -> int:
-        return self.stats.retries
-
-    @property
-    def rate_limited(self) -> int:
-        return self.stats.rate_limited
 
     # ---- reads
 
