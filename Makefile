@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint bench browser clean
+.PHONY: demo test lint browser clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,6 @@ test: $(INSTALLED) browser
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-
-bench: $(INSTALLED)
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .dagster_home test-artifacts .pytest_cache
