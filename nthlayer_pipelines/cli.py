@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import click
 
 from nthlayer_pipelines.model import DefinitionsError, SourceError
+from nthlayer_pipelines.resources.ledger import Approval, Ledger, LedgerError, default_ledger_url
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
 
@@ -52,6 +55,87 @@ def plan(definitions_path: str | None, as_json: bool) -> None:
         sys.exit(EXIT_ERROR)
     click.echo(plan_to_json_text(result) if as_json else render_plan_text(result))
     sys.exit(EXIT_DRIFT if result.has_drift else EXIT_OK)
+
+
+def _open_ledger() -> Ledger:
+    return Ledger(os.environ.get("NTHLAYER_LEDGER_URL") or default_ledger_url())
+
+
+def _record(action: Callable[[Ledger], Approval]) -> None:
+    """Run a ledger action; a refusal is a clear message and exit 1, never a traceback."""
+    ledger = _open_ledger()
+    try:
+        approval = action(ledger)
+    except LedgerError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_ERROR)
+    finally:
+        ledger.dispose()
+    click.echo(
+        f"{approval.decision} {approval.plan_id} as {approval.id} by {approval.approver} "
+        f"({len(approval.change_ids)} change(s))"
+    )
+
+
+@main.command()
+@click.argument("plan_id")
+@click.option("--approver", required=True, help="Who approves (recorded in the ledger and on the run).")
+@click.option("--change", "change_ids", multiple=True, help="Approve only this change id (repeatable).")
+@click.option("--comment", default="")
+@click.option("--allow-blast-radius", is_flag=True, help="Approve a plan over the blast-radius limits.")
+def approve(
+    plan_id: str, approver: str, change_ids: tuple[str, ...], comment: str, allow_blast_radius: bool
+) -> None:
+    """Approve the latest plan (or some of its changes); the sensor applies it."""
+    _record(
+        lambda ledger: ledger.approve(
+            plan_id,
+            approver=approver,
+            comment=comment,
+            change_ids=list(change_ids) or None,
+            allow_blast_radius=allow_blast_radius,
+        )
+    )
+
+
+@main.command()
+@click.argument("plan_id")
+@click.option("--approver", required=True)
+@click.option("--comment", default="")
+def reject(plan_id: str, approver: str, comment: str) -> None:
+    """Reject a plan: it is never applied."""
+    _record(lambda ledger: ledger.reject(plan_id, approver=approver, comment=comment))
+
+
+@main.command()
+@click.argument("plan_id")
+@click.option("--approver", required=True)
+def retry(plan_id: str, approver: str) -> None:
+    """Approve again what a failed apply left undone (a new approval, so the sensor launches it)."""
+    _record(lambda ledger: ledger.retry(plan_id, approver=approver))
+
+
+@main.command()
+@click.option("--team", help="Only this team (its slug).")
+@click.option("--since", type=click.DateTime(), help="Only changes recorded at or after this time (UTC).")
+def audit(team: str | None, since: datetime | None) -> None:
+    """List the changes applied (and skipped, stale, blocked, failed) from the ledger, newest first."""
+    ledger = _open_ledger()
+    try:
+        rows = ledger.audit(team=team, since=since.replace(tzinfo=UTC) if since else None)
+    finally:
+        ledger.dispose()
+    if not rows:
+        click.echo("no recorded changes")
+        return
+    for row in rows:
+        subject = " ".join(x for x in (row.team, row.email, row.role) if x)
+        detail = f"  {row.detail}" if row.detail else ""
+        error = f"  error: {row.error}" if row.error else ""
+        click.echo(
+            f"{row.updated_at:%Y-%m-%d %H:%M:%S}  {row.status:<8} {row.kind:<14} {subject}  "
+            f"[{row.plan_id} {row.approval_id}]{detail}{error}"
+        )
 
 
 @main.command()

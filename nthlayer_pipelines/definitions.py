@@ -15,12 +15,25 @@ from nthlayer_pipelines.assets.checks import ALL_CHECKS
 from nthlayer_pipelines.assets.desired import cortex_teams, desired_state, git_definitions
 from nthlayer_pipelines.assets.observed import pagerduty_memberships, pagerduty_teams, pagerduty_users
 from nthlayer_pipelines.assets.reconcile import change_plan, divergences
-from nthlayer_pipelines.jobs import nightly_audit_job, refresh_job
+from nthlayer_pipelines.jobs import (
+    apply_plan_job,
+    approve_plan_job,
+    nightly_audit_job,
+    refresh_job,
+    reject_plan_job,
+)
 from nthlayer_pipelines.resources.cortex import CortexResource
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
 from nthlayer_pipelines.resources.settings import DefinitionsRepository, ReconcileSettings
+from nthlayer_pipelines.resources.slack import SLACK_PUBLIC_API, SlackNotifier
 from nthlayer_pipelines.schedules import DEFAULT_AUDIT_CRON, DEFAULT_REFRESH_CRON, build_schedules
+from nthlayer_pipelines.sensors import (
+    DEFAULT_SENSOR_INTERVAL_SECONDS,
+    apply_failure_to_slack,
+    build_approved_plans_sensor,
+    refresh_after_apply,
+)
 
 PAGERDUTY_PUBLIC_API = "https://api.pagerduty.com"
 DEFAULT_DEFINITIONS = "examples/org"
@@ -56,8 +69,18 @@ def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, dg.Con
         "reconcile": ReconcileSettings(
             source_precedence=environ.get("NTHLAYER_SOURCE_PRECEDENCE", "git,cortex"),
             max_unresolved_users=int(environ.get("NTHLAYER_MAX_UNRESOLVED_USERS", "10")),
+            pre_approved_kinds=environ.get("NTHLAYER_PRE_APPROVED_KINDS", "add_member,create_team"),
+            max_team_removal_share=float(environ.get("NTHLAYER_MAX_TEAM_REMOVAL_SHARE", "0.2")),
+            min_team_removals=int(environ.get("NTHLAYER_MIN_TEAM_REMOVALS", "2")),
+            max_total_removals=int(environ.get("NTHLAYER_MAX_TOTAL_REMOVALS", "50")),
         ),
         "ledger": LedgerResource(url=_env_or(environ, "NTHLAYER_LEDGER_URL", "")),
+        "slack": SlackNotifier(
+            token=_env_or(environ, "SLACK_BOT_TOKEN", ""),
+            base_url=_env_or(environ, "SLACK_API_URL", SLACK_PUBLIC_API),
+            channel=environ.get("NTHLAYER_SLACK_CHANNEL", ""),
+            dagster_url=environ.get("NTHLAYER_DAGSTER_URL", "http://127.0.0.1:3000"),
+        ),
     }
 
 
@@ -65,12 +88,19 @@ def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[refresh_job, nightly_audit_job],
+        jobs=[refresh_job, nightly_audit_job, approve_plan_job, reject_plan_job, apply_plan_job],
         schedules=build_schedules(
             refresh_cron=environ.get("NTHLAYER_REFRESH_CRON", DEFAULT_REFRESH_CRON),
             audit_cron=environ.get("NTHLAYER_AUDIT_CRON", DEFAULT_AUDIT_CRON),
             timezone=environ.get("NTHLAYER_TIMEZONE", "UTC"),
         ),
+        sensors=[
+            build_approved_plans_sensor(
+                int(environ.get("NTHLAYER_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS))
+            ),
+            refresh_after_apply,
+            apply_failure_to_slack,
+        ],
         resources=build_resources(environ),
     )
 

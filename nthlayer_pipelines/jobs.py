@@ -1,8 +1,14 @@
-"""Jobs: the refresh (snapshots, divergences, plan; read-only) and the nightly audit."""
-
-from __future__ import annotations
+"""Jobs: the read-only refresh and nightly audit; approving, rejecting and applying a plan."""
 
 import dagster as dg
+from pydantic import Field
+
+from nthlayer_pipelines.apply import ApplyRefused, apply_approval
+from nthlayer_pipelines.assets.observed import POOL
+from nthlayer_pipelines.notifications import apply_summary_message
+from nthlayer_pipelines.resources.ledger import LedgerError, LedgerResource
+from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
+from nthlayer_pipelines.resources.slack import SlackNotifier
 
 READ_ONLY_ASSETS = dg.AssetSelection.groups("desired", "observed", "reconcile")
 
@@ -21,4 +27,145 @@ nightly_audit_job = dg.define_asset_job(
     selection=READ_ONLY_ASSETS,
     description="A full read-only pass over the whole account with every check, for the audit trail.",
     tags={"nthlayer/mode": "audit"},
+)
+
+
+# Approval and apply ------------------------------------------------------------------------------------
+
+
+class ApproveConfig(dg.Config):
+    plan_id: str = Field(description="The plan to approve: the latest plan's id (see the change_plan asset).")
+    approver: str = Field(description="Who approves; recorded in the ledger and on the apply run.")
+    comment: str = ""
+    change_ids: list[str] = Field(
+        default_factory=list, description="Approve only these changes (empty: all)."
+    )
+    allow_blast_radius: bool = Field(
+        default=False, description="Approve a plan over the blast-radius limits."
+    )
+
+
+class RejectConfig(dg.Config):
+    plan_id: str
+    approver: str
+    comment: str = ""
+
+
+class ApplyConfig(dg.Config):
+    approval_id: str = Field(description="The approval whose changes to apply (the sensor sets it).")
+
+
+def _ledger_failure(error: LedgerError) -> dg.Failure:
+    return dg.Failure(description=str(error), allow_retries=False)
+
+
+@dg.op(description="Record a person's approval of a plan in the ledger; the sensor then launches apply_plan.")
+def approve(context: dg.OpExecutionContext, config: ApproveConfig, ledger: LedgerResource) -> dg.Output[str]:
+    store = ledger.open()
+    try:
+        approval = store.approve(
+            config.plan_id,
+            approver=config.approver,
+            comment=config.comment,
+            change_ids=config.change_ids or None,
+            allow_blast_radius=config.allow_blast_radius,
+        )
+    except LedgerError as error:
+        raise _ledger_failure(error) from error
+    finally:
+        store.dispose()
+    context.log.info("approval %s of plan %s by %s", approval.id, approval.plan_id, approval.approver)
+    return dg.Output(
+        approval.id,
+        metadata={
+            "approval_id": approval.id,
+            "plan_id": approval.plan_id,
+            "approver": approval.approver,
+            "changes_approved": len(approval.change_ids),
+            "allow_blast_radius": approval.allow_blast_radius,
+        },
+    )
+
+
+@dg.op(description="Record a person's rejection of a plan; a rejected plan is never applied.")
+def reject(context: dg.OpExecutionContext, config: RejectConfig, ledger: LedgerResource) -> dg.Output[str]:
+    store = ledger.open()
+    try:
+        rejection = store.reject(config.plan_id, approver=config.approver, comment=config.comment)
+    except LedgerError as error:
+        raise _ledger_failure(error) from error
+    finally:
+        store.dispose()
+    context.log.info("plan %s rejected by %s", rejection.plan_id, rejection.approver)
+    return dg.Output(rejection.id, metadata={"plan_id": rejection.plan_id, "approver": rejection.approver})
+
+
+@dg.op(
+    description=(
+        "Apply an approval's changes in plan order: re-read each entity, skip what converged, mark stale "
+        "what moved, write the rest, then verify. Every change has an intent-log row; a retry resumes there."
+    ),
+    pool=POOL,
+    # HTTP retries live in the client; this resumes a run that died or hit a failed change, from the log.
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+)
+def apply_changes(
+    context: dg.OpExecutionContext,
+    config: ApplyConfig,
+    ledger: LedgerResource,
+    pagerduty: PagerDutyResource,
+    slack: SlackNotifier,
+) -> dg.Output[dict[str, int]]:
+    store = ledger.open()
+    try:
+        approval = store.get_approval(config.approval_id)
+        if approval is None:
+            raise dg.Failure(f"approval {config.approval_id} is not in the ledger", allow_retries=False)
+        with pagerduty.client() as client:
+            try:
+                report = apply_approval(
+                    ledger=store, approval=approval, client=client, run_id=context.run_id, log=context.log
+                )
+            except ApplyRefused as error:
+                raise dg.Failure(str(error), allow_retries=False) from error
+    finally:
+        store.dispose()
+    metadata = {
+        **report.summary(),
+        "plan_id": approval.plan_id,
+        "approval_id": approval.id,
+        "changes": dg.MetadataValue.md(report.markdown()),
+    }
+    problem = slack.post(**apply_summary_message(approval, report, run_url=slack.run_link(context.run_id)))
+    if problem:
+        context.log.warning("apply summary not announced: %s", problem)
+    if report.unconverged:
+        raise dg.Failure(
+            description=f"{len(report.unconverged)} applied change(s) did not converge: "
+            + "; ".join(report.unconverged),
+            metadata=metadata,
+            allow_retries=False,
+        )
+    if not report.succeeded:
+        raise dg.Failure(description="some changes failed; see the changes table", metadata=metadata)
+    return dg.Output(report.counts, metadata=metadata)
+
+
+approve_plan_job = dg.GraphDefinition(name="approve_plan", node_defs=[approve]).to_job(
+    description="Approve a plan (config: plan_id, approver, comment, change_ids, allow_blast_radius).",
+    executor_def=dg.in_process_executor,
+    tags={"nthlayer/mode": "approve"},
+)
+
+reject_plan_job = dg.GraphDefinition(name="reject_plan", node_defs=[reject]).to_job(
+    description="Reject a plan (config: plan_id, approver, comment).",
+    executor_def=dg.in_process_executor,
+    tags={"nthlayer/mode": "reject"},
+)
+
+apply_plan_job = dg.GraphDefinition(name="apply_plan", node_defs=[apply_changes]).to_job(
+    description="Write an approved plan's changes to PagerDuty. Launched by approved_plans_sensor.",
+    # One step: the in-process executor starts in about half the time of the multiprocess one.
+    executor_def=dg.in_process_executor,
+    tags={"nthlayer/mode": "apply"},
 )

@@ -177,3 +177,19 @@ class DefinitionsError(Exception):
 
 class SourceError(Exception):
     """A desired-state source failed, answered nothing, or stopped short: never an empty desired state."""
+
+
+class ChangeStatus(StrEnum):
+    """Where one change of an approved plan stands in the intent log."""
+
+    PENDING = "pending"  # about to be attempted, or a run died while attempting it
+    APPLIED = "applied"  # written by nthlayer
+    SKIPPED = "skipped"  # already as desired when re-read: nothing to write
+    STALE = "stale"  # moved under the plan: left alone for a new plan
+    BLOCKED = "blocked"  # the provider refused for a reason a person must resolve
+    FAILED = "failed"  # an error; may be attempted again
+
+    @property
+    def terminal(self) -> bool:
+        """Never attempted again for the same plan; pending and failed changes are."""
+        return self not in (ChangeStatus.PENDING, ChangeStatus.FAILED)

@@ -21,6 +21,7 @@ def pipeline_environment(sandbox, tmp_path: Path, **overrides: str) -> dict[str,
         "CORTEX_API_TOKEN": DEFAULT_CORTEX_TOKEN,
         "SLACK_API_URL": sandbox.slack_url,
         "SLACK_BOT_TOKEN": DEFAULT_SLACK_TOKEN,
+        "NTHLAYER_SLACK_CHANNEL": "ops-changes",
         "NTHLAYER_DEFINITIONS": str(EXAMPLE_DEFINITIONS),
         "NTHLAYER_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
     }

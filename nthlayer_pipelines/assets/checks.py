@@ -7,7 +7,9 @@ computed from a snapshot that cannot be trusted.
 import dagster as dg
 import pandas as pd
 
-from nthlayer_pipelines.model import DesiredState, DivergenceKind, Role
+from nthlayer_pipelines.assets.reconcile import team_sizes
+from nthlayer_pipelines.model import DesiredState, DivergenceKind, Plan, Role
+from nthlayer_pipelines.reconcile.safety import assess_blast_radius
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
 
@@ -72,9 +74,35 @@ def unresolved_users_below_threshold(
     )
 
 
+@dg.asset_check(
+    asset="change_plan",
+    additional_ins={"pagerduty_memberships": dg.AssetIn("pagerduty_memberships")},
+    blocking=True,
+    description=(
+        "The plan removes no more than the blast-radius limits allow; a plan over them is never applied "
+        "unless its approval says allow_blast_radius: true."
+    ),
+)
+def change_plan_within_blast_radius(
+    reconcile: ReconcileSettings, change_plan: Plan, pagerduty_memberships: pd.DataFrame
+) -> dg.AssetCheckResult:
+    verdict = assess_blast_radius(
+        change_plan, team_sizes(pagerduty_memberships), reconcile.blast_radius_limits()
+    )
+    return dg.AssetCheckResult(
+        passed=not verdict.exceeded,
+        metadata={
+            "plan_id": change_plan.id,
+            "removals": verdict.removals,
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in verdict.reasons) or "within limits"),
+        },
+    )
+
+
 ALL_CHECKS = [
     pagerduty_users_have_unique_emails,
     pagerduty_memberships_name_known_users,
     desired_teams_have_a_manager,
     unresolved_users_below_threshold,
+    change_plan_within_blast_radius,
 ]

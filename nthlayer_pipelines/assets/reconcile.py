@@ -7,6 +7,8 @@ from nthlayer_pipelines.model import DesiredState, DivergenceKind, Plan
 from nthlayer_pipelines.reconcile.diff import compute_divergences
 from nthlayer_pipelines.reconcile.observed import ObservedState
 from nthlayer_pipelines.reconcile.plan import build_plan, plan_summary, render_plan_markdown
+from nthlayer_pipelines.reconcile.policy import pre_approved_changes
+from nthlayer_pipelines.reconcile.safety import assess_blast_radius
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
@@ -46,30 +48,59 @@ def divergences(
     )
 
 
+def team_sizes(memberships: pd.DataFrame) -> dict[str, int]:
+    """PagerDuty team id -> member count, what a removal's share is measured against."""
+    return {str(k): int(v) for k, v in memberships.groupby("team_id").size().items()}
+
+
 @dg.asset(
     group_name="reconcile",
     kinds={"python"},
-    description="The ordered, reviewable plan of changes, stored with its stable id in the ledger.",
+    description=(
+        "The ordered, reviewable plan of changes, stored with its stable id and blast-radius verdict in the "
+        "ledger. Pre-approved kinds (by default additions and team creations) are approved by policy here."
+    ),
 )
 def change_plan(
     context: dg.AssetExecutionContext,
     ledger: LedgerResource,
+    reconcile: ReconcileSettings,
     divergences: pd.DataFrame,
     desired_state: DesiredState,
+    pagerduty_memberships: pd.DataFrame,
 ) -> dg.Output[Plan]:
     plan = build_plan(divergences, desired_state)
+    verdict = assess_blast_radius(plan, team_sizes(pagerduty_memberships), reconcile.blast_radius_limits())
+    pre_approved = pre_approved_changes(plan, reconcile.approval_policy())
     store = ledger.open()
     try:
-        is_new = store.record_plan(plan, run_id=context.run_id)
+        is_new = store.record_plan(plan, run_id=context.run_id, blast_radius=verdict)
+        policy_approval = None
+        if pre_approved and not verdict.exceeded and store.latest_approval(plan.id) is None:
+            policy_approval = store.approve(
+                plan.id,
+                approver="policy",
+                comment=f"pre-approved kinds: {reconcile.pre_approved_kinds}",
+                change_ids=[c.id for c in pre_approved],
+                source="policy",
+            )
     finally:
         store.dispose()
     context.log.info("plan %s: %d changes, %d findings", plan.id, len(plan.changes), len(plan.findings))
+    for reason in verdict.reasons:
+        context.log.warning("blast radius: %s", reason)
     return dg.Output(
         plan,
         metadata={
             "plan_id": plan.id,
             "new_plan": is_new,
             **plan_summary(plan),
+            "blast_radius_exceeded": verdict.exceeded,
+            "blast_radius": dg.MetadataValue.md(
+                "\n".join(f"- {r}" for r in verdict.reasons) or "within limits"
+            ),
+            "pre_approved_changes": len(pre_approved) if policy_approval else 0,
+            "policy_approval_id": policy_approval.id if policy_approval else "",
             "plan": dg.MetadataValue.md(render_plan_markdown(plan)),
         },
     )

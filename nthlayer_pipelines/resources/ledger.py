@@ -1,22 +1,35 @@
 """The ledger: every plan nthlayer computed, with its changes and findings, in SQL (SQLite or Postgres).
 
+Beside the plans it keeps each plan's blast-radius verdict, the approvals and rejections people (or the
+pre-approval policy) gave, and the intent log: one row per approved change, pending, then applied,
+skipped, stale, blocked or failed. A crash mid-apply resumes from that log and writes nothing twice.
+
 The ledger is ours, not Dagster's: plans, approvals and change outcomes must outlive any run-storage
 retention policy and be readable without the Dagster instance.
+
+Every write is one transaction holding the ledger's write lock (a Postgres advisory lock, SQLite's
+`BEGIN IMMEDIATE`), so the sensor, apply runs and the CLI can share one database from several processes,
+and approvals are committed in `seq` order: a sensor's cursor never skips one committed late.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import dagster as dg
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from nthlayer_pipelines.model import Change, Finding, Plan
+from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Finding, Plan, Role
+from nthlayer_pipelines.reconcile.safety import BlastRadius
 
 metadata = sa.MetaData()
 
@@ -50,6 +63,112 @@ plan_sightings = sa.Table(
     sa.Column("run_id", sa.String(64)),
 )
 
+plan_blast_radius = sa.Table(
+    "nthlayer_plan_blast_radius",
+    metadata,
+    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), primary_key=True),
+    sa.Column("exceeded", sa.Boolean, nullable=False),
+    sa.Column("removals", sa.Integer, nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("assessed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+approvals = sa.Table(
+    "nthlayer_approvals",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("approval_id", sa.String(20), nullable=False, unique=True),
+    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), nullable=False, index=True),
+    sa.Column("approver", sa.String(200), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("change_ids", sa.JSON, nullable=False),
+    sa.Column("allow_blast_radius", sa.Boolean, nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+change_outcomes = sa.Table(
+    "nthlayer_change_outcomes",
+    metadata,
+    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), primary_key=True),
+    sa.Column("change_id", sa.String(40), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("team", sa.String(200), nullable=False, index=True),
+    sa.Column("team_name", sa.String(200), nullable=False),
+    sa.Column("team_id", sa.String(40)),
+    sa.Column("email", sa.String(320)),
+    sa.Column("user_id", sa.String(40)),
+    sa.Column("role", sa.String(16)),
+    sa.Column("from_role", sa.String(16)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("approval_id", sa.String(20)),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("api_calls", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# pg_advisory_xact_lock key of every ledger write: "nthlayer" in ASCII.
+WRITE_LOCK_KEY = int.from_bytes(b"nthlayer", "big")
+_WRITE_OPTION = "nthlayer_ledger_write"
+
+Decision = Literal["approved", "rejected"]
+Source = Literal["person", "policy"]
+DECISIONS: tuple[str, ...] = ("approved", "rejected")
+SOURCES: tuple[str, ...] = ("person", "policy")
+
+
+class LedgerError(Exception):
+    """A request the ledger refuses: the message says what is wrong and what to do instead."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A person's (or the policy's) decision on a plan. `seq` increases with every decision: the cursor
+    of the sensor that launches apply runs."""
+
+    id: str
+    seq: int
+    plan_id: str
+    approver: str
+    comment: str
+    change_ids: tuple[str, ...]  # the changes this approval covers, in plan order
+    allow_blast_radius: bool
+    decision: Decision
+    source: Source
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ChangeOutcome:
+    """One row of the intent log: where one change of a plan stands, and what it cost."""
+
+    plan_id: str
+    change_id: str
+    position: int
+    kind: ChangeKind
+    team: str
+    team_name: str
+    team_id: str | None
+    email: str | None
+    user_id: str | None
+    role: Role | None
+    from_role: Role | None
+    status: ChangeStatus
+    approval_id: str | None
+    run_id: str | None
+    attempts: int
+    api_calls: int
+    retries: int
+    error: str | None
+    detail: str
+    updated_at: datetime
+
 
 def default_ledger_url() -> str:
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home")
@@ -62,17 +181,28 @@ class Ledger:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = sa.create_engine(url, future=True)
-        metadata.create_all(self.engine)
+        if self.engine.dialect.name == "sqlite":
+            _take_sqlite_transactions_in_hand(self.engine)
+        self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        with self._begin(write=True) as conn:
+            metadata.create_all(conn)
 
     @contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+    def _begin(self, *, write: bool = False) -> Iterator[Connection]:
+        with (self._write_engine if write else self.engine).begin() as conn:
+            if write and conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
             yield conn
 
-    def record_plan(self, plan: Plan, *, run_id: str | None = None) -> bool:
-        """Store the plan (or note that it was seen again). Returns True when the plan is new."""
+    # ---- plans
+
+    def record_plan(
+        self, plan: Plan, *, run_id: str | None = None, blast_radius: BlastRadius | None = None
+    ) -> bool:
+        """Store the plan (or note that it was seen again), with its blast-radius verdict when given (the
+        latest verdict replaces an earlier one). Returns True when the plan is new."""
         now = datetime.now(UTC)
-        with self._begin() as conn:
+        with self._begin(write=True) as conn:
             exists = conn.execute(sa.select(plans.c.plan_id).where(plans.c.plan_id == plan.id)).first()
             if exists:
                 conn.execute(
@@ -106,31 +236,507 @@ class Ledger:
                         ],
                     )
             conn.execute(plan_sightings.insert().values(plan_id=plan.id, seen_at=now, run_id=run_id))
+            if blast_radius is not None:
+                conn.execute(plan_blast_radius.delete().where(plan_blast_radius.c.plan_id == plan.id))
+                conn.execute(
+                    plan_blast_radius.insert().values(
+                        plan_id=plan.id,
+                        exceeded=blast_radius.exceeded,
+                        removals=blast_radius.removals,
+                        reasons=list(blast_radius.reasons),
+                        assessed_at=now,
+                    )
+                )
         return not exists
 
     def get_plan(self, plan_id: str) -> Plan | None:
         with self._begin() as conn:
-            row = conn.execute(sa.select(plans).where(plans.c.plan_id == plan_id)).mappings().first()
-            if row is None:
-                return None
-            bodies = conn.execute(
-                sa.select(plan_changes.c.body)
-                .where(plan_changes.c.plan_id == plan_id)
-                .order_by(plan_changes.c.position)
-            ).scalars()
-            changes = tuple(Change.model_validate(body) for body in bodies)
-        findings = tuple(Finding.model_validate(f) for f in row["findings"])
-        return Plan(id=plan_id, changes=changes, findings=findings)
+            return _plan(conn, plan_id)
 
     def latest_plan_id(self) -> str | None:
         """The plan the most recent refresh produced."""
         with self._begin() as conn:
-            return conn.execute(
-                sa.select(plan_sightings.c.plan_id).order_by(plan_sightings.c.id.desc()).limit(1)
-            ).scalar()
+            return _latest_plan_id(conn)
+
+    def blast_radius(self, plan_id: str) -> BlastRadius | None:
+        """The verdict stored with the plan; None when it was recorded without one."""
+        with self._begin() as conn:
+            return _blast_radius(conn, plan_id)
+
+    # ---- approvals
+
+    def approve(
+        self,
+        plan_id: str,
+        *,
+        approver: str,
+        comment: str = "",
+        change_ids: Sequence[str] | None = None,
+        allow_blast_radius: bool = False,
+        source: Source = "person",
+    ) -> Approval:
+        """Approve the latest plan, all of it (`change_ids=None`) or some of its changes.
+
+        Refused with `LedgerError` when the approver is empty, the plan is unknown, rejected, not the
+        latest plan, or has no changes, when a change id is not in the plan, and when the plan's blast
+        radius is exceeded, the approved changes include a removal and `allow_blast_radius` is false.
+        """
+        approver = _approver(approver)
+        if source not in SOURCES:
+            raise LedgerError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+        with self._begin(write=True) as conn:
+            plan = _require_plan(conn, plan_id)
+            _refuse_rejected(conn, plan_id)
+            latest = _latest_plan_id(conn)
+            if latest != plan_id:
+                raise LedgerError(
+                    f"plan {plan_id} is not the latest plan ({latest} is): refresh and approve that one"
+                )
+            if not plan.changes:
+                raise LedgerError(f"plan {plan_id} has no changes to approve")
+            chosen = _resolve_changes(plan, change_ids)
+            verdict = _blast_radius(conn, plan_id)
+            covers_removal = any(c.kind is ChangeKind.REMOVE_MEMBER for c in chosen)
+            if verdict is not None and verdict.exceeded and covers_removal and not allow_blast_radius:
+                raise LedgerError(
+                    f"plan {plan_id} exceeds the blast radius: {'; '.join(verdict.reasons)}. "
+                    "Check the removals, then approve with `allow_blast_radius: true` to override"
+                )
+            return _insert_approval(
+                conn,
+                plan_id=plan_id,
+                approver=approver,
+                comment=comment,
+                change_ids=tuple(c.id for c in chosen),
+                allow_blast_radius=allow_blast_radius,
+                decision="approved",
+                source=source,
+            )
+
+    def reject(self, plan_id: str, *, approver: str, comment: str = "") -> Approval:
+        """Reject the plan: it can no longer be approved, and approvals given earlier no longer apply."""
+        approver = _approver(approver)
+        with self._begin(write=True) as conn:
+            plan = _require_plan(conn, plan_id)
+            _refuse_rejected(conn, plan_id)
+            return _insert_approval(
+                conn,
+                plan_id=plan_id,
+                approver=approver,
+                comment=comment,
+                change_ids=tuple(c.id for c in plan.changes),
+                allow_blast_radius=False,
+                decision="rejected",
+                source="person",
+            )
+
+    def retry(self, plan_id: str, *, approver: str) -> Approval:
+        """A new approval of what the plan's latest approval covered and the intent log does not show as
+        done (applied, skipped, stale or blocked). The plan need not be the latest: a retry finishes what
+        was approved, and apply's re-read protects it from changes made since."""
+        approver = _approver(approver)
+        with self._begin(write=True) as conn:
+            _require_plan(conn, plan_id)
+            _refuse_rejected(conn, plan_id)
+            latest = _approval_row(
+                conn,
+                sa.select(approvals)
+                .where(approvals.c.plan_id == plan_id, approvals.c.decision == "approved")
+                .order_by(approvals.c.seq.desc())
+                .limit(1),
+            )
+            if latest is None:
+                raise LedgerError(f"plan {plan_id} has no approval to retry: approve it first")
+            done = _terminal_change_ids(conn, plan_id)
+            left = tuple(change_id for change_id in latest.change_ids if change_id not in done)
+            if not left:
+                raise LedgerError(
+                    f"nothing left to retry in plan {plan_id}: every change approved by {latest.id} "
+                    "is applied, skipped, stale or blocked"
+                )
+            return _insert_approval(
+                conn,
+                plan_id=plan_id,
+                approver=approver,
+                comment=f"retry of {latest.id}",
+                change_ids=left,
+                allow_blast_radius=latest.allow_blast_radius,
+                decision="approved",
+                source="person",
+            )
+
+    def approvals_after(self, seq: int) -> list[Approval]:
+        """Approvals (not rejections) with a `seq` above the given one, oldest first, leaving out those of
+        plans rejected since: what a sensor with that cursor has yet to launch."""
+        rejected = sa.select(approvals.c.plan_id).where(approvals.c.decision == "rejected")
+        query = (
+            sa.select(approvals)
+            .where(
+                approvals.c.seq > seq,
+                approvals.c.decision == "approved",
+                approvals.c.plan_id.not_in(rejected),
+            )
+            .order_by(approvals.c.seq)
+        )
+        with self._begin() as conn:
+            return [_approval(row) for row in conn.execute(query).mappings()]
+
+    def get_approval(self, approval_id: str) -> Approval | None:
+        with self._begin() as conn:
+            return _approval_row(conn, sa.select(approvals).where(approvals.c.approval_id == approval_id))
+
+    def latest_approval(self, plan_id: str) -> Approval | None:
+        """The plan's most recent decision, an approval or a rejection (see `decision`)."""
+        query = sa.select(approvals).where(approvals.c.plan_id == plan_id).order_by(approvals.c.seq.desc())
+        with self._begin() as conn:
+            return _approval_row(conn, query.limit(1))
+
+    def rejection(self, plan_id: str) -> Approval | None:
+        """The plan's rejection, if it was rejected."""
+        with self._begin() as conn:
+            return _rejection(conn, plan_id)
+
+    # ---- intent log
+
+    def mark_pending(
+        self, plan_id: str, approval_id: str, change_ids: Iterable[str], run_id: str | None
+    ) -> tuple[str, ...]:
+        """Mark the changes pending (about to be attempted) unless the log already shows them done.
+        Returns the ids marked, in plan order; each counts one more attempt."""
+        wanted = set(change_ids)
+        now = datetime.now(UTC)
+        marked: list[str] = []
+        with self._begin(write=True) as conn:
+            plan = _require_plan(conn, plan_id)
+            _refuse_unknown_changes(plan, wanted)
+            existing = _outcome_rows(conn, plan_id)
+            for position, change in enumerate(plan.changes):
+                if change.id not in wanted:
+                    continue
+                row = existing.get(change.id)
+                if row is not None and ChangeStatus(row["status"]).terminal:
+                    continue
+                values = {
+                    "status": ChangeStatus.PENDING.value,
+                    "approval_id": approval_id,
+                    "run_id": run_id,
+                    "updated_at": now,
+                }
+                if row is None:
+                    conn.execute(
+                        change_outcomes.insert().values(
+                            **_change_columns(plan_id, position, change),
+                            **values,
+                            attempts=1,
+                            api_calls=0,
+                            retries=0,
+                            error=None,
+                            detail="",
+                        )
+                    )
+                else:
+                    conn.execute(
+                        _outcome_update(plan_id, change.id).values(
+                            **values, attempts=change_outcomes.c.attempts + 1
+                        )
+                    )
+                marked.append(change.id)
+        return tuple(marked)
+
+    def record_outcome(
+        self,
+        plan_id: str,
+        change_id: str,
+        *,
+        status: ChangeStatus | str,
+        approval_id: str | None,
+        run_id: str | None,
+        api_calls: int = 0,
+        retries: int = 0,
+        error: str | None = None,
+        detail: str = "",
+    ) -> ChangeOutcome:
+        """Record where a change ended up. API calls and retries add up over the change's attempts."""
+        status = ChangeStatus(status)
+        now = datetime.now(UTC)
+        values = {
+            "status": status.value,
+            "approval_id": approval_id,
+            "run_id": run_id,
+            "error": error,
+            "detail": detail,
+            "updated_at": now,
+        }
+        with self._begin(write=True) as conn:
+            plan = _require_plan(conn, plan_id)
+            _refuse_unknown_changes(plan, {change_id})
+            row = _outcome_rows(conn, plan_id, change_id).get(change_id)
+            if row is None:
+                position, change = next((i, c) for i, c in enumerate(plan.changes) if c.id == change_id)
+                conn.execute(
+                    change_outcomes.insert().values(
+                        **_change_columns(plan_id, position, change),
+                        **values,
+                        attempts=1,
+                        api_calls=api_calls,
+                        retries=retries,
+                    )
+                )
+            else:
+                conn.execute(
+                    _outcome_update(plan_id, change_id).values(
+                        **values,
+                        api_calls=change_outcomes.c.api_calls + api_calls,
+                        retries=change_outcomes.c.retries + retries,
+                    )
+                )
+            recorded = _outcome_rows(conn, plan_id, change_id)[change_id]
+        return _outcome(recorded)
+
+    def outcomes(self, plan_id: str) -> list[ChangeOutcome]:
+        """The plan's intent log in plan order; changes never marked have no row."""
+        query = (
+            sa.select(change_outcomes)
+            .where(change_outcomes.c.plan_id == plan_id)
+            .order_by(change_outcomes.c.position)
+        )
+        with self._begin() as conn:
+            return [_outcome(row) for row in conn.execute(query).mappings()]
+
+    def audit(self, team: str | None = None, since: datetime | None = None) -> list[ChangeOutcome]:
+        """What happened to approved changes, newest first: every status but pending, optionally for one
+        team (its slug) and from a moment on (a naive datetime is taken as UTC)."""
+        query = sa.select(change_outcomes).where(change_outcomes.c.status != ChangeStatus.PENDING.value)
+        if team is not None:
+            query = query.where(change_outcomes.c.team == team)
+        if since is not None:
+            query = query.where(change_outcomes.c.updated_at >= _utc(since))
+        query = query.order_by(
+            change_outcomes.c.updated_at.desc(), change_outcomes.c.plan_id, change_outcomes.c.position.desc()
+        )
+        with self._begin() as conn:
+            return [_outcome(row) for row in conn.execute(query).mappings()]
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# ---- SQLite transactions --------------------------------------------------------------------------------
+
+
+def _take_sqlite_transactions_in_hand(engine: Engine) -> None:
+    """pysqlite begins a transaction only at the first write, so a read-then-write is not atomic across
+    processes. Begin every transaction ourselves: writes with BEGIN IMMEDIATE, which takes the write lock
+    up front (other writers wait for it, up to the driver's 5 s timeout)."""
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# ---- queries and conversions ------------------------------------------------------------------------------
+
+
+def _plan(conn: Connection, plan_id: str) -> Plan | None:
+    row = conn.execute(sa.select(plans).where(plans.c.plan_id == plan_id)).mappings().first()
+    if row is None:
+        return None
+    bodies = conn.execute(
+        sa.select(plan_changes.c.body)
+        .where(plan_changes.c.plan_id == plan_id)
+        .order_by(plan_changes.c.position)
+    ).scalars()
+    changes = tuple(Change.model_validate(body) for body in bodies)
+    findings = tuple(Finding.model_validate(f) for f in row["findings"])
+    return Plan(id=plan_id, changes=changes, findings=findings)
+
+
+def _require_plan(conn: Connection, plan_id: str) -> Plan:
+    plan = _plan(conn, plan_id)
+    if plan is None:
+        raise LedgerError(f"no plan {plan_id!r} in the ledger: see `nthlayer plan` for the current plan id")
+    return plan
+
+
+def _latest_plan_id(conn: Connection) -> str | None:
+    return conn.execute(
+        sa.select(plan_sightings.c.plan_id).order_by(plan_sightings.c.id.desc()).limit(1)
+    ).scalar()
+
+
+def _blast_radius(conn: Connection, plan_id: str) -> BlastRadius | None:
+    row = (
+        conn.execute(sa.select(plan_blast_radius).where(plan_blast_radius.c.plan_id == plan_id))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    return BlastRadius(exceeded=row["exceeded"], reasons=tuple(row["reasons"]), removals=row["removals"])
+
+
+def _approver(approver: str) -> str:
+    approver = (approver or "").strip()
+    if not approver:
+        raise LedgerError("approver is empty: say who decides (a name or an email)")
+    return approver
+
+
+def _rejection(conn: Connection, plan_id: str) -> Approval | None:
+    query = sa.select(approvals).where(approvals.c.plan_id == plan_id, approvals.c.decision == "rejected")
+    return _approval_row(conn, query.limit(1))
+
+
+def _refuse_rejected(conn: Connection, plan_id: str) -> None:
+    rejection = _rejection(conn, plan_id)
+    if rejection is not None:
+        because = f": {rejection.comment}" if rejection.comment else ""
+        raise LedgerError(
+            f"plan {plan_id} was rejected by {rejection.approver} ({rejection.id}){because}; "
+            "refresh for a new plan"
+        )
+
+
+def _resolve_changes(plan: Plan, change_ids: Sequence[str] | None) -> list[Change]:
+    if change_ids is None:
+        return list(plan.changes)
+    if isinstance(change_ids, str):
+        change_ids = [change_ids]
+    wanted = {change_id.strip() for change_id in change_ids if change_id.strip()}
+    if not wanted:
+        raise LedgerError("change_ids is empty: give none (null) to approve every change of the plan")
+    _refuse_unknown_changes(plan, wanted)
+    return [c for c in plan.changes if c.id in wanted]
+
+
+def _refuse_unknown_changes(plan: Plan, change_ids: set[str]) -> None:
+    unknown = sorted(change_ids - {c.id for c in plan.changes})
+    if unknown:
+        noun = "change" if len(unknown) == 1 else "changes"
+        verb = "is" if len(unknown) == 1 else "are"
+        raise LedgerError(f"{noun} {', '.join(unknown)} {verb} not in plan {plan.id}")
+
+
+def _insert_approval(
+    conn: Connection,
+    *,
+    plan_id: str,
+    approver: str,
+    comment: str,
+    change_ids: tuple[str, ...],
+    allow_blast_radius: bool,
+    decision: Decision,
+    source: Source,
+) -> Approval:
+    approval_id = "apr-" + secrets.token_hex(6)
+    conn.execute(
+        approvals.insert().values(
+            approval_id=approval_id,
+            plan_id=plan_id,
+            approver=approver,
+            comment=comment or "",
+            change_ids=list(change_ids),
+            allow_blast_radius=allow_blast_radius,
+            decision=decision,
+            source=source,
+            created_at=datetime.now(UTC),
+        )
+    )
+    inserted = _approval_row(conn, sa.select(approvals).where(approvals.c.approval_id == approval_id))
+    assert inserted is not None  # written in this very transaction
+    return inserted
+
+
+def _approval_row(conn: Connection, query: sa.Select[Any]) -> Approval | None:
+    row = conn.execute(query).mappings().first()
+    return None if row is None else _approval(row)
+
+
+def _approval(row: sa.RowMapping) -> Approval:
+    return Approval(
+        id=row["approval_id"],
+        seq=row["seq"],
+        plan_id=row["plan_id"],
+        approver=row["approver"],
+        comment=row["comment"],
+        change_ids=tuple(row["change_ids"]),
+        allow_blast_radius=bool(row["allow_blast_radius"]),
+        decision=row["decision"],
+        source=row["source"],
+        created_at=_utc(row["created_at"]),
+    )
+
+
+def _terminal_change_ids(conn: Connection, plan_id: str) -> set[str]:
+    terminal = [status.value for status in ChangeStatus if status.terminal]
+    query = sa.select(change_outcomes.c.change_id).where(
+        change_outcomes.c.plan_id == plan_id, change_outcomes.c.status.in_(terminal)
+    )
+    return set(conn.execute(query).scalars())
+
+
+def _outcome_rows(conn: Connection, plan_id: str, change_id: str | None = None) -> dict[str, sa.RowMapping]:
+    query = sa.select(change_outcomes).where(change_outcomes.c.plan_id == plan_id)
+    if change_id is not None:
+        query = query.where(change_outcomes.c.change_id == change_id)
+    return {row["change_id"]: row for row in conn.execute(query).mappings()}
+
+
+def _outcome_update(plan_id: str, change_id: str) -> sa.Update:
+    return change_outcomes.update().where(
+        change_outcomes.c.plan_id == plan_id, change_outcomes.c.change_id == change_id
+    )
+
+
+def _change_columns(plan_id: str, position: int, change: Change) -> dict[str, Any]:
+    return {
+        "plan_id": plan_id,
+        "change_id": change.id,
+        "position": position,
+        "kind": change.kind.value,
+        "team": change.team,
+        "team_name": change.team_name,
+        "team_id": change.team_id,
+        "email": change.email,
+        "user_id": change.user_id,
+        "role": change.role.value if change.role else None,
+        "from_role": change.from_role.value if change.from_role else None,
+    }
+
+
+def _outcome(row: sa.RowMapping) -> ChangeOutcome:
+    return ChangeOutcome(
+        plan_id=row["plan_id"],
+        change_id=row["change_id"],
+        position=row["position"],
+        kind=ChangeKind(row["kind"]),
+        team=row["team"],
+        team_name=row["team_name"],
+        team_id=row["team_id"],
+        email=row["email"],
+        user_id=row["user_id"],
+        role=Role(row["role"]) if row["role"] else None,
+        from_role=Role(row["from_role"]) if row["from_role"] else None,
+        status=ChangeStatus(row["status"]),
+        approval_id=row["approval_id"],
+        run_id=row["run_id"],
+        attempts=row["attempts"],
+        api_calls=row["api_calls"],
+        retries=row["retries"],
+        error=row["error"],
+        detail=row["detail"],
+        updated_at=_utc(row["updated_at"]),
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes (written in UTC); Postgres aware ones."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _findings_json(findings: tuple[Finding, ...]) -> list[dict[str, object]]:

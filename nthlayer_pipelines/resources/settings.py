@@ -6,6 +6,8 @@ import dagster as dg
 from pydantic import Field
 
 from nthlayer_pipelines.desired.merge import parse_precedence
+from nthlayer_pipelines.reconcile.policy import ApprovalPolicy, parse_pre_approved
+from nthlayer_pipelines.reconcile.safety import BlastRadiusLimits
 
 
 class DefinitionsRepository(dg.ConfigurableResource):
@@ -31,5 +33,27 @@ class ReconcileSettings(dg.ConfigurableResource):
         default=10, description="More desired emails without a PagerDuty account than this blocks the plan."
     )
 
+    pre_approved_kinds: str = Field(
+        default="add_member,create_team",
+        description="Change kinds applied without a person's approval; removals and role changes need one.",
+    )
+    max_team_removal_share: float = Field(
+        default=0.2, description="A plan removing more than this share of a team's members is blocked."
+    )
+    min_team_removals: int = Field(
+        default=2, description="A team's share counts only from this many removals (1 of 4 is not a purge)."
+    )
+    max_total_removals: int = Field(default=50, description="A plan with more removals in all is blocked.")
+
     def precedence(self) -> tuple[str, ...]:
         return parse_precedence(self.source_precedence)
+
+    def approval_policy(self) -> ApprovalPolicy:
+        return ApprovalPolicy(pre_approved=parse_pre_approved(self.pre_approved_kinds))
+
+    def blast_radius_limits(self) -> BlastRadiusLimits:
+        return BlastRadiusLimits(
+            max_team_removal_share=self.max_team_removal_share,
+            min_team_removals=self.min_team_removals,
+            max_total_removals=self.max_total_removals,
+        )

@@ -1,0 +1,58 @@
+"""Slack announcements through dagster-slack's resource, pointed at any Web API base URL."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dagster_slack import SlackResource
+from pydantic import Field
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+logger = logging.getLogger("nthlayer_pipelines.slack")
+
+SLACK_PUBLIC_API = "https://slack.com/api/"
+
+
+class SlackNotifier(SlackResource):
+    """dagster-slack's SlackResource with a configurable base URL and a channel; empty token: Slack is off."""
+
+    base_url: str = Field(default=SLACK_PUBLIC_API, description="Slack Web API base URL, ending in /api/.")
+    channel: str = Field(
+        default="", description="Channel for apply summaries and failures, e.g. #ops-changes."
+    )
+    dagster_url: str = Field(
+        default="http://127.0.0.1:3000", description="The Dagster UI, for links to runs."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token and self.channel)
+
+    def run_link(self, run_id: str) -> str:
+        return f"{self.dagster_url.rstrip('/')}/runs/{run_id}"
+
+    def get_client(self) -> WebClient:
+        return WebClient(self.token, base_url=self.base_url)
+
+    def post(self, *, text: str, blocks: list[dict[str, Any]] | None = None) -> str | None:
+        """Post to the channel; returns an error description instead of raising.
+
+        An announcement is a courtesy: a Slack outage must never fail the apply it reports on.
+        slack_sdk raises on `ok: false`, so that path is covered by the same handler.
+        """
+        if not self.enabled:
+            return "Slack is off (no SLACK_BOT_TOKEN or NTHLAYER_SLACK_CHANNEL)"
+        try:
+            self.get_client().chat_postMessage(channel=self.channel, text=text, blocks=blocks)
+        except SlackApiError as error:
+            reason = (
+                error.response.get("error", "unknown error") if error.response is not None else str(error)
+            )
+            logger.warning("Slack refused the message: %s", reason)
+            return f"Slack refused the message: {reason}"
+        except (SlackClientError, OSError) as error:
+            logger.warning("Slack is unreachable: %s", type(error).__name__)
+            return f"Slack is unreachable: {type(error).__name__}"
+        return None

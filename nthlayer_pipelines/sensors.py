@@ -1,0 +1,77 @@
+"""Sensors: the approval gate that launches apply_plan, the refresh after an apply, failure notices."""
+
+import dagster as dg
+
+from nthlayer_pipelines.jobs import apply_plan_job, refresh_job
+from nthlayer_pipelines.notifications import apply_failure_message
+from nthlayer_pipelines.resources.ledger import LedgerResource
+from nthlayer_pipelines.resources.slack import SlackNotifier
+
+DEFAULT_SENSOR_INTERVAL_SECONDS = 30
+
+
+def approved_plans(context: dg.SensorEvaluationContext, ledger: LedgerResource) -> dg.SensorResult:
+    cursor = int(context.cursor or 0)
+    store = ledger.open()
+    try:
+        approvals = store.approvals_after(cursor)
+    finally:
+        store.dispose()
+    if not approvals:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no new approval waits to be applied"))
+    requests = [
+        dg.RunRequest(
+            # The daemon never launches a run_key twice: one approval can never apply twice.
+            run_key=f"apply:{approval.plan_id}:{approval.id}",
+            run_config={"ops": {"apply_changes": {"config": {"approval_id": approval.id}}}},
+            tags={
+                "nthlayer/plan_id": approval.plan_id,
+                "nthlayer/approval_id": approval.id,
+                "nthlayer/approver": approval.approver,
+            },
+        )
+        for approval in approvals
+    ]
+    return dg.SensorResult(run_requests=requests, cursor=str(max(a.seq for a in approvals)))
+
+
+def build_approved_plans_sensor(interval_seconds: int) -> dg.SensorDefinition:
+    return dg.SensorDefinition(
+        name="approved_plans_sensor",
+        evaluation_fn=approved_plans,
+        job=apply_plan_job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Launches apply_plan once for every new approval in the ledger (cursor: approval seq).",
+    )
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[apply_plan_job],
+    request_job=refresh_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After an apply, refresh the snapshots and the plan: the UI shows what PagerDuty now holds.",
+)
+def refresh_after_apply(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    return dg.RunRequest(run_key=f"refresh-after:{context.dagster_run.run_id}")
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=[apply_plan_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Announces a failed apply run in Slack.",
+)
+def apply_failure_to_slack(context: dg.RunFailureSensorContext, slack: SlackNotifier) -> None:
+    run = context.dagster_run
+    error = context.failure_event.message or "the run failed"
+    problem = slack.post(
+        **apply_failure_message(
+            run_id=run.run_id,
+            plan_id=run.tags.get("nthlayer/plan_id", ""),
+            error=error,
+            run_url=slack.run_link(run.run_id),
+        )
+    )
+    if problem:
+        context.log.warning("failure not announced: %s", problem)
