@@ -40,6 +40,7 @@ def demo_environment(sandbox_url: str, dagster_home: Path) -> dict[str, str]:
     environ.setdefault("CORTEX_API_TOKEN", DEFAULT_CORTEX_TOKEN)
     environ.setdefault("SLACK_BOT_TOKEN", DEFAULT_SLACK_TOKEN)
     environ.setdefault("NTHLAYER_DEFINITIONS", "examples/org")
+    environ.setdefault("NTHLAYER_SLACK_CHANNEL", "ops-changes")
     return environ
 
 
