@@ -20,6 +20,8 @@ refresh_job = dg.define_asset_job(
         "nothing is written to any provider. Scope it to some teams with resources.reconcile.config.teams."
     ),
     tags={"nthlayer/mode": "refresh"},
+    # One process: on two cores a process per step costs ~2 s each, and the provider pool serialises reads anyway.
+    executor_def=dg.in_process_executor,
 )
 
 nightly_audit_job = dg.define_asset_job(
@@ -27,6 +29,7 @@ nightly_audit_job = dg.define_asset_job(
     selection=READ_ONLY_ASSETS,
     description="A full read-only pass over the whole account with every check, for the audit trail.",
     tags={"nthlayer/mode": "audit"},
+    executor_def=dg.in_process_executor,
 )
 
 

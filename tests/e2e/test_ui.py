@@ -1,0 +1,155 @@
+"""The Dagster UI on the production configuration: the asset graph, and a scoped run from the launchpad."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from nthlayer_pipelines.definitions import build_definitions
+from tests.e2e.deployment import LOCATION, DagsterUi
+from tests.support import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+PIPELINE_ASSETS = {
+    "git_definitions",
+    "cortex_teams",
+    "desired_state",
+    "pagerduty_users",
+    "pagerduty_teams",
+    "pagerduty_memberships",
+    "divergences",
+    "change_plan",
+}
+RUN_TIMEOUT_SECONDS = 90
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+RUN_ID_IN_URL = re.compile(r"/runs/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+def defined_lineage() -> dict[str, tuple[str, list[str]]]:
+    """Each asset the definitions declare: its group and the assets it reads."""
+    graph = build_definitions({}).resolve_asset_graph()
+    return {
+        key.to_user_string(): (
+            graph.get(key).group_name,
+            sorted(parent.to_user_string() for parent in graph.get(key).parent_keys),
+        )
+        for key in graph.get_all_asset_keys()
+    }
+
+
+def test_asset_graph_shows_every_asset_and_its_lineage(dagster_ui: DagsterUi, page: Page) -> None:
+    expected = defined_lineage()
+    assert set(expected) >= PIPELINE_ASSETS
+    assert expected["divergences"][1] == [
+        "desired_state",
+        "pagerduty_memberships",
+        "pagerduty_teams",
+        "pagerduty_users",
+    ]
+    # What the UI draws comes from this query: every asset, its group and the edges into it.
+    nodes = dagster_ui.graphql("{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }")
+    shown = {
+        "/".join(n["assetKey"]["path"]): (
+            n["groupName"],
+            sorted("/".join(d["path"]) for d in n["dependencyKeys"]),
+        )
+        for n in nodes["assetNodes"]
+    }
+    assert shown == expected
+
+    page.goto(f"{dagster_ui.url}/asset-groups")
+    for group in sorted({group for group, _ in expected.values()}):
+        expect(page.get_by_text(group, exact=True).first).to_be_visible(timeout=30_000)
+    # With several groups the graph starts collapsed to one box per group: expand them from its menu.
+    page.get_by_role("button", name="settings", exact=True).click()
+    page.get_by_role("menuitem", name="Expand all groups").click()
+    for asset in sorted(expected):
+        expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=15_000)
+    page.screenshot(path=ARTIFACTS / "e2e" / "asset-graph.png")
+
+
+def test_schedules_are_running_and_the_daemon_is_healthy(dagster_ui: DagsterUi) -> None:
+    query = """query($selector: ScheduleSelector!) { scheduleOrError(scheduleSelector: $selector) {
+        __typename ... on Schedule { scheduleState { status } } } }"""
+    for name in ("refresh_schedule", "nightly_audit_schedule"):
+        selector = {
+            "repositoryLocationName": LOCATION,
+            "repositoryName": "__repository__",
+            "scheduleName": name,
+        }
+        schedule = dagster_ui.graphql(query, selector=selector)["scheduleOrError"]
+        assert schedule["scheduleState"]["status"] == "RUNNING", name
+
+    health = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
+    deadline = time.monotonic() + 30
+    while True:
+        statuses = dagster_ui.graphql(health)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        healthy = {s["daemonType"] for s in statuses if s["healthy"]}
+        if {"SCHEDULER", "QUEUED_RUN_COORDINATOR"} <= healthy or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert {"SCHEDULER", "QUEUED_RUN_COORDINATOR"} <= healthy
+
+
+def wait_for_run(dagster_ui: DagsterUi, run_id: str) -> str:
+    query = "query($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"
+    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    while True:
+        status = dagster_ui.graphql(query, runId=run_id)["runOrError"]["status"]
+        if status in FINISHED or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)
+
+
+def run_materializations(dagster_ui: DagsterUi, run_id: str) -> dict[str, dict[str, object]]:
+    """Each asset the run materialized, with its text and integer metadata."""
+    query = """query($runId: ID!) { runOrError(runId: $runId) { ... on Run { assetMaterializations {
+        assetKey { path }
+        metadataEntries { label ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } }
+    } } } }"""
+    events = dagster_ui.graphql(query, runId=run_id)["runOrError"]["assetMaterializations"]
+    return {
+        "/".join(e["assetKey"]["path"]): {
+            m["label"]: m.get("text", m.get("intValue"))
+            for m in e["metadataEntries"]
+            if "text" in m or "intValue" in m
+        }
+        for e in events
+    }
+
+
+def test_launchpad_runs_a_refresh_scoped_to_one_team(dagster_ui: DagsterUi, page: Page) -> None:
+    page.goto(f"{dagster_ui.url}/locations/{LOCATION}/jobs/refresh/playground")
+    editor = page.locator(".CodeMirror")
+    expect(editor).to_contain_text("reconcile:", timeout=30_000)  # the scaffold of the bound config
+    editor.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.insert_text("resources: {reconcile: {config: {teams: [payments]}}}")  # as a paste does
+    expect(page.get_by_text("No errors")).to_be_visible()
+    page.get_by_role("button", name="Launch Run").click()
+
+    page.wait_for_url(RUN_ID_IN_URL, timeout=30_000)
+    run_id = RUN_ID_IN_URL.search(page.url).group(1)
+    assert wait_for_run(dagster_ui, run_id) == "SUCCESS"
+
+    # It waited in the queue of deploy/dagster.yaml until the daemon (nothing else dequeues) launched it.
+    logs = """query($runId: ID!) {
+        logsForRun(runId: $runId) { ... on EventConnection { events { __typename } } } }"""
+    event_types = [e["__typename"] for e in dagster_ui.graphql(logs, runId=run_id)["logsForRun"]["events"]]
+    lifecycle = [t for t in event_types if t in {"RunEnqueuedEvent", "RunStartingEvent", "RunSuccessEvent"}]
+    assert lifecycle == ["RunEnqueuedEvent", "RunStartingEvent", "RunSuccessEvent"]
+
+    materialized = run_materializations(dagster_ui, run_id)
+    assert set(materialized) == PIPELINE_ASSETS
+    assert materialized["divergences"]["scope"] == "payments"
+    plan = materialized["change_plan"]
+    # payments: carol to add, bob's role to change, mallory to remove; nothing of any other team.
+    assert (plan["changes_total"], plan["teams_to_create"], plan["members_to_add"]) == (3, 0, 1)
+    assert (plan["roles_to_change"], plan["members_to_remove"]) == (1, 1)
+
+    expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=30_000)
+    page.screenshot(path=ARTIFACTS / "e2e" / "refresh-run.png")
