@@ -20,7 +20,7 @@ refresh_job = dg.define_asset_job(
         "nothing is written to any provider. Scope it to some teams with resources.reconcile.config.teams."
     ),
     tags={"nthlayer/mode": "refresh"},
-    # One process: on two cores a process per step costs ~2 s each, and the provider pool serialises reads anyway.
+    # One process: a process per step costs ~2 s each on two cores, and the provider pool serialises reads.
     executor_def=dg.in_process_executor,
 )
 
