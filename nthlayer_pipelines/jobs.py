@@ -142,6 +142,7 @@ def apply_changes(
     problem = slack.post(**apply_summary_message(approval, report, run_url=slack.run_link(context.run_id)))
     if problem:
         context.log.warning("apply summary not announced: %s", problem)
+    metadata["slack"] = problem or f"summary posted to {slack.channel}"
     if report.unconverged:
         raise dg.Failure(
             description=f"{len(report.unconverged)} applied change(s) did not converge: "

@@ -215,3 +215,26 @@ def test_cli_approve_reject_and_retry(pipeline_env):
     assert rejected.returncode == 0
     again = cli("approve", plan.id, "--approver", "bob")
     assert again.returncode == 1 and "reject" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("slack", "reason"),
+    [
+        ({"SLACK_API_URL": "http://127.0.0.1:9/api/"}, "Slack is unreachable"),
+        ({"NTHLAYER_SLACK_CHANNEL": "no-such-channel"}, "channel_not_found"),
+        ({"SLACK_BOT_TOKEN": "xoxb-wrong"}, "invalid_auth"),
+    ],
+)
+def test_a_slack_outage_never_fails_an_apply_that_succeeded(
+    slack, reason, example_sandbox, tmp_path, monkeypatch
+):
+    environ = pipeline_environment(example_sandbox, tmp_path, **slack)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    run_job(environ, "refresh")
+    (request,) = tick(environ).run_requests
+    result = run_job(environ, "apply_plan", request.run_config)
+    assert result.success
+    (output,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    assert reason in output.event_specific_data.metadata["slack"].value
+    assert example_sandbox.state.to_dict()["slack"]["messages"] == []
