@@ -32,7 +32,7 @@ from nthlayer_pipelines.sensors import (
     DEFAULT_SENSOR_INTERVAL_SECONDS,
     apply_failure_to_slack,
     build_approved_plans_sensor,
-    refresh_after_apply,
+    build_refresh_after_apply_sensor,
 )
 
 PAGERDUTY_PUBLIC_API = "https://api.pagerduty.com"
@@ -85,6 +85,7 @@ def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, dg.Con
 
 
 def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions:
+    sensor_interval = int(environ.get("NTHLAYER_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS))
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ALL_CHECKS,
@@ -95,10 +96,8 @@ def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions
             timezone=environ.get("NTHLAYER_TIMEZONE", "UTC"),
         ),
         sensors=[
-            build_approved_plans_sensor(
-                int(environ.get("NTHLAYER_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS))
-            ),
-            refresh_after_apply,
+            build_approved_plans_sensor(sensor_interval),
+            build_refresh_after_apply_sensor(sensor_interval),
             apply_failure_to_slack,
         ],
         resources=build_resources(environ),

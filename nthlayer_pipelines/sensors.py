@@ -46,14 +46,19 @@ def build_approved_plans_sensor(interval_seconds: int) -> dg.SensorDefinition:
     )
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[apply_plan_job],
-    request_job=refresh_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After an apply, refresh the snapshots and the plan: the UI shows what PagerDuty now holds.",
-)
-def refresh_after_apply(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+def build_refresh_after_apply_sensor(interval_seconds: int) -> dg.RunStatusSensorDefinition:
+    return dg.run_status_sensor(
+        name="refresh_after_apply",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[apply_plan_job],
+        request_job=refresh_job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="After an apply, refresh the snapshots and the plan: the UI shows what PagerDuty holds.",
+    )(refresh_after)
+
+
+def refresh_after(context: dg.RunStatusSensorContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"refresh-after:{context.dagster_run.run_id}")
 
 

@@ -1,6 +1,7 @@
 """Fixtures of the end-to-end tests: the example sandbox, the deployment on Postgres, and Chromium.
 
-Each is started once per module: every start-up costs seconds.
+Each is started once per module: every start-up costs seconds. Tests that need a deployment of their own
+create a database on `postgres_server_url` (see `deployment.deployment_on_fresh_database`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy.engine import URL
 
 from nthlayer_pipelines.sandbox import (
     DEFAULT_CORTEX_TOKEN,
@@ -20,7 +22,11 @@ from nthlayer_pipelines.sandbox import (
     running_sandbox,
 )
 from tests.e2e.deployment import DagsterUi, DeploymentError, running_deployment
-from tests.postgres import postgres_url  # noqa: F401 (a fixture)
+from tests.postgres import (
+    PostgresUnavailable,
+    postgres_server,
+    postgres_url,  # noqa: F401 (a fixture)
+)
 from tests.support import ARTIFACTS, EXAMPLE_SEED, REPO, pipeline_environment
 
 E2E_ARTIFACTS = ARTIFACTS / "e2e"
@@ -45,6 +51,19 @@ def e2e_sandbox() -> Iterator[RunningSandbox]:
     }
     with running_sandbox(load_seed(EXAMPLE_SEED), tokens=tokens) as sandbox:
         yield sandbox
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[URL]:
+    """The admin URL of a PostgreSQL server where each deployment creates a database of its own."""
+    failure = None
+    try:
+        with postgres_server() as server:
+            yield server
+    except PostgresUnavailable as error:
+        failure = str(error)  # reported outside the handler, so the message is shown once
+    if failure:
+        pytest.fail(failure, pytrace=False)
 
 
 @pytest.fixture(scope="module")
