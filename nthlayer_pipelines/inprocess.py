@@ -23,7 +23,12 @@ def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
         # A CI check of a definitions repo should leave no files behind.
         resources["ledger"] = LedgerResource(url="sqlite://")
     result = dg.materialize(
-        [*ASSETS, *ALL_CHECKS], resources=resources, raise_on_error=False, tags={"nthlayer/mode": "plan"}
+        [*ASSETS, *ALL_CHECKS],
+        resources=resources,
+        raise_on_error=False,
+        tags={"nthlayer/mode": "plan"},
+        # stdout carries the plan and stderr the verdict; the run's own event stream stays out of both.
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
     )
     if not result.success:
         raise PlanFailed(_failure_summary(result))

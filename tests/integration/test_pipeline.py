@@ -232,3 +232,11 @@ def test_dagster_definitions_validate_passes() -> None:
         timeout=300,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_cli_plan_exits_1_naming_a_failed_blocking_check(pipeline_env) -> None:
+    run = nthlayer("plan", environ={**pipeline_env, "NTHLAYER_MAX_UNRESOLVED_USERS": "0"})
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert "unresolved_users_below_threshold failed on divergences" in run.stderr
+    assert "DEBUG" not in run.stderr  # the run's event stream is not the CLI's output
