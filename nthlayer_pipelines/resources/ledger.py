@@ -3,6 +3,7 @@
 Beside the plans it keeps each plan's blast-radius verdict, the approvals and rejections people (or the
 pre-approval policy) gave, and the intent log: one row per approved change, pending, then applied,
 skipped, stale, blocked or failed. A crash mid-apply resumes from that log and writes nothing twice.
+It also keeps each provider's refresh cursor: where the next incremental refresh reads audit records from.
 
 The ledger is ours, not Dagster's: plans, approvals and change outcomes must outlive any run-storage
 retention policy and be readable without the Dagster instance.
@@ -28,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from nthlayer_pipelines.incremental import RefreshCursor
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Finding, Plan, Role
 from nthlayer_pipelines.reconcile.safety import BlastRadius
 
@@ -111,6 +113,17 @@ change_outcomes = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+refresh_cursors = sa.Table(
+    "nthlayer_refresh_cursor",
+    metadata,
+    sa.Column("provider", sa.String(40), primary_key=True),
+    sa.Column("cursor_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_record_id", sa.String(200)),
+    sa.Column("seen_record_ids", sa.JSON, nullable=False),
+    sa.Column("last_full_refresh_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 # pg_advisory_xact_lock key of every ledger write: "nthlayer" in ASCII.
@@ -516,6 +529,45 @@ class Ledger:
         )
         with self._begin() as conn:
             return [_outcome(row) for row in conn.execute(query).mappings()]
+
+    # ---- refresh cursors
+
+    def refresh_cursor(self, provider: str) -> RefreshCursor | None:
+        """Where the provider's next incremental refresh starts; None before its first full refresh."""
+        query = sa.select(refresh_cursors).where(refresh_cursors.c.provider == provider)
+        with self._begin() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        return RefreshCursor(
+            provider=row["provider"],
+            cursor_time=_utc(row["cursor_time"]),
+            last_full_refresh_at=_utc(row["last_full_refresh_at"]),
+            last_record_id=row["last_record_id"],
+            seen_record_ids=tuple(row["seen_record_ids"]),
+            updated_at=_utc(row["updated_at"]),
+        )
+
+    def save_refresh_cursor(self, cursor: RefreshCursor) -> None:
+        """Store the cursor, replacing the provider's previous one."""
+        values = {
+            "cursor_time": _utc(cursor.cursor_time),
+            "last_record_id": cursor.last_record_id,
+            "seen_record_ids": list(cursor.seen_record_ids),
+            "last_full_refresh_at": _utc(cursor.last_full_refresh_at),
+            "updated_at": _utc(cursor.updated_at) if cursor.updated_at else datetime.now(UTC),
+        }
+        where = refresh_cursors.c.provider == cursor.provider
+        with self._begin(write=True) as conn:
+            if conn.execute(sa.select(refresh_cursors.c.provider).where(where)).first() is None:
+                conn.execute(refresh_cursors.insert().values(provider=cursor.provider, **values))
+            else:
+                conn.execute(refresh_cursors.update().where(where).values(**values))
+
+    def clear_refresh_cursor(self, provider: str) -> None:
+        """Forget the cursor: the next refresh of the provider reads everything."""
+        with self._begin(write=True) as conn:
+            conn.execute(refresh_cursors.delete().where(refresh_cursors.c.provider == provider))
 
     def dispose(self) -> None:
         self.engine.dispose()

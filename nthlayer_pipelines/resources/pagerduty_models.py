@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -67,3 +69,97 @@ class PagerDutyEscalationPolicy(_PagerDutyObject):
                 "user_ids": tuple(user_ids),
             }
         )
+
+
+# ---- audit records (`GET /audit/records`) -------------------------------------------------------------
+
+
+def _none_is_empty_tuple(value: object) -> object:
+    return () if value is None else value
+
+
+class PagerDutyReference(_PagerDutyObject):
+    """`{id, type, summary}`: what a record says it touched, named as it was then."""
+
+    id: str
+    type: str
+    summary: str | None = None
+
+
+class AuditField(_PagerDutyObject):
+    """A changed field: `value` after, `before_value` before; PagerDuty may leave either out."""
+
+    name: str
+    value: str | None = None
+    before_value: str | None = None
+
+    @field_validator("value", "before_value", mode="before")
+    @classmethod
+    def _scalar_as_text(cls, value: object) -> object:
+        if value is None or isinstance(value, str):
+            return value
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+class AuditReferenceChange(_PagerDutyObject):
+    """References added to or removed from a collection of the resource, e.g. a team's `members`."""
+
+    name: str
+    added: tuple[PagerDutyReference, ...] = ()
+    removed: tuple[PagerDutyReference, ...] = ()
+
+    _none_is_empty = field_validator("added", "removed", mode="before")(_none_is_empty_tuple)
+
+
+class AuditMethod(_PagerDutyObject):
+    """How the change was made: `api_token` (with the token's last 4 characters), `browser`, ..."""
+
+    type: str
+    truncated_token: str | None = None
+
+
+class AuditDetails(_PagerDutyObject):
+    resource: PagerDutyReference | None = None
+    fields: tuple[AuditField, ...] = ()
+    references: tuple[AuditReferenceChange, ...] = ()
+
+    _none_is_empty = field_validator("fields", "references", mode="before")(_none_is_empty_tuple)
+
+
+class AuditRecord(_PagerDutyObject):
+    """One audit record. Records written by one request share `request_id`."""
+
+    id: str
+    execution_time: datetime
+    request_id: str | None = None
+    actors: tuple[PagerDutyReference, ...] = ()
+    method: AuditMethod
+    root_resource: PagerDutyReference
+    action: str
+    details: AuditDetails = AuditDetails()
+
+    _none_is_empty = field_validator("actors", mode="before")(_none_is_empty_tuple)
+
+    @field_validator("execution_time")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @field_validator("details", mode="before")
+    @classmethod
+    def _none_is_no_details(cls, value: object) -> object:
+        return AuditDetails() if value is None else value
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> AuditRecord:
+        context = item.get("execution_context")
+        request_id = context.get("request_id") if isinstance(context, dict) else None
+        return cls.model_validate({**item, "request_id": request_id})
+
+
+class AuditPage(_PagerDutyObject):
+    """One page of `GET /audit/records`: newest first; `next_cursor` is None on the last page."""
+
+    records: tuple[AuditRecord, ...]
+    limit: int | None = None
+    next_cursor: str | None = None

@@ -1,14 +1,19 @@
-"""The sandbox's own endpoints under `/_admin`: request log, state dump, health. Loopback only, no auth."""
+"""The sandbox's own endpoints under `/_admin`: request log, state dump, settings, health. Loopback
+only, no auth."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import json
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nthlayer_pipelines.sandbox.core import PROVIDERS, SandboxState, json_response
+from nthlayer_pipelines.sandbox.audit import AUDIT_ACCESS
+from nthlayer_pipelines.sandbox.core import PROVIDERS, SandboxSettings, SandboxState, json_response
 
 PREFIX = "/_admin"
 
@@ -58,9 +63,47 @@ def admin_routes(sandbox: SandboxState) -> list[Route]:
     async def state(request: Request) -> Response:
         return json_response(sandbox.org.to_dict())
 
+    async def get_settings(request: Request) -> Response:
+        return json_response(dataclasses.asdict(sandbox.settings))
+
+    async def patch_settings(request: Request) -> Response:
+        """Change some settings while the sandbox runs, e.g. `{"audit_records": "payment_required"}`."""
+        try:
+            changes = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return json_response({"error": "the body is not JSON"}, 400)
+        if not isinstance(changes, dict):
+            return json_response({"error": "the body must be a JSON object of settings"}, 400)
+        problems = [problem for name, value in changes.items() if (problem := _setting_problem(name, value))]
+        if problems:
+            return json_response({"error": "; ".join(problems)}, 400)
+        for name, value in changes.items():
+            setattr(sandbox.settings, name, value)
+        return json_response(dataclasses.asdict(sandbox.settings))
+
     return [
         Route(PREFIX + "/health", loopback_only(health), methods=["GET"]),
         Route(PREFIX + "/requests", loopback_only(list_requests), methods=["GET"]),
         Route(PREFIX + "/requests", loopback_only(clear_requests), methods=["DELETE"]),
         Route(PREFIX + "/state", loopback_only(state), methods=["GET"]),
+        Route(PREFIX + "/settings", loopback_only(get_settings), methods=["GET"]),
+        Route(PREFIX + "/settings", loopback_only(patch_settings), methods=["PATCH"]),
     ]
+
+
+def _setting_problem(name: str, value: Any) -> str | None:
+    """Why a setting cannot take this value, or None when it can."""
+    known = [f.name for f in dataclasses.fields(SandboxSettings)]
+    if name not in known:
+        return f"{name}: not a setting (settings: {', '.join(known)})"
+    if name == "audit_records":
+        return None if value in AUDIT_ACCESS else f"audit_records: must be one of {', '.join(AUDIT_ACCESS)}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name}: must be a number"
+    if name == "rate_limit" and (not isinstance(value, int) or value < 1):
+        return "rate_limit: must be an integer >= 1"
+    if name == "rate_window_seconds" and value <= 0:
+        return "rate_window_seconds: must be > 0"
+    if name == "latency_ms" and value < 0:
+        return "latency_ms: must be >= 0"
+    return None

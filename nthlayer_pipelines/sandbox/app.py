@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from starlette.applications import Starlette
 
 from nthlayer_pipelines.sandbox.admin import admin_routes
+from nthlayer_pipelines.sandbox.audit import AUDIT_ACCESS
 from nthlayer_pipelines.sandbox.core import (
     PROVIDERS,
     RequestLog,
@@ -29,6 +30,7 @@ def create_app(
     rate_window_seconds: float = 60.0,
     latency_ms: float = 0,
     request_log_limit: int = 100_000,
+    audit_records: str = "available",
 ) -> Starlette:
     """The sandbox app serving `org`.
 
@@ -39,9 +41,14 @@ def create_app(
         rate_window_seconds: length of a PagerDuty rate-limit window.
         latency_ms: delay added to every provider request, without blocking other requests.
         request_log_limit: how many requests the log keeps (oldest dropped first).
+        audit_records: whether PagerDuty's `GET /audit/records` answers: "available", "payment_required"
+            (402, a plan without Audit Trail) or "forbidden" (403, a token that is not an admin's).
+            The org's changes are recorded from here on either way.
     """
     if rate_limit < 1 or rate_window_seconds <= 0 or latency_ms < 0:
         raise ValueError("rate_limit must be >= 1, rate_window_seconds > 0 and latency_ms >= 0")
+    if audit_records not in AUDIT_ACCESS:
+        raise ValueError(f"audit_records must be one of {', '.join(AUDIT_ACCESS)}, not {audit_records!r}")
     unknown = set(tokens or ()) - set(PROVIDERS)
     if unknown:
         raise ValueError(f"tokens for unknown providers: {', '.join(sorted(unknown))}")
@@ -49,9 +56,10 @@ def create_app(
     sandbox = SandboxState(
         org=org,
         tokens=resolved,
-        settings=SandboxSettings(rate_limit, rate_window_seconds, latency_ms),
+        settings=SandboxSettings(rate_limit, rate_window_seconds, latency_ms, audit_records),
         log=RequestLog(request_log_limit),
     )
+    org.pagerduty.audit.start()
     routes = admin_routes(sandbox)
     for api in (PagerDutyApi(sandbox), CortexApi(sandbox), SlackApi(sandbox)):
         routes += provider_routes(sandbox, api)

@@ -67,6 +67,7 @@ class SandboxSettings:
     rate_limit: int = 960
     rate_window_seconds: float = 60.0
     latency_ms: float = 0.0
+    audit_records: str = "available"  # PagerDuty's audit trail: available | payment_required | forbidden
 
 
 @dataclass

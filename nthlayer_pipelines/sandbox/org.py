@@ -2,6 +2,10 @@
 
 Everything here is plain data and in-memory indexes. The server thread and test code may both touch an
 org, so every read or write of more than one field happens under `SandboxOrg.lock`.
+
+Every change to the PagerDuty org leaves audit records (`PagerDutyOrg.audit`, see audit.py) once the
+sandbox serves it. A change made through these methods is a person's change in PagerDuty's web UI unless
+the caller passes the `origin` of an API request.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from nthlayer_pipelines.sandbox.audit import AuditOrigin, AuditRef, AuditTrail
 
 PAGERDUTY_TEAM_ROLES = ("observer", "responder", "manager")
 PAGERDUTY_USER_ROLES = (
@@ -66,6 +72,11 @@ class IdAllocator:
 
 def _name_key(name: str, object_id: str) -> tuple[str, str]:
     return (name.casefold(), object_id)
+
+
+def _check_user_role(role: str) -> None:
+    if role not in PAGERDUTY_USER_ROLES:
+        raise ValueError(f"user role {role!r} is not one of {', '.join(PAGERDUTY_USER_ROLES)}")
 
 
 @dataclass(slots=True)
@@ -125,6 +136,7 @@ class PagerDutyOrg:
     def __init__(self, ids: IdAllocator, lock: threading.RLock) -> None:
         self._ids = ids
         self.lock = lock
+        self.audit = AuditTrail(lock)
         self.users: dict[str, PagerDutyUser] = {}
         self.teams: dict[str, PagerDutyTeam] = {}
         self.escalation_policies: dict[str, EscalationPolicy] = {}
@@ -150,9 +162,9 @@ class PagerDutyOrg:
         id: str | None = None,
         time_zone: str = "Etc/UTC",
         job_title: str = "",
+        origin: AuditOrigin | None = None,
     ) -> PagerDutyUser:
-        if role not in PAGERDUTY_USER_ROLES:
-            raise ValueError(f"user role {role!r} is not one of {', '.join(PAGERDUTY_USER_ROLES)}")
+        _check_user_role(role)
         with self.lock:
             if email.casefold() in self._users_by_email:
                 raise ValueError(f"a user with email {email} already exists")
@@ -162,7 +174,58 @@ class PagerDutyOrg:
             self._users_by_email[email.casefold()] = user
             self._user_teams[user_id] = {}
             bisect.insort(self.users_by_name, user, key=lambda u: u.sort_key)
+            self.audit.record_create(origin, _user_ref(user), {"name": name, "email": email, "role": role})
             return user
+
+    def update_user(
+        self,
+        user_id: str,
+        *,
+        name: str | None = None,
+        email: str | None = None,
+        role: str | None = None,
+        origin: AuditOrigin | None = None,
+    ) -> PagerDutyUser:
+        """Rename the user, change their email or account role."""
+        if role is not None:
+            _check_user_role(role)
+        with self.lock:
+            user = self._require_user(user_id)
+            changes: dict[str, tuple[str, str]] = {}
+            if email is not None and email.casefold() != user.email.casefold():
+                if email.casefold() in self._users_by_email:
+                    raise ValueError(f"a user with email {email} already exists")
+                del self._users_by_email[user.email.casefold()]
+                self._users_by_email[email.casefold()] = user
+            if email is not None:
+                changes["email"] = (user.email, email)
+                user.email = email
+            if role is not None:
+                changes["role"] = (user.role, role)
+                user.role = role
+            if name is not None:
+                changes["name"] = (user.name, name)
+                self.users_by_name.remove(user)
+                user.name = name
+                bisect.insort(self.users_by_name, user, key=lambda u: u.sort_key)
+            self.audit.record_update(origin, _user_ref(user), changes)
+            return user
+
+    def remove_user(self, user_id: str, *, origin: AuditOrigin | None = None) -> None:
+        """Delete the user, which takes them off every team. Refused while an escalation policy targets
+        them, as PagerDuty refuses it."""
+        with self.lock:
+            user = self._require_user(user_id)
+            targeting = self._policies_by_user.get(user_id, ())
+            policies = sorted(self.escalation_policies[policy_id].name for policy_id in targeting)
+            if policies:
+                raise ValueError(f"user {user_id} is a target of escalation policies: {', '.join(policies)}")
+            for team_id in self._user_teams.pop(user_id, {}):
+                self.memberships[team_id].pop(user_id, None)
+            del self.users[user_id]
+            del self._users_by_email[user.email.casefold()]
+            self.users_by_name.remove(user)
+            self.audit.record_delete(origin, _user_ref(user), {"name": user.name, "email": user.email})
 
     def user_by_email(self, email: str) -> PagerDutyUser | None:
         return self._users_by_email.get(email.casefold())
@@ -171,7 +234,9 @@ class PagerDutyOrg:
         return list(self._user_teams.get(user_id, ()))
 
     # -- teams ---------------------------------------------------------------------------------------
-    def add_team(self, name: str, description: str = "", *, id: str | None = None) -> PagerDutyTeam:
+    def add_team(
+        self, name: str, description: str = "", *, id: str | None = None, origin: AuditOrigin | None = None
+    ) -> PagerDutyTeam:
         with self.lock:
             if name.casefold() in self._teams_by_name:
                 raise ValueError(f"a team named {name!r} already exists")
@@ -182,26 +247,81 @@ class PagerDutyOrg:
             self.memberships[team_id] = {}
             self._policies_by_team[team_id] = []
             bisect.insort(self.teams_by_name, team, key=lambda t: t.sort_key)
+            fields = {"name": name, "description": description, "default_role": team.default_role}
+            self.audit.record_create(origin, _team_ref(team), fields)
             return team
+
+    def update_team(
+        self,
+        team_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        origin: AuditOrigin | None = None,
+    ) -> PagerDutyTeam:
+        """Rename the team or change its description."""
+        with self.lock:
+            team = self._require_team(team_id)
+            changes: dict[str, tuple[str, str]] = {}
+            if name is not None:
+                holder = self._teams_by_name.get(name.casefold())
+                if holder is not None and holder.id != team_id:
+                    raise ValueError(f"a team named {name!r} already exists")
+                changes["name"] = (team.name, name)
+                del self._teams_by_name[team.name.casefold()]
+                self.teams_by_name.remove(team)
+                team.name = name
+                self._teams_by_name[name.casefold()] = team
+                bisect.insort(self.teams_by_name, team, key=lambda t: t.sort_key)
+            if description is not None:
+                changes["description"] = (team.description, description)
+                team.description = description
+            self.audit.record_update(origin, _team_ref(team), changes)
+            return team
+
+    def remove_team(self, team_id: str, *, origin: AuditOrigin | None = None) -> None:
+        """Delete the team: its memberships go, and its escalation policies no longer name it."""
+        with self.lock:
+            team = self._require_team(team_id)
+            for user_id in self.memberships.pop(team_id):
+                self._user_teams[user_id].pop(team_id, None)
+            for policy_id in self._policies_by_team.pop(team_id):
+                self.escalation_policies[policy_id].team_ids.remove(team_id)
+            del self.teams[team_id]
+            del self._teams_by_name[team.name.casefold()]
+            self.teams_by_name.remove(team)
+            fields = {"name": team.name, "description": team.description}
+            self.audit.record_delete(origin, _team_ref(team), fields)
 
     def team_by_name(self, name: str) -> PagerDutyTeam | None:
         return self._teams_by_name.get(name.casefold())
 
-    def set_membership(self, team_id: str, user_id: str, role: str) -> None:
+    def set_membership(
+        self, team_id: str, user_id: str, role: str, *, origin: AuditOrigin | None = None
+    ) -> None:
         """Add the user to the team with this role, or change their role."""
         if role not in PAGERDUTY_TEAM_ROLES:
             raise ValueError(f"team role {role!r} is not one of {', '.join(PAGERDUTY_TEAM_ROLES)}")
         with self.lock:
             self._require(team_id, user_id)
+            before = self.memberships[team_id].get(user_id)
             self.memberships[team_id][user_id] = role
             self._user_teams[user_id][team_id] = None
+            team, user = _team_ref(self.teams[team_id]), _user_ref(self.users[user_id])
+            if before is None:
+                self.audit.record_member_added(origin, team, user, role)
+            elif before != role:
+                self.audit.record_member_role_changed(origin, team, user, before, role)
 
-    def remove_membership(self, team_id: str, user_id: str) -> bool:
+    def remove_membership(self, team_id: str, user_id: str, *, origin: AuditOrigin | None = None) -> bool:
         """Remove without PagerDuty's escalation-policy guard (for setting up drift); True if removed."""
         with self.lock:
             self._require(team_id, user_id)
             removed = self.memberships[team_id].pop(user_id, None) is not None
             self._user_teams[user_id].pop(team_id, None)
+            if removed:
+                team, user = _team_ref(self.teams[team_id]), _user_ref(self.users[user_id])
+                self.audit.record_member_removed(origin, team, user)
             return removed
 
     def blocking_policies(self, team_id: str, user_id: str) -> list[EscalationPolicy]:
@@ -223,6 +343,7 @@ class PagerDutyOrg:
         id: str | None = None,
         description: str = "",
         num_loops: int = 0,
+        origin: AuditOrigin | None = None,
     ) -> EscalationPolicy:
         """A policy with one rule targeting these users."""
         team_ids = list(team_ids)
@@ -243,6 +364,7 @@ class PagerDutyOrg:
             for user_id in targets:
                 self._policies_by_user.setdefault(user_id, set()).add(policy_id)
             bisect.insort(self.policies_by_name, policy, key=lambda p: p.sort_key)
+            self.audit.record_create(origin, AuditRef.escalation_policy(policy_id, name), {"name": name})
             return policy
 
     def policies_of_team(self, team_id: str) -> list[str]:
@@ -261,10 +383,20 @@ class PagerDutyOrg:
         return requested
 
     def _require(self, team_id: str, user_id: str) -> None:
-        if team_id not in self.teams:
+        self._require_team(team_id)
+        self._require_user(user_id)
+
+    def _require_team(self, team_id: str) -> PagerDutyTeam:
+        team = self.teams.get(team_id)
+        if team is None:
             raise KeyError(f"no team with id {team_id}")
-        if user_id not in self.users:
+        return team
+
+    def _require_user(self, user_id: str) -> PagerDutyUser:
+        user = self.users.get(user_id)
+        if user is None:
             raise KeyError(f"no user with id {user_id}")
+        return user
 
     def to_dict(self) -> dict[str, Any]:
         with self.lock:
@@ -290,6 +422,14 @@ class PagerDutyOrg:
                     for p in self.policies_by_name
                 ],
             }
+
+
+def _team_ref(team: PagerDutyTeam) -> AuditRef:
+    return AuditRef.team(team.id, team.name)
+
+
+def _user_ref(user: PagerDutyUser) -> AuditRef:
+    return AuditRef.user(user.id, user.name)
 
 
 @dataclass(slots=True)

@@ -7,12 +7,14 @@ and observed answers (error texts as the API returns them).
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Callable, Iterable, Sequence, Set
 from itertools import islice
 from typing import Any
 
 from starlette.responses import Response
 
+from nthlayer_pipelines.sandbox.audit import AuditOrigin, AuditQueryError, parse_query, render_record
 from nthlayer_pipelines.sandbox.core import (
     Endpoint,
     FixedWindowRateLimiter,
@@ -41,6 +43,8 @@ OFFSET_TOO_LARGE = (
     "the returned set of records below this number, like adding a date range."
 )
 EP_BLOCKS_REMOVAL = "User cannot be removed as they belong to an escalation policy on this team"
+MISSING_ABILITY = (2014, "Missing Account Ability")
+ACCESS_DENIED = (2010, "Access Denied")
 
 
 class PagerDutyError(Exception):
@@ -82,6 +86,8 @@ class PagerDutyApi:
             Endpoint("DELETE", "/teams/{id}/users/{user_id}", self._guard(self.delete_membership)),
             Endpoint("GET", "/escalation_policies", self._guard(self.list_policies)),
             Endpoint("GET", "/escalation_policies/{id}", self._guard(self.get_policy)),
+            Endpoint("GET", "/audit/records", self._guard(self.list_audit_records)),
+            Endpoint("GET", "/teams/{id}/audit/records", self._guard(self.list_team_audit_records)),
         ]
 
     # -- around every request ------------------------------------------------------------------------
@@ -253,7 +259,7 @@ class PagerDutyApi:
             raise invalid_input("Description must be a string of at most 1024 characters")
         if self._org.team_by_name(name) is not None:
             raise invalid_input("Name has already been taken")
-        created = self._org.add_team(name, description)
+        created = self._org.add_team(name, description, origin=self._origin(ctx))
         return json_response({"team": self._team(self._base(ctx), created)}, 201)
 
     def list_members(self, ctx: RequestContext) -> Response:
@@ -281,7 +287,7 @@ class PagerDutyApi:
             role = current or "manager"
         if role not in PAGERDUTY_TEAM_ROLES:
             raise invalid_input(f"Role must be one of {', '.join(PAGERDUTY_TEAM_ROLES)}")
-        self._org.set_membership(team.id, user.id, role)
+        self._org.set_membership(team.id, user.id, role, origin=self._origin(ctx))
         return Response(status_code=204)
 
     def delete_membership(self, ctx: RequestContext) -> Response:
@@ -289,7 +295,7 @@ class PagerDutyApi:
         user = self._require_user(ctx.path_params["user_id"])
         if user.id in self._org.memberships[team.id] and self._org.blocking_policies(team.id, user.id):
             raise invalid_input(EP_BLOCKS_REMOVAL)
-        self._org.remove_membership(team.id, user.id)
+        self._org.remove_membership(team.id, user.id, origin=self._origin(ctx))
         return Response(status_code=204)
 
     # -- escalation policies -------------------------------------------------------------------------
@@ -317,6 +323,54 @@ class PagerDutyApi:
         if policy is None:
             raise not_found("Escalation policy")
         return json_response({"escalation_policy": self._policy(self._base(ctx), policy)})
+
+    # -- audit records -------------------------------------------------------------------------------
+    def list_audit_records(self, ctx: RequestContext) -> Response:
+        """The whole account's records: admin tokens only, and only on plans with Audit Trail."""
+        self._require_audit_trail(account_wide=True)
+        return self._audit_page(ctx, root_id=None)
+
+    def list_team_audit_records(self, ctx: RequestContext) -> Response:
+        """One team's records: any token that can read the team."""
+        self._require_audit_trail(account_wide=False)
+        team = self._require_team(ctx.path_params["id"])
+        return self._audit_page(ctx, root_id=team.id)
+
+    def _require_audit_trail(self, *, account_wide: bool) -> None:
+        access = self._sandbox.settings.audit_records
+        if access == "payment_required":
+            raise PagerDutyError(
+                402, *MISSING_ABILITY, ["The account's plan does not include the Audit Trail feature"]
+            )
+        if access == "forbidden" and account_wide:
+            reason = "Only admins, account owners or global API tokens can list audit records"
+            raise PagerDutyError(403, *ACCESS_DENIED, [reason])
+
+    def _audit_page(self, ctx: RequestContext, *, root_id: str | None) -> Response:
+        trail = self._org.audit
+        try:
+            query = parse_query(
+                ctx.request.query_params, now=trail.clock(), root_id=root_id, filters=root_id is None
+            )
+        except AuditQueryError as error:
+            raise PagerDutyError(400, error.code, error.message, error.errors) from None
+        records, next_cursor = trail.select(query)
+        base = self._base(ctx)
+        return json_response(
+            {
+                "records": [render_record(base, record) for record in records],
+                "limit": query.limit,
+                "next_cursor": next_cursor,
+            }
+        )
+
+    def _origin(self, ctx: RequestContext) -> AuditOrigin:
+        """How a write through the API is recorded: by the token that made it (admit() checked it)."""
+        token = ctx.request.headers.get("authorization", "").removeprefix("Token token=")
+        client = ctx.request.client
+        return AuditOrigin.api_token(
+            token, request_id=uuid.uuid4().hex, remote_address=client.host if client else None
+        )
 
     # -- helpers -------------------------------------------------------------------------------------
     def _require_team(self, team_id: str) -> PagerDutyTeam:

@@ -1,0 +1,64 @@
+"""The refresh cursor in the ledger, on SQLite and on Postgres: stored, replaced, forgotten, per provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from nthlayer_pipelines.incremental import RefreshCursor
+from nthlayer_pipelines.resources.ledger import Ledger
+
+STARTED = datetime(2026, 3, 10, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = Ledger(url)
+    for provider in ("pagerduty", "cortex"):
+        store.clear_refresh_cursor(provider)
+    yield store
+    store.dispose()
+
+
+def test_a_cursor_is_stored_replaced_and_forgotten_per_provider(ledger: Ledger) -> None:
+    assert ledger.refresh_cursor("pagerduty") is None
+
+    first = RefreshCursor("pagerduty", STARTED - timedelta(minutes=5), STARTED, updated_at=STARTED)
+    ledger.save_refresh_cursor(first)
+    assert ledger.refresh_cursor("pagerduty") == first
+
+    paris = timezone(timedelta(hours=1))
+    later = RefreshCursor(
+        "pagerduty",
+        cursor_time=datetime(2026, 3, 10, 14, 55, tzinfo=paris),
+        last_full_refresh_at=STARTED,
+        last_record_id="PDRECORD9",
+        seen_record_ids=("PDRECORD8", "PDRECORD9"),
+        updated_at=datetime(2026, 3, 10, 14, 0, tzinfo=UTC),
+    )
+    ledger.save_refresh_cursor(later)
+    stored = ledger.refresh_cursor("pagerduty")
+    assert stored == later
+    assert stored is not None and stored.cursor_time.tzinfo == UTC, "read back in UTC"
+    assert stored.cursor_time == datetime(2026, 3, 10, 13, 55, tzinfo=UTC)
+
+    other = RefreshCursor("cortex", STARTED, STARTED, updated_at=STARTED)
+    ledger.save_refresh_cursor(other)
+    ledger.clear_refresh_cursor("pagerduty")
+    assert ledger.refresh_cursor("pagerduty") is None
+    assert ledger.refresh_cursor("cortex") == other
+
+
+def test_a_cursor_saved_without_a_time_of_update_gets_one(ledger: Ledger) -> None:
+    before = datetime.now(UTC)
+    ledger.save_refresh_cursor(RefreshCursor("pagerduty", STARTED, STARTED))
+    stored = ledger.refresh_cursor("pagerduty")
+    assert stored is not None and stored.updated_at is not None
+    assert before <= stored.updated_at <= datetime.now(UTC)
