@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint browser clean
+.PHONY: demo test lint browser clean bench
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ browser:
 test: $(INSTALLED) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Snapshot benchmarks against the sandbox (about 5 minutes; `make bench ARGS=--quick` for 100 and 1,000 teams).
+bench: $(INSTALLED)
+	$(BIN)/python -m bench $(ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""`nthlayer`: validate definitions, print the plan, run the sandbox, run the demo."""
+"""`nthlayer`: validate definitions, print the plan, approve it, check the deployment, run the sandbox and
+the demo."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import click
 
 from nthlayer_pipelines.model import DefinitionsError, SourceError
 from nthlayer_pipelines.resources.ledger import Approval, Ledger, LedgerError, default_ledger_url
+from nthlayer_pipelines.resources.settings import ApproverRefused, Approvers
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
 
@@ -61,6 +63,19 @@ def _open_ledger() -> Ledger:
     return Ledger(os.environ.get("NTHLAYER_LEDGER_URL") or default_ledger_url())
 
 
+def _checked_approver(approver: str) -> str:
+    """The approver when NTHLAYER_APPROVERS allows them; otherwise say why and exit 1."""
+    try:
+        approvers = Approvers.from_env(os.environ)
+        name = approvers.check(approver)
+    except (ApproverRefused, ValueError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_ERROR)
+    if approvers.warning:
+        click.echo(f"warning: {approvers.warning}", err=True)
+    return name
+
+
 def _record(action: Callable[[Ledger], Approval]) -> None:
     """Run a ledger action; a refusal is a clear message and exit 1, never a traceback."""
     ledger = _open_ledger()
@@ -87,6 +102,7 @@ def approve(
     plan_id: str, approver: str, change_ids: tuple[str, ...], comment: str, allow_blast_radius: bool
 ) -> None:
     """Approve the latest plan (or some of its changes); the sensor applies it."""
+    approver = _checked_approver(approver)
     _record(
         lambda ledger: ledger.approve(
             plan_id,
@@ -104,6 +120,7 @@ def approve(
 @click.option("--comment", default="")
 def reject(plan_id: str, approver: str, comment: str) -> None:
     """Reject a plan: it is never applied."""
+    approver = _checked_approver(approver)
     _record(lambda ledger: ledger.reject(plan_id, approver=approver, comment=comment))
 
 
@@ -112,6 +129,7 @@ def reject(plan_id: str, approver: str, comment: str) -> None:
 @click.option("--approver", required=True)
 def retry(plan_id: str, approver: str) -> None:
     """Approve again what a failed apply left undone (a new approval, so the sensor launches it)."""
+    approver = _checked_approver(approver)
     _record(lambda ledger: ledger.retry(plan_id, approver=approver))
 
 
@@ -139,10 +157,27 @@ def audit(team: str | None, since: datetime | None) -> None:
 
 
 @main.command()
+def doctor() -> None:
+    """Check credentials, storage, the daemon and the ledger, read-only; exit 1 if a check fails."""
+    from nthlayer_pipelines.doctor import Status, run_checks
+
+    results = run_checks(os.environ)
+    for result in results:
+        click.echo(result.line())
+    failed = [r.name for r in results if r.status is Status.FAIL]
+    if failed:
+        click.echo(f"{len(failed)} check(s) failed: {', '.join(failed)}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+@main.command()
 @click.option(
     "--seed", type=click.Path(exists=True, dir_okay=False), help="YAML seed of the providers' state."
 )
 @click.option("--generate-teams", type=int, help="Generate a deterministic org of N teams instead.")
+@click.option(
+    "--generate-users", type=int, help="Users of the generated org (default: min(20000, 4 x teams))."
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8787, show_default=True, type=int)
 @click.option(
@@ -150,21 +185,33 @@ def audit(team: str | None, since: datetime | None) -> None:
 )
 @click.option("--latency-ms", default=0, show_default=True, type=int, help="Added to every request.")
 def sandbox(
-    seed: str | None, generate_teams: int | None, host: str, port: int, rate_limit: int, latency_ms: int
+    seed: str | None,
+    generate_teams: int | None,
+    generate_users: int | None,
+    host: str,
+    port: int,
+    rate_limit: int,
+    latency_ms: int,
 ) -> None:
     """Serve emulators of PagerDuty, Cortex and Slack on one loopback port."""
     from nthlayer_pipelines.sandbox import run_cli
 
     if (seed is None) == (generate_teams is None):
         raise click.UsageError("give exactly one of --seed FILE or --generate-teams N")
-    run_cli(
-        seed=seed,
-        generate_teams=generate_teams,
-        host=host,
-        port=port,
-        rate_limit=rate_limit,
-        latency_ms=latency_ms,
-    )
+    if generate_users is not None and generate_teams is None:
+        raise click.UsageError("--generate-users goes with --generate-teams")
+    try:
+        run_cli(
+            seed=seed,
+            generate_teams=generate_teams,
+            generate_users=generate_users,
+            host=host,
+            port=port,
+            rate_limit=rate_limit,
+            latency_ms=latency_ms,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
 
 
 @main.command()

@@ -149,11 +149,17 @@ def run_cli(
     port: int = 8787,
     rate_limit: int = 960,
     latency_ms: float = 0,
+    generate_users: int | None = None,
 ) -> None:
     """Build the org from a seed file or a generated size, print how to point the pipeline at it, serve."""
     if (seed is None) == (generate_teams is None):
         raise ValueError("give exactly one of a seed file or a number of teams to generate")
-    org = load_seed(seed) if seed is not None else generate_org(int(generate_teams or 0))
+    if generate_users is not None and generate_teams is None:
+        raise ValueError("a number of users goes with a number of teams to generate")
+    if seed is not None:
+        org = load_seed(seed)
+    else:
+        org = generate_org(int(generate_teams or 0), users=generate_users)
     app = create_app(org, rate_limit=rate_limit, latency_ms=latency_ms)
     tokens = sandbox_state(app).tokens
     url = f"http://{host}:{port}"

@@ -1,0 +1,190 @@
+"""`python -m bench [--quick]`: measure, then write bench/results/latest.json and latest.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from bench.report import bound_seconds, markdown
+from bench.sandbox_process import BENCH_TOKEN, SandboxProcess, sandbox_process
+from bench.scenarios import REAL_BURST
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REAL_LATENCY_MS = 250
+REAL_LIMIT_PER_MINUTE = 960
+FULL_SIZES = (100, 1_000, 5_000)
+QUICK_SIZES = (100, 1_000)
+MEASURED = ("a", "c", "d")
+# PagerDuty lists at most 10,000 of anything (offset + limit <= 10,000) and /users has no other paging, so
+# an account of more users cannot be snapshotted in full: nthlayer refuses it rather than truncate.
+LISTABLE_USERS = 10_000
+
+
+def user_count(teams: int) -> int:
+    """min(20000, 4 x teams), held to what a listing can reach."""
+    return min(LISTABLE_USERS, 20_000, 4 * teams)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="100 and 1,000 teams only")
+    parser.add_argument("--teams", type=int, nargs="+", help="account sizes, in teams (overrides --quick)")
+    parser.add_argument(
+        "--scale", type=int, default=10, help="F: latency 250/F ms, limit 960*F a minute (default 10)"
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="nthlayer's max_concurrency")
+    parser.add_argument(
+        "--terraform-sample", type=int, default=2_000, help="memberships (d) reads before extrapolating"
+    )
+    parser.add_argument("--divergence-memberships", type=int, default=100_000)
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where latest.json and latest.md go")
+    args = parser.parse_args(argv)
+    if REAL_LATENCY_MS % args.scale:
+        parser.error(f"--scale must divide {REAL_LATENCY_MS} (the sandbox takes whole milliseconds)")
+    return args
+
+
+def run_scenario(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """One scenario in a fresh interpreter, so its memory is its own."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.scenarios", name, json.dumps(config)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"scenario {name} failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def served_calls(sandbox: SandboxProcess) -> tuple[int, int]:
+    log = sandbox.requests()
+    return len(log), sum(1 for entry in log if entry["status"] == 429)
+
+
+def measure_size(teams: int, args: argparse.Namespace, log: Path) -> dict[str, Any]:
+    limit = REAL_LIMIT_PER_MINUTE * args.scale
+    serve = {"rate_limit": limit, "latency_ms": REAL_LATENCY_MS // args.scale, "log": log}
+    base = {"token": BENCH_TOKEN, "rate_limit_per_minute": limit}
+    # (b), incremental refresh after 10 changes, is a slot: give bench.scenarios.SCENARIOS a "b" (its
+    # setup: a full snapshot, then 10 changes made in the sandbox) and add it to MEASURED.
+    scenarios: dict[str, Any] = {"b": None}
+
+    for name in MEASURED:
+        with sandbox_process(teams, user_count(teams), **serve) as sandbox:
+            config = {**base, "api_url": sandbox.pagerduty_url}
+            if name == "a":
+                config |= {"concurrency": args.concurrency, "burst": REAL_BURST}
+            if name == "d":
+                state = sandbox.state()["pagerduty"]
+                sizes: dict[str, int] = {}
+                for m in state["memberships"]:
+                    sizes[m["team_id"]] = sizes.get(m["team_id"], 0) + 1
+                sample = state["memberships"][: args.terraform_sample]  # whole teams, in team order
+                config |= {"memberships": [[m["team_id"], m["user_id"]] for m in sample]}
+            sandbox.clear_requests()
+            print(f"  {teams:>5} teams: ({name}) ...", end="", flush=True, file=sys.stderr)
+            measured = run_scenario(name, config)
+            calls, rate_limited = served_calls(sandbox)
+        result = {**measured, "api_calls": calls, "status_429": rate_limited}
+        if name == "d":
+            result |= extrapolate_terraform(result, sizes, limit)
+        result["bound_seconds"] = bound_seconds(result["api_calls"], limit)
+        result["wall_over_bound"] = result["wall_seconds"] / result["bound_seconds"]
+        print(f" {result['api_calls']:,} calls, {result['wall_seconds']:.1f} s", file=sys.stderr)
+        scenarios[name] = result
+    rows = scenarios["a"]["rows"]
+    return {
+        "teams": teams,
+        "users": rows["users"],
+        "memberships": rows["memberships"],
+        "scenarios": scenarios,
+    }
+
+
+def extrapolate_terraform(sample: dict[str, Any], team_sizes: dict[str, int], limit: int) -> dict[str, Any]:
+    """Every membership reads its team's pages: the calls follow from the team sizes. The sample's pace
+    times them all gives the wall time, unless that outruns the rate limit, which holds it to the bound:
+    terraform's 10 reads at a time ask for more than PagerDuty's limit allows."""
+    memberships = sum(team_sizes.values())
+    total_calls = sum(size * max(1, -(-size // 100)) for size in team_sizes.values())
+    paced = sample["wall_seconds"] * total_calls / sample["api_calls"]
+    bound = bound_seconds(total_calls, limit)
+    return {
+        "memberships_total": memberships,
+        "sample": {
+            "memberships": sample["sampled_memberships"],
+            "api_calls": sample["api_calls"],
+            "wall_seconds": sample["wall_seconds"],
+            "status_429": sample["status_429"],
+        },
+        "sampled": sample["sampled_memberships"] < memberships,
+        "api_calls": total_calls,
+        "wall_seconds_at_sample_pace": paced,
+        "held_to_bound": paced < bound,
+        "wall_seconds": max(paced, bound),
+    }
+
+
+def environment() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "httpx": version("httpx"),
+        "pagerduty": version("pagerduty"),
+        "commit": commit or None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    sizes = tuple(args.teams) if args.teams else QUICK_SIZES if args.quick else FULL_SIZES
+    args.output.mkdir(parents=True, exist_ok=True)
+    log = Path(tempfile.gettempdir()) / "nthlayer-bench-sandbox.log"  # the servers' output, for a failure
+    log.unlink(missing_ok=True)
+    started = time.monotonic()
+    print(f"bench: F={args.scale}, sizes {', '.join(map(str, sizes))}", file=sys.stderr)
+    measured = [measure_size(teams, args, log) for teams in sizes]
+    print("  divergences ...", end="", flush=True, file=sys.stderr)
+    divergences = run_scenario("divergences", {"memberships": args.divergence_memberships, "runs": 3})
+    print(f" {divergences['wall_seconds']:.2f} s", file=sys.stderr)
+    results = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "make bench" + (" ARGS=--quick" if args.quick and not args.teams else ""),
+        "settings": {
+            "scale": args.scale,
+            "latency_ms": REAL_LATENCY_MS // args.scale,
+            "rate_limit_per_minute": REAL_LIMIT_PER_MINUTE * args.scale,
+            "concurrency": args.concurrency,
+            "burst": REAL_BURST,
+            "terraform_sample": args.terraform_sample,
+        },
+        "environment": environment(),
+        "sizes": measured,
+        "divergences": {**divergences, "seconds": divergences["wall_seconds"]},
+        "duration_seconds": round(time.monotonic() - started, 1),
+    }
+    (args.output / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (args.output / "latest.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

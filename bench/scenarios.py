@@ -1,0 +1,256 @@
+"""The measured scenarios, each run in a fresh process: `python -m bench.scenarios NAME CONFIG_JSON`.
+
+A scenario imports what it needs first, then is timed and its memory watched; it prints one JSON object.
+Calls and 429s are counted by the orchestrator from the sandbox's request log, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REAL_BURST = 16  # the nthlayer client's default burst against PagerDuty's 960 a minute: a count, not scaled
+TERRAFORM_PARALLELISM = 10  # terraform plan's default -parallelism
+
+
+# ---- memory ------------------------------------------------------------------------------------------
+
+
+def _status_kib(name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class Watch:
+    """Wall time and peak resident memory of a block, over what the process held when it began."""
+
+    wall_seconds: float = 0.0
+    rss_start_mb: float = 0.0
+    rss_peak_mb: float = 0.0
+    peak_since_start: bool = False  # the kernel's peak could be reset: the peak is this block's own
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def memory_mb(self) -> float:
+        return max(0.0, self.rss_peak_mb - self.rss_start_mb)
+
+
+@contextmanager
+def watched() -> Iterator[Watch]:
+    watch = Watch()
+    try:  # Linux resets VmHWM, the peak resident set, on "5" written to clear_refs.
+        Path("/proc/self/clear_refs").write_text("5")
+        watch.peak_since_start = True
+    except OSError:
+        watch.peak_since_start = False
+    watch.rss_start_mb = (_status_kib("VmRSS") or 0) / 1024
+    started = time.perf_counter()
+    yield watch
+    watch.wall_seconds = time.perf_counter() - started
+    peak = _status_kib("VmHWM") if watch.peak_since_start else None
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    watch.rss_peak_mb = peak / 1024
+
+
+def _pages(count: int, page_size: int = 100) -> int:
+    return max(1, -(-count // page_size))
+
+
+# ---- (a) nthlayer ------------------------------------------------------------------------------------
+
+
+def nthlayer_snapshot(config: dict[str, Any]) -> Watch:
+    from nthlayer_pipelines.assets.observed import read_memberships, read_teams, read_users
+    from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
+
+    pagerduty = PagerDutyResource(
+        api_url=config["api_url"],
+        api_token=config["token"],
+        max_concurrency=config["concurrency"],
+        rate_limit=config["rate_limit_per_minute"],
+        rate_window_seconds=60.0,
+        rate_burst=config["burst"],
+    )
+    with watched() as watch, pagerduty.client() as client:
+        users = read_users(client)
+        teams = read_teams(client)
+        memberships, members_minimum = read_memberships(client, list(teams["team_id"]))
+    watch.details = {
+        "client_api_calls": client.api_calls,
+        "api_calls_minimum": _pages(len(users)) + _pages(len(teams)) + members_minimum,
+        "retries": client.retries,
+        "rate_limited": client.rate_limited,
+        "rows": {"users": len(users), "teams": len(teams), "memberships": len(memberships)},
+        "lanes": len(client._lanes),
+    }
+    return watch
+
+
+# ---- (c) the official client -------------------------------------------------------------------------
+
+
+def official_client(config: dict[str, Any]) -> Watch:
+    import pagerduty
+
+    client = pagerduty.RestApiV2Client(config["token"])
+    client._url = config["api_url"]  # its constructor refuses http://; the attribute takes it
+    with watched() as watch:
+        users = list(client.iter_all("users"))
+        teams = list(client.iter_all("teams"))
+        members = {team["id"]: list(client.iter_all(f"teams/{team['id']}/members")) for team in teams}
+    watch.details = {
+        "rows": {
+            "users": len(users),
+            "teams": len(teams),
+            "memberships": sum(len(m) for m in members.values()),
+        }
+    }
+    return watch
+
+
+# ---- (d) terraform's per-membership reads ------------------------------------------------------------
+
+
+def terraform_membership_reads(config: dict[str, Any]) -> Watch:
+    """What `terraform plan` does for each `pagerduty_team_membership`: list the team's members, every
+    page of them, and look for the user. A sample of the memberships, `parallelism` at a time."""
+    import httpx
+
+    sample: list[tuple[str, str]] = [(team_id, user_id) for team_id, user_id in config["memberships"]]
+    headers = {
+        "Authorization": f"Token token={config['token']}",
+        "Accept": "application/vnd.pagerduty+json;version=2",
+    }
+
+    with httpx.Client(base_url=config["api_url"], headers=headers, timeout=60) as http:
+
+        def read(membership: tuple[str, str]) -> str | None:
+            team_id, user_id = membership
+            offset, role = 0, None
+            while True:
+                response = http.get(f"/teams/{team_id}/members", params={"limit": 100, "offset": offset})
+                if response.status_code == 429:
+                    time.sleep(float(response.headers.get("ratelimit-reset", "1")))
+                    continue
+                response.raise_for_status()
+                body = response.json()
+                for member in body["members"]:
+                    if member["user"]["id"] == user_id:
+                        role = member["role"]
+                offset += len(body["members"])
+                if not body["more"]:
+                    return role
+
+        with watched() as watch, ThreadPoolExecutor(TERRAFORM_PARALLELISM) as pool:
+            roles = list(pool.map(read, sample))
+    watch.details = {"sampled_memberships": len(sample), "found": sum(map(bool, roles))}
+    return watch
+
+
+# ---- divergences -------------------------------------------------------------------------------------
+
+
+def divergences(config: dict[str, Any]) -> Watch:
+    """`compute_divergences` over `memberships` desired and about as many observed, with 1 % of them
+    missing, 1 % on another role and 1 % extra."""
+    import pandas as pd
+
+    from nthlayer_pipelines.model import DesiredState, Member, Role, Team
+    from nthlayer_pipelines.reconcile.diff import compute_divergences
+    from nthlayer_pipelines.reconcile.observed import (
+        ObservedState,
+        memberships_frame,
+        teams_frame,
+        users_frame,
+    )
+
+    rng = random.Random(0)
+    team_count = config["memberships"] // 10
+    user_count = min(20_000, team_count * 4)
+    emails = [f"user.{n:05d}@example.com" for n in range(user_count)]
+    roles = list(Role)
+    desired_teams, observed_rows = [], []
+    for t in range(team_count):
+        chosen = rng.sample(range(user_count), 10)
+        members = [Member(email=emails[u], role=roles[(t + i) % 3]) for i, u in enumerate(chosen)]
+        desired_teams.append(
+            Team(name=f"team-{t:05d}", display_name=f"Team {t:05d}", members=tuple(members), prune=t % 2 == 0)
+        )
+        for i, (u, member) in enumerate(zip(chosen, members, strict=True)):
+            n = t * 10 + i
+            if n % 100 == 0:
+                continue  # missing
+            role = roles[(t + i + 1) % 3] if n % 100 == 50 else member.role
+            observed_rows.append({"team_id": f"PT{t:05d}", "user_id": f"PU{u:05d}", "role": role.value})
+        if t % 10 == 0:  # an extra member on one team in ten: 1 % of the memberships
+            extra = next(u for u in range(user_count) if u not in chosen)
+            observed_rows.append({"team_id": f"PT{t:05d}", "user_id": f"PU{extra:05d}", "role": "observer"})
+    desired = DesiredState(teams=tuple(desired_teams), sources=("git",))
+    observed = ObservedState(
+        users=users_frame([{"user_id": f"PU{u:05d}", "email": e, "name": e} for u, e in enumerate(emails)]),
+        teams=teams_frame([{"team_id": f"PT{t:05d}", "name": f"Team {t:05d}"} for t in range(team_count)]),
+        memberships=memberships_frame(observed_rows),
+    )
+    seconds, results = [], []
+    for _ in range(config["runs"]):
+        with watched() as watch:
+            result: pd.DataFrame = compute_divergences(desired, observed)
+        seconds.append(watch.wall_seconds)
+        results.append(watch)
+    watch = max(results, key=lambda w: w.memory_mb)
+    watch.wall_seconds = statistics.median(seconds)
+    watch.details = {
+        "desired_memberships": sum(len(t.members) for t in desired.teams),
+        "observed_memberships": len(observed.memberships),
+        "divergences": len(result),
+        "by_kind": {str(k): int(v) for k, v in result["kind"].value_counts().sort_index().items()},
+        "runs": config["runs"],
+        "all_seconds": [round(s, 4) for s in seconds],
+    }
+    return watch
+
+
+SCENARIOS: dict[str, Callable[[dict[str, Any]], Watch]] = {
+    "a": nthlayer_snapshot,
+    "c": official_client,
+    "d": terraform_membership_reads,
+    "divergences": divergences,
+}
+
+
+def main(argv: list[str]) -> None:
+    name, config = argv[0], json.loads(argv[1])
+    watch = SCENARIOS[name](config)
+    print(
+        json.dumps(
+            {
+                "wall_seconds": watch.wall_seconds,
+                "memory_mb": watch.memory_mb,
+                "rss_start_mb": watch.rss_start_mb,
+                "rss_peak_mb": watch.rss_peak_mb,
+                "peak_since_start": watch.peak_since_start,
+                **watch.details,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
