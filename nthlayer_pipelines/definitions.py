@@ -1,13 +1,15 @@
 """The one Definitions object, assembled explicitly from the environment.
 
 Secrets are bound as `dg.EnvVar` so they are read in the run's process and never stored in run config
-or the event log. A catalog source whose URL is unset is off.
+or the event log. A catalog source whose URL is unset is off. The deployment's environment fixes every
+resource's configuration: a run's config (the launchpad) may only scope a refresh to some teams.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -25,7 +27,7 @@ from nthlayer_pipelines.jobs import (
 from nthlayer_pipelines.resources.cortex import CortexResource
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
-from nthlayer_pipelines.resources.settings import DefinitionsRepository, ReconcileSettings
+from nthlayer_pipelines.resources.settings import Approvers, DefinitionsRepository, ReconcileSettings
 from nthlayer_pipelines.resources.slack import SLACK_PUBLIC_API, SlackNotifier
 from nthlayer_pipelines.schedules import DEFAULT_AUDIT_CRON, DEFAULT_REFRESH_CRON, build_schedules
 from nthlayer_pipelines.sensors import (
@@ -84,6 +86,48 @@ def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, dg.Con
     }
 
 
+# What a run's config may set; everything else is the deployment's. Left open, anyone who can launch a run
+# could send a provider's token to a server of their own (`api_url: https://elsewhere` with
+# `api_token: {env: PAGERDUTY_API_TOKEN}`), or widen the pre-approval policy and skip the approval gate.
+LAUNCH_CONFIG: dict[str, dict[str, dg.Field]] = {
+    "reconcile": {
+        "teams": dg.Field(
+            [str],
+            is_required=False,
+            default_value=[],
+            description="Only compare these desired team slugs (empty: every team).",
+        )
+    },
+}
+
+
+def _config_value(value: Any) -> Any:
+    return {"env": value.env_var_name} if isinstance(value, dg.EnvVar) else value
+
+
+def fixed_by_deployment(
+    resource: dg.ConfigurableResource, launch_config: Mapping[str, dg.Field] | None = None
+) -> dg.ResourceDefinition:
+    """The resource with its configuration fixed as built; a run's config may set only `launch_config`.
+
+    Values bound to an `EnvVar` stay references (`{env: NAME}`), resolved in the run's process.
+    """
+    launch_config = dict(launch_config or {})
+    fixed = {
+        name: _config_value(getattr(resource, name))
+        for name in type(resource).model_fields
+        if name not in launch_config
+    }
+    return resource.get_resource_definition().configured(
+        lambda launched: {**fixed, **launched}, config_schema=launch_config
+    )
+
+
+def _fixed_value(value: object, description: str) -> dg.ResourceDefinition:
+    """A resource that is `value`; its empty config schema refuses any config a run brings."""
+    return dg.ResourceDefinition(resource_fn=lambda _: value, config_schema={}, description=description)
+
+
 def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions:
     sensor_interval = int(environ.get("NTHLAYER_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS))
     return dg.Definitions(
@@ -100,7 +144,13 @@ def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions
             build_refresh_after_apply_sensor(sensor_interval),
             apply_failure_to_slack,
         ],
-        resources=build_resources(environ),
+        resources={
+            **{
+                name: fixed_by_deployment(resource, LAUNCH_CONFIG.get(name))
+                for name, resource in build_resources(environ).items()
+            },
+            "approvers": _fixed_value(Approvers.from_env(environ), "Who may approve: NTHLAYER_APPROVERS."),
+        },
     )
 
 

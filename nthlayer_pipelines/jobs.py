@@ -8,6 +8,7 @@ from nthlayer_pipelines.assets.observed import POOL
 from nthlayer_pipelines.notifications import apply_summary_message
 from nthlayer_pipelines.resources.ledger import LedgerError, LedgerResource
 from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
+from nthlayer_pipelines.resources.settings import ApproverRefused, Approvers
 from nthlayer_pipelines.resources.slack import SlackNotifier
 
 READ_ONLY_ASSETS = dg.AssetSelection.groups("desired", "observed", "reconcile")
@@ -62,13 +63,34 @@ def _ledger_failure(error: LedgerError) -> dg.Failure:
     return dg.Failure(description=str(error), allow_retries=False)
 
 
+def _checked_approver(context: dg.OpExecutionContext, approvers: Approvers, approver: str) -> str:
+    """The approver when NTHLAYER_APPROVERS allows them, else a failure that says why."""
+    try:
+        name = approvers.check(approver)
+    except ApproverRefused as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+    if approvers.warning:
+        context.log.warning(approvers.warning)
+    return name
+
+
+def _approver_check(approvers: Approvers) -> str:
+    return approvers.warning or "listed in NTHLAYER_APPROVERS"
+
+
 @dg.op(description="Record a person's approval of a plan in the ledger; the sensor then launches apply_plan.")
-def approve(context: dg.OpExecutionContext, config: ApproveConfig, ledger: LedgerResource) -> dg.Output[str]:
+def approve(
+    context: dg.OpExecutionContext,
+    config: ApproveConfig,
+    ledger: LedgerResource,
+    approvers: dg.ResourceParam[Approvers],
+) -> dg.Output[str]:
+    approver = _checked_approver(context, approvers, config.approver)
     store = ledger.open()
     try:
         approval = store.approve(
             config.plan_id,
-            approver=config.approver,
+            approver=approver,
             comment=config.comment,
             change_ids=config.change_ids or None,
             allow_blast_radius=config.allow_blast_radius,
@@ -86,21 +108,35 @@ def approve(context: dg.OpExecutionContext, config: ApproveConfig, ledger: Ledge
             "approver": approval.approver,
             "changes_approved": len(approval.change_ids),
             "allow_blast_radius": approval.allow_blast_radius,
+            "approver_check": _approver_check(approvers),
         },
     )
 
 
 @dg.op(description="Record a person's rejection of a plan; a rejected plan is never applied.")
-def reject(context: dg.OpExecutionContext, config: RejectConfig, ledger: LedgerResource) -> dg.Output[str]:
+def reject(
+    context: dg.OpExecutionContext,
+    config: RejectConfig,
+    ledger: LedgerResource,
+    approvers: dg.ResourceParam[Approvers],
+) -> dg.Output[str]:
+    approver = _checked_approver(context, approvers, config.approver)
     store = ledger.open()
     try:
-        rejection = store.reject(config.plan_id, approver=config.approver, comment=config.comment)
+        rejection = store.reject(config.plan_id, approver=approver, comment=config.comment)
     except LedgerError as error:
         raise _ledger_failure(error) from error
     finally:
         store.dispose()
     context.log.info("plan %s rejected by %s", rejection.plan_id, rejection.approver)
-    return dg.Output(rejection.id, metadata={"plan_id": rejection.plan_id, "approver": rejection.approver})
+    return dg.Output(
+        rejection.id,
+        metadata={
+            "plan_id": rejection.plan_id,
+            "approver": rejection.approver,
+            "approver_check": _approver_check(approvers),
+        },
+    )
 
 
 @dg.op(
@@ -118,12 +154,19 @@ def apply_changes(
     ledger: LedgerResource,
     pagerduty: PagerDutyResource,
     slack: SlackNotifier,
+    approvers: dg.ResourceParam[Approvers],
 ) -> dg.Output[dict[str, int]]:
     store = ledger.open()
     try:
         approval = store.get_approval(config.approval_id)
         if approval is None:
             raise dg.Failure(f"approval {config.approval_id} is not in the ledger", allow_retries=False)
+        if approval.source == "person":
+            # An approval recorded before its approver left the list, or past the checks, writes nothing.
+            try:
+                approvers.check(approval.approver)
+            except ApproverRefused as error:
+                raise dg.Failure(f"approval {approval.id}: {error}", allow_retries=False) from error
         with pagerduty.client() as client:
             try:
                 report = apply_approval(

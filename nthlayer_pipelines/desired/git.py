@@ -138,7 +138,7 @@ def _declare(document: YamlDocument, issues: list[Issue]) -> _Declared | None:
         issues.append(document.issue(document.root, message))
         return None
     kind = data.get("kind")
-    if kind not in DOCUMENT_KINDS:
+    if not isinstance(kind, str) or kind not in DOCUMENT_KINDS:  # a list or mapping is not hashable
         issues.extend(_unknown_kind(document, data))
         return None
     declared = _Declared(document, data, None)

@@ -124,8 +124,9 @@ class PagerDutySpec(_Document):
 
 
 class TeamSpec(_Document):
-    display_name: NonBlank = Field(alias="displayName")
-    description: str | None = None
+    # PagerDuty's limits on a team's name and description: longer would fail at apply with a 400.
+    display_name: NonBlank = Field(alias="displayName", max_length=100)
+    description: str | None = Field(default=None, max_length=1024)
     prune: bool = False
     members: list[MemberSpec] = Field(default_factory=list)
     pagerduty: PagerDutySpec | None = None

@@ -56,19 +56,30 @@ class PagerDutyEscalationPolicy(_PagerDutyObject):
 
     @classmethod
     def from_api(cls, item: dict[str, Any]) -> PagerDutyEscalationPolicy:
-        user_ids: list[str] = []
-        for rule in item.get("escalation_rules") or ():
-            for target in rule.get("targets") or ():
-                if target.get("type") in ("user_reference", "user") and target.get("id") not in user_ids:
-                    user_ids.append(target["id"])
+        user_ids: list[object] = []
+        for index, rule in enumerate(_objects(item, "escalation_rules")):
+            for target in _objects(rule, "targets", f"escalation_rules[{index}].targets"):
+                target_id = target.get("id")
+                if target.get("type") in ("user_reference", "user") and target_id not in user_ids:
+                    user_ids.append(target_id)
         return cls.model_validate(
             {
                 "id": item.get("id"),
                 "name": item.get("name"),
-                "team_ids": tuple(t.get("id") for t in item.get("teams") or ()),
+                "team_ids": tuple(t.get("id") for t in _objects(item, "teams")),
                 "user_ids": tuple(user_ids),
             }
         )
+
+
+def _objects(item: dict[str, Any], key: str, name: str = "") -> list[dict[str, Any]]:
+    """The objects listed under `key` (null: none); TypeError naming the field when it is no such list."""
+    value = item.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise TypeError(f"{name or key}: expected a list of objects")
+    return value
 
 
 # ---- audit records (`GET /audit/records`) -------------------------------------------------------------

@@ -47,12 +47,15 @@ class SlackNotifier(SlackResource):
         try:
             self.get_client().chat_postMessage(channel=self.channel, text=text, blocks=blocks)
         except SlackApiError as error:
-            reason = (
-                error.response.get("error", "unknown error") if error.response is not None else str(error)
-            )
+            data = error.response.data if error.response is not None else None
+            reason = data.get("error") if isinstance(data, dict) else None
+            reason = str(reason or "unknown error")
             logger.warning("Slack refused the message: %s", reason)
             return f"Slack refused the message: {reason}"
         except (SlackClientError, OSError) as error:
             logger.warning("Slack is unreachable: %s", type(error).__name__)
             return f"Slack is unreachable: {type(error).__name__}"
+        except Exception as error:  # slack_sdk's own reading of an odd answer (a JSON list, not UTF-8) fails
+            logger.warning("Slack's answer cannot be read: %s", type(error).__name__)
+            return f"Slack's answer cannot be read: {type(error).__name__}"
         return None
