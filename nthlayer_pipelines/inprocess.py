@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -11,6 +12,9 @@ from nthlayer_pipelines.assets.checks import ALL_CHECKS
 from nthlayer_pipelines.definitions import ASSETS, build_resources
 from nthlayer_pipelines.model import Plan
 from nthlayer_pipelines.resources.ledger import LedgerResource
+
+if TYPE_CHECKING:
+    from dagster._utils.error import SerializableErrorInfo
 
 
 class PlanFailed(Exception):
@@ -35,14 +39,23 @@ def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
     return result.output_for_node("change_plan")
 
 
+def _user_message(error: SerializableErrorInfo) -> str:
+    """What went wrong in the step's own code: Dagster's "error occurred while executing op" wrapper is
+    skipped for its cause, and the exception's module path is dropped."""
+    while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+        error = error.cause
+    message = error.message.strip()
+    prefix, _, rest = message.partition(": ")
+    return rest if rest and prefix.rsplit(".", 1)[-1] == error.cls_name else message
+
+
 def _failure_summary(result: dg.ExecuteInProcessResult) -> str:
     lines: list[str] = []
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
             error = event.step_failure_data.error
             user = event.step_failure_data.user_failure_data
-            message = error.message.strip() if error else "failed"
-            lines.append(f"{event.step_key}: {message}")
+            lines.append(f"{event.step_key}: {_user_message(error) if error else 'failed'}")
             if user is not None:
                 problems = user.metadata.get("problems")
                 if problems is not None:

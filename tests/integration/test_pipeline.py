@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.model import ChangeKind, Plan
@@ -162,7 +163,15 @@ def test_wrong_token_fails_with_the_variable_name(pipeline_env, monkeypatch) -> 
     assert not result.success
     messages = " ".join(failure_messages(result))
     assert "PAGERDUTY_API_TOKEN" in messages
+    assert "Authentication failed (HTTP 401, code 2006)" in messages  # PagerDuty's own words
     assert "not-the-token" not in messages
+
+
+def test_missing_token_fails_before_any_step_naming_the_variable(pipeline_env, monkeypatch) -> None:
+    monkeypatch.delenv("PAGERDUTY_API_TOKEN", raising=False)
+    environ = {k: v for k, v in pipeline_env.items() if k != "PAGERDUTY_API_TOKEN"}
+    with pytest.raises(dg.DagsterInvalidConfigError, match='"PAGERDUTY_API_TOKEN" which is not set'):
+        refresh(environ)
 
 
 # The CLI, as a CI job on a definitions repo runs it ---------------------------------------------------
