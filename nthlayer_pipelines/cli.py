@@ -184,6 +184,12 @@ def doctor() -> None:
     "--rate-limit", default=960, show_default=True, type=int, help="PagerDuty requests a minute a token."
 )
 @click.option("--latency-ms", default=0, show_default=True, type=int, help="Added to every request.")
+@click.option(
+    "--faults",
+    "faults_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A fault plan, YAML or JSON (see nthlayer_pipelines/sandbox/faults.py); /_admin/faults changes it.",
+)
 def sandbox(
     seed: str | None,
     generate_teams: int | None,
@@ -192,6 +198,7 @@ def sandbox(
     port: int,
     rate_limit: int,
     latency_ms: int,
+    faults_file: str | None,
 ) -> None:
     """Serve emulators of PagerDuty, Cortex and Slack on one loopback port."""
     from nthlayer_pipelines.sandbox import run_cli
@@ -209,6 +216,7 @@ def sandbox(
             port=port,
             rate_limit=rate_limit,
             latency_ms=latency_ms,
+            faults_file=faults_file,
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from error

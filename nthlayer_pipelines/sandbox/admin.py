@@ -1,5 +1,5 @@
-"""The sandbox's own endpoints under `/_admin`: request log, state dump, settings, health. Loopback
-only, no auth."""
+"""The sandbox's own endpoints under `/_admin`: request log, state dump, settings, fault plan, health.
+Loopback only, no auth."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from nthlayer_pipelines.sandbox.audit import AUDIT_ACCESS
 from nthlayer_pipelines.sandbox.core import PROVIDERS, SandboxSettings, SandboxState, json_response
+from nthlayer_pipelines.sandbox.faults import FaultPlanError, parse_plan
 
 PREFIX = "/_admin"
 
@@ -81,7 +82,31 @@ def admin_routes(sandbox: SandboxState) -> list[Route]:
             setattr(sandbox.settings, name, value)
         return json_response(dataclasses.asdict(sandbox.settings))
 
+    def faults_view() -> Response:
+        injector = sandbox.faults
+        return json_response({"plan": injector.plan.model_dump(mode="json"), "injected": injector.injected()})
+
+    async def get_faults(request: Request) -> Response:
+        return faults_view()
+
+    async def put_faults(request: Request) -> Response:
+        """Replace the fault plan (`{"seed": 7, "rules": [...]}`); counting and drawing start over."""
+        try:
+            plan = parse_plan(json.loads(await request.body() or b"{}"))
+        except ValueError as error:  # FaultPlanError, or a body that is not JSON
+            message = str(error) if isinstance(error, FaultPlanError) else "the body is not JSON"
+            return json_response({"error": message}, 400)
+        sandbox.faults.set_plan(plan)
+        return faults_view()
+
+    async def delete_faults(request: Request) -> Response:
+        sandbox.faults.set_plan(parse_plan(None))
+        return Response(status_code=204)
+
     return [
+        Route(PREFIX + "/faults", loopback_only(get_faults), methods=["GET"]),
+        Route(PREFIX + "/faults", loopback_only(put_faults), methods=["PUT"]),
+        Route(PREFIX + "/faults", loopback_only(delete_faults), methods=["DELETE"]),
         Route(PREFIX + "/health", loopback_only(health), methods=["GET"]),
         Route(PREFIX + "/requests", loopback_only(list_requests), methods=["GET"]),
         Route(PREFIX + "/requests", loopback_only(clear_requests), methods=["DELETE"]),

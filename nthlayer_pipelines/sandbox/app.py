@@ -17,6 +17,8 @@ from nthlayer_pipelines.sandbox.core import (
     tokens_from_env,
 )
 from nthlayer_pipelines.sandbox.cortex import CortexApi
+from nthlayer_pipelines.sandbox.faults import FaultPlan
+from nthlayer_pipelines.sandbox.injection import FaultInjector
 from nthlayer_pipelines.sandbox.org import SandboxOrg
 from nthlayer_pipelines.sandbox.pagerduty import PagerDutyApi
 from nthlayer_pipelines.sandbox.slack import SlackApi
@@ -31,6 +33,7 @@ def create_app(
     latency_ms: float = 0,
     request_log_limit: int = 100_000,
     audit_records: str = "available",
+    faults: FaultPlan | None = None,
 ) -> Starlette:
     """The sandbox app serving `org`.
 
@@ -44,6 +47,7 @@ def create_app(
         audit_records: whether PagerDuty's `GET /audit/records` answers: "available", "payment_required"
             (402, a plan without Audit Trail) or "forbidden" (403, a token that is not an admin's).
             The org's changes are recorded from here on either way.
+        faults: the fault plan in force from the start (see sandbox/faults.py); `/_admin/faults` changes it.
     """
     if rate_limit < 1 or rate_window_seconds <= 0 or latency_ms < 0:
         raise ValueError("rate_limit must be >= 1, rate_window_seconds > 0 and latency_ms >= 0")
@@ -58,6 +62,7 @@ def create_app(
         tokens=resolved,
         settings=SandboxSettings(rate_limit, rate_window_seconds, latency_ms, audit_records),
         log=RequestLog(request_log_limit),
+        faults=FaultInjector(faults),
     )
     org.pagerduty.audit.start()
     routes = admin_routes(sandbox)
@@ -69,5 +74,5 @@ def create_app(
 
 
 def sandbox_state(app: Starlette) -> SandboxState:
-    """The org, settings, log and hooks behind an app made by `create_app`."""
+    """The org, settings, log, faults and hooks behind an app made by `create_app`."""
     return app.state.sandbox

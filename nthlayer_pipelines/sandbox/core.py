@@ -1,9 +1,11 @@
 """The machinery every emulated provider shares: request context, hooks, request log, rate limits.
 
-A request to a provider goes: latency -> before-hooks -> the provider's gate (auth, rate limit) ->
-the endpoint -> after-hooks -> the provider's finishing touches (headers) -> the request log.
-Hooks are the place for fault injection: a before-hook may answer instead of the endpoint, an
-after-hook may replace the answer. Both are chosen per provider and endpoint.
+A request to a provider goes: latency -> faults (sandbox/injection.py) -> before-hooks -> the provider's
+gate (auth, rate limit) -> the endpoint -> faults -> after-hooks -> the provider's finishing touches
+(headers) -> the request log.
+A fault plan covers the faults real providers show; hooks are for anything else a test needs: a
+before-hook may answer instead of the endpoint, an after-hook may replace the answer. Both are chosen
+per provider and endpoint.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from nthlayer_pipelines.sandbox.faults import FaultRule
 from nthlayer_pipelines.sandbox.org import SandboxOrg
+
+if TYPE_CHECKING:
+    from nthlayer_pipelines.sandbox.injection import FaultInjector
 
 DEFAULT_PAGERDUTY_TOKEN = "sandbox-pagerduty-token"
 DEFAULT_CORTEX_TOKEN = "sandbox-cortex-token"
@@ -81,6 +87,9 @@ class RequestContext:
     # Filled by the provider's gate: the rate-limit decision, and arguments parsed from the body.
     rate: RateDecision | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
+    # Filled by fault injection: the rule drawn for this request, and the fault it got (logged by label).
+    fault_rule: FaultRule | None = None
+    fault: str | None = None
 
     @property
     def path_params(self) -> dict[str, Any]:
@@ -204,6 +213,7 @@ class RequestLog:
             "status": status,
             "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
             "authorization": redact_authorization(request.headers.get("authorization")),
+            "fault": ctx.fault,
         }
         with self._lock:
             self._sequence += 1
@@ -236,6 +246,7 @@ class SandboxState:
     tokens: dict[str, str]
     settings: SandboxSettings
     log: RequestLog
+    faults: FaultInjector
     hooks: HookRegistry = field(default_factory=HookRegistry)
 
 
@@ -289,7 +300,13 @@ def provider_routes(sandbox: SandboxState, api: ProviderApi) -> list[Route]:
 
 
 def _wrap(sandbox: SandboxState, api: ProviderApi, endpoint: str, handler: EndpointHandler):
-    org, settings, hooks, log = sandbox.org, sandbox.settings, sandbox.hooks, sandbox.log
+    org, settings, hooks, log, faults = (
+        sandbox.org,
+        sandbox.settings,
+        sandbox.hooks,
+        sandbox.log,
+        sandbox.faults,
+    )
 
     async def handle(request: Request) -> Response:
         ctx = RequestContext(api.name, endpoint, request)
@@ -297,12 +314,15 @@ def _wrap(sandbox: SandboxState, api: ProviderApi, endpoint: str, handler: Endpo
             ctx.body = await request.body()
         if settings.latency_ms > 0:
             await asyncio.sleep(settings.latency_ms / 1000)
-        response = await hooks.run_before(ctx)
+        response = await faults.before(ctx)
+        if response is None:
+            response = await hooks.run_before(ctx)
         if response is None:
             response = api.admit(ctx)
         if response is None:
             with org.lock:
                 response = handler(ctx)
+            response = await faults.after(ctx, response)
         response = await hooks.run_after(ctx, response)
         api.finish(ctx, response)
         log.record(ctx, response.status_code)

@@ -17,7 +17,9 @@ from starlette.applications import Starlette
 
 from nthlayer_pipelines.sandbox.app import create_app, sandbox_state
 from nthlayer_pipelines.sandbox.core import DEFAULT_TOKENS, TOKEN_ENV_VARS, HookRegistry, SandboxSettings
+from nthlayer_pipelines.sandbox.faults import load_plan
 from nthlayer_pipelines.sandbox.generate import generate_org
+from nthlayer_pipelines.sandbox.injection import FaultInjector
 from nthlayer_pipelines.sandbox.org import SandboxOrg
 from nthlayer_pipelines.sandbox.seed import load_seed
 
@@ -104,6 +106,11 @@ class RunningSandbox:
         return sandbox_state(self.app).hooks
 
     @property
+    def faults(self) -> FaultInjector:
+        """The fault plan in force and what it injected: `faults.set_plan(...)`, `faults.injected()`."""
+        return sandbox_state(self.app).faults
+
+    @property
     def tokens(self) -> dict[str, str]:
         return dict(sandbox_state(self.app).tokens)
 
@@ -150,6 +157,7 @@ def run_cli(
     rate_limit: int = 960,
     latency_ms: float = 0,
     generate_users: int | None = None,
+    faults_file: str | None = None,
 ) -> None:
     """Build the org from a seed file or a generated size, print how to point the pipeline at it, serve."""
     if (seed is None) == (generate_teams is None):
@@ -160,14 +168,17 @@ def run_cli(
         org = load_seed(seed)
     else:
         org = generate_org(int(generate_teams or 0), users=generate_users)
-    app = create_app(org, rate_limit=rate_limit, latency_ms=latency_ms)
+    faults = load_plan(faults_file) if faults_file else None
+    app = create_app(org, rate_limit=rate_limit, latency_ms=latency_ms, faults=faults)
     tokens = sandbox_state(app).tokens
     url = f"http://{host}:{port}"
     print(f"Sandbox on {url}")
     print(f"  PagerDuty  {url}/pagerduty")
     print(f"  Cortex     {url}/cortex")
     print(f"  Slack      {url}/slack/api/")
-    print(f"  Admin      {url}/_admin/requests  {url}/_admin/state")
+    print(f"  Admin      {url}/_admin/requests  {url}/_admin/state  {url}/_admin/faults")
+    if faults is not None:
+        print(f"Fault plan from {faults_file}: {len(faults.rules)} rule(s), seed {faults.seed}")
     print("Point the pipeline at it:")
     print(f"  export PAGERDUTY_API_URL={url}/pagerduty")
     print(f"  export CORTEX_API_URL={url}/cortex")
