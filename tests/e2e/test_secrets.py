@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -235,6 +236,9 @@ def test_no_token_reaches_any_place_a_person_or_a_log_can_read(
     # The CLI, with the same environment: a plan, the doctor, and the doctor facing a revoked token.
     environ = {**os.environ, **deployment.env}
     cli = {"nthlayer plan": cli_output(environ, "plan"), "nthlayer doctor": cli_output(environ, "doctor")}
+    # With the webserver and daemon up, the doctor finds nothing wrong (the approvers list is a warning).
+    assert cli["nthlayer doctor"].startswith("exit 0\n"), cli["nthlayer doctor"]
+    assert re.search(r"^ok\s+daemon: alive", cli["nthlayer doctor"], re.MULTILINE), cli["nthlayer doctor"]
     revoke_pagerduty_token(canary_sandbox)
     try:
         cli["nthlayer doctor, token revoked"] = cli_output(environ, "doctor")
