@@ -499,6 +499,23 @@ def test_refresh_refuses_a_scope_that_is_not_a_list_of_slugs(jobs: dg.Definition
 
 
 @pytest.mark.parametrize(
+    ("job", "run_config"),
+    [  # a token sent elsewhere, a wider pre-approval policy, a looser blast radius: the deployment's to set
+        ("refresh", {"resources": {"pagerduty": {"config": {"api_url": "https://collector.example"}}}}),
+        ("refresh", {"resources": {"reconcile": {"config": {"pre_approved_kinds": "remove_member"}}}}),
+        ("refresh", {"resources": {"reconcile": {"config": {"max_total_removals": 100000}}}}),
+        ("apply_plan", {"resources": {"pagerduty": {"config": {"api_token": {"env": "HOME"}}}}}),
+    ],
+)
+def test_a_run_cannot_reconfigure_the_deployment(
+    jobs: dg.Definitions, job: str, run_config: dict[str, Any]
+) -> None:
+    message = assert_refused_before_any_run(jobs.resolve_job_def(job), run_config)
+    field = next(iter(next(iter(run_config["resources"].values()))["config"]))
+    assert f'Received unexpected config entry "{field}"' in message, message
+
+
+@pytest.mark.parametrize(
     "run_config",
     [
         {"ops": {"approve": {"config": {"plan_id": "plan-1"}}}},  # no approver
