@@ -15,7 +15,7 @@ import dagster as dg
 
 from nthlayer_pipelines.assets.checks import ALL_CHECKS
 from nthlayer_pipelines.assets.desired import cortex_teams, desired_state, git_definitions
-from nthlayer_pipelines.assets.observed import pagerduty_memberships, pagerduty_teams, pagerduty_users
+from nthlayer_pipelines.assets.observed import pagerduty_snapshot
 from nthlayer_pipelines.assets.reconcile import change_plan, divergences
 from nthlayer_pipelines.jobs import (
     apply_plan_job,
@@ -44,9 +44,7 @@ ASSETS = [
     git_definitions,
     cortex_teams,
     desired_state,
-    pagerduty_users,
-    pagerduty_teams,
-    pagerduty_memberships,
+    pagerduty_snapshot,
     divergences,
     change_plan,
 ]
@@ -62,6 +60,7 @@ def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, dg.Con
         "pagerduty": PagerDutyResource(
             api_url=_env_or(environ, "PAGERDUTY_API_URL", PAGERDUTY_PUBLIC_API),
             api_token=dg.EnvVar("PAGERDUTY_API_TOKEN"),
+            full_refresh_every_hours=float(environ.get("NTHLAYER_FULL_REFRESH_EVERY_HOURS", "24")),
         ),
         "cortex": CortexResource(
             api_url=_env_or(environ, "CORTEX_API_URL", ""),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
+from nthlayer_pipelines.reconcile.observed import ObservedState
 from nthlayer_pipelines.sandbox import DEFAULT_CORTEX_TOKEN, DEFAULT_PAGERDUTY_TOKEN, DEFAULT_SLACK_TOKEN
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,3 +46,15 @@ EXPECTED_EXAMPLE_FINDINGS = [
     ("unmanaged_team", "Legacy Ops", None),
     ("unresolved_user", "platform", "oscar@example.com"),
 ]
+
+
+def assert_same_snapshot(actual: ObservedState, expected: ObservedState) -> None:
+    """The same users, teams and memberships, in whatever order they were read."""
+    for frame, keys in (
+        ("users", ["user_id"]),
+        ("teams", ["team_id"]),
+        ("memberships", ["team_id", "user_id"]),
+    ):
+        got = getattr(actual, frame).sort_values(keys).reset_index(drop=True)
+        want = getattr(expected, frame).sort_values(keys).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want, obj=frame)

@@ -1,18 +1,53 @@
 """Snapshots of PagerDuty: users, teams, and every team's members with their roles.
 
-The `read_*` functions are the snapshots without Dagster (the benchmark calls them too); each asset opens
-its own client, and all of them share the resource's rate limiter.
+One multi-asset reads the three tables together, because an incremental refresh reads them together: the
+audit records since the last refresh say which users and teams changed, and only those are read again.
+
+Where the previous snapshot comes from: the ledger, beside the refresh cursor, written in the same
+transaction (`Ledger.save_refresh`). Not the IO manager's copy of these assets' last outputs: Dagster
+offers no supported way for an unpartitioned asset to read its own previous value (self-dependencies
+need partitions), and a pickle written by the IO manager after the step cannot be committed together
+with the cursor, so a crash between the two would move the cursor past changes the snapshot lacks.
+
+The `read_*` and `refresh_pagerduty` functions work without Dagster (the benchmark calls them too).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from nthlayer_pipelines.reconcile.observed import memberships_frame, teams_frame, users_frame
+from nthlayer_pipelines.incremental import (
+    OWN_WRITE_WINDOW,
+    PROVIDER,
+    IncrementalReadError,
+    RefreshDecision,
+    RefreshMode,
+    RefreshPolicy,
+    choose_refresh,
+    cursor_after_full,
+    own_writes_from_outcomes,
+    token_suffix,
+)
+from nthlayer_pipelines.reconcile.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
+)
+from nthlayer_pipelines.resources.ledger import Ledger, LedgerResource
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyResource
+from nthlayer_pipelines.resources.pagerduty_audit import (
+    AuditRecordsUnavailableError,
+    incremental_snapshot,
+)
 
 POOL = "pagerduty_api"  # one pool per provider key, so concurrent runs share its rate limit
+AUDIT_MODE_TAG = ("nthlayer/mode", "audit")  # the nightly audit job's tag: it always reads everything
+TABLES = ("pagerduty_users", "pagerduty_teams", "pagerduty_memberships")
 
 
 def _page_minimum(rows: int, page_size: int = 100) -> int:
@@ -44,73 +79,190 @@ def read_memberships(client: PagerDutyClient, team_ids: Sequence[str]) -> tuple[
     return frame, sum(_page_minimum(len(members)) for members in by_team.values())
 
 
-def _snapshot(frame: pd.DataFrame, api_calls: int) -> dg.Output[pd.DataFrame]:
-    """A one-listing snapshot with its call count beside the fewest calls its pages allow."""
-    return dg.Output(
-        frame,
-        metadata={
-            "row_count": len(frame),
-            "api_calls": api_calls,
-            "api_calls_minimum": _page_minimum(len(frame)),
-        },
+@dataclass(frozen=True)
+class ObservedRefresh:
+    """A refresh's snapshot and what it cost. `api_calls` and `api_calls_minimum` are per table for a full
+    read; an incremental one cannot split its calls by table and reports them as `total_api_calls`."""
+
+    state: ObservedState
+    decision: RefreshDecision
+    total_api_calls: int
+    api_calls: dict[str, int] = field(default_factory=dict)
+    api_calls_minimum: dict[str, int] = field(default_factory=dict)
+    audit_records_read: int = 0
+    teams_reread: int = 0  # teams whose members were read
+    teams_relisted: bool = False
+    drift_records: int = 0  # changes made outside nthlayer
+    own_write_records: int = 0
+
+
+def read_full(client: PagerDutyClient) -> tuple[ObservedState, dict[str, int], dict[str, int]]:
+    """Every user, team and membership; calls and the page minimum per table."""
+    calls: dict[str, int] = {}
+    start = client.api_calls
+    users = read_users(client)
+    calls["pagerduty_users"], start = client.api_calls - start, client.api_calls
+    teams = read_teams(client)
+    calls["pagerduty_teams"], start = client.api_calls - start, client.api_calls
+    memberships, members_minimum = read_memberships(client, [str(t) for t in teams["team_id"]])
+    calls["pagerduty_memberships"] = client.api_calls - start
+    minimum = {
+        "pagerduty_users": _page_minimum(len(users)),
+        "pagerduty_teams": _page_minimum(len(teams)),
+        "pagerduty_memberships": members_minimum,
+    }
+    return ObservedState(users=users, teams=teams, memberships=memberships), calls, minimum
+
+
+def refresh_pagerduty(
+    client: PagerDutyClient,
+    ledger: Ledger,
+    *,
+    api_token: str,
+    policy: RefreshPolicy | None = None,
+    nightly: bool = False,
+) -> ObservedRefresh:
+    """The snapshot after the last one: incremental when the cursor, the stored snapshot and the audit
+    records allow it (see `incremental.choose_refresh`), else full. Stores the snapshot and the next
+    cursor in the ledger before returning."""
+    policy = policy or RefreshPolicy()
+    started = client.api_calls
+    now = datetime.now(UTC)
+    cursor = ledger.refresh_cursor(PROVIDER)
+    decision = choose_refresh(cursor, now=now, policy=policy, nightly=nightly)
+    previous = None if decision.full else ledger.observed_snapshot(PROVIDER)
+    if not decision.full and previous is None:
+        decision = RefreshDecision(RefreshMode.FULL, "no stored snapshot to read changes into")
+    if cursor is not None and previous is not None and not decision.full:
+        own_writes = own_writes_from_outcomes(ledger.audit(since=cursor.cursor_time - OWN_WRITE_WINDOW))
+        try:
+            result = incremental_snapshot(
+                client,
+                previous,
+                cursor,
+                own_token_suffixes=[token_suffix(api_token)],
+                own_writes=own_writes,
+                policy=policy,
+                until=now,
+            )
+        except AuditRecordsUnavailableError as refused:
+            decision = choose_refresh(cursor, now=now, policy=policy, audit_refused=refused.status)
+        except IncrementalReadError as error:
+            decision = RefreshDecision(RefreshMode.FULL, f"the audit records did not add up: {error}")
+        else:
+            ledger.save_refresh(result.cursor, result.state)
+            plan = result.plan
+            return ObservedRefresh(
+                state=result.state,
+                decision=decision,
+                total_api_calls=client.api_calls - started,
+                audit_records_read=result.records,
+                teams_reread=len(plan.team_member_reads),
+                teams_relisted=plan.relist_teams,
+                drift_records=len(plan.foreign_record_ids),
+                own_write_records=len(plan.own_record_ids),
+            )
+    full_started = datetime.now(UTC)
+    state, calls, minimum = read_full(client)
+    ledger.save_refresh(cursor_after_full(PROVIDER, full_started, policy), state)
+    return ObservedRefresh(
+        state=state,
+        decision=decision,
+        total_api_calls=client.api_calls - started,
+        api_calls=calls,
+        api_calls_minimum=minimum,
+        teams_reread=len(state.teams),
+        teams_relisted=True,
     )
 
 
-@dg.asset(
-    group_name="observed",
-    kinds={"pagerduty"},
+def _metadata(refresh: ObservedRefresh, table: str, frame: pd.DataFrame) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "row_count": len(frame),
+        "refresh": refresh.decision.mode.value,
+        "refresh_reason": refresh.decision.reason,
+        "refresh_api_calls": refresh.total_api_calls,
+        "audit_records_read": refresh.audit_records_read,
+        "teams_reread": refresh.teams_reread,
+    }
+    if refresh.decision.full:
+        metadata["api_calls"] = refresh.api_calls[table]
+        metadata["api_calls_minimum"] = refresh.api_calls_minimum[table]
+    else:
+        metadata["api_calls"] = refresh.total_api_calls  # the whole refresh's: it reads the tables together
+        metadata["drift_records"] = refresh.drift_records
+        metadata["own_write_records"] = refresh.own_write_records
+    return metadata
+
+
+@dg.multi_asset(
+    name="pagerduty_snapshot",
+    outs={
+        "pagerduty_users": dg.AssetOut(
+            group_name="observed",
+            kinds={"pagerduty"},
+            description="Every PagerDuty user (id, email, name); emails join users across providers.",
+        ),
+        "pagerduty_teams": dg.AssetOut(
+            group_name="observed",
+            kinds={"pagerduty"},
+            description="Every PagerDuty team (id, name, description).",
+        ),
+        "pagerduty_memberships": dg.AssetOut(
+            group_name="observed",
+            kinds={"pagerduty"},
+            description="Every team's members with their roles.",
+        ),
+    },
     pool=POOL,
-    description="Every PagerDuty user (id, email, name); emails join users across providers.",
+    description=(
+        "PagerDuty's users, teams and memberships. Incremental between full reads: the audit records since "
+        "the last refresh, then only the users and teams they name; in full on the first refresh, when the "
+        "audit records are refused or too far back, every full_refresh_every_hours, and in the nightly audit."
+    ),
 )
-def pagerduty_users(pagerduty: PagerDutyResource) -> dg.Output[pd.DataFrame]:
-    with pagerduty.client() as client:
-        frame = read_users(client)
-        calls = client.api_calls
-    return _snapshot(frame, calls)
-
-
-@dg.asset(
-    group_name="observed",
-    kinds={"pagerduty"},
-    pool=POOL,
-    description="Every PagerDuty team (id, name, description).",
-)
-def pagerduty_teams(pagerduty: PagerDutyResource) -> dg.Output[pd.DataFrame]:
-    with pagerduty.client() as client:
-        frame = read_teams(client)
-        calls = client.api_calls
-    return _snapshot(frame, calls)
-
-
-@dg.asset(
-    group_name="observed",
-    kinds={"pagerduty"},
-    pool=POOL,
-    description="Every team's members with their roles, each team read once in pages of 100, many at a time.",
-)
-def pagerduty_memberships(
-    context: dg.AssetExecutionContext, pagerduty: PagerDutyResource, pagerduty_teams: pd.DataFrame
-) -> dg.Output[pd.DataFrame]:
-    with pagerduty.client() as client:
-        frame, minimum = read_memberships(client, [str(t) for t in pagerduty_teams["team_id"]])
-        calls, concurrency = client.api_calls, client.max_concurrency
+def pagerduty_snapshot(
+    context: dg.AssetExecutionContext, pagerduty: PagerDutyResource, ledger: LedgerResource
+) -> Iterator[dg.Output[pd.DataFrame]]:
+    nightly = context.run.tags.get(AUDIT_MODE_TAG[0]) == AUDIT_MODE_TAG[1]
+    store = ledger.open()
+    try:
+        with pagerduty.client() as client:
+            refresh = refresh_pagerduty(
+                client,
+                store,
+                api_token=pagerduty.api_token,
+                policy=pagerduty.refresh_policy(),
+                nightly=nightly,
+            )
+            concurrency = client.max_concurrency
+    finally:
+        store.dispose()
+    state = refresh.state
     context.log.info(
-        "read %d memberships of %d teams in %d calls, %d at a time",
-        len(frame),
-        len(pagerduty_teams),
-        calls,
-        concurrency,
+        "%s refresh (%s): %d calls, %d audit records, members of %d teams read",
+        refresh.decision.mode.value,
+        refresh.decision.reason,
+        refresh.total_api_calls,
+        refresh.audit_records_read,
+        refresh.teams_reread,
     )
-    return dg.Output(
-        frame,
+    yield dg.Output(
+        state.users, "pagerduty_users", metadata=_metadata(refresh, "pagerduty_users", state.users)
+    )
+    yield dg.Output(
+        state.teams, "pagerduty_teams", metadata=_metadata(refresh, "pagerduty_teams", state.teams)
+    )
+    members = state.memberships
+    yield dg.Output(
+        members,
+        "pagerduty_memberships",
         metadata={
-            "row_count": len(frame),
-            "team_count": len(pagerduty_teams),
-            "api_calls": calls,
-            "api_calls_minimum": minimum,
+            **_metadata(refresh, "pagerduty_memberships", members),
+            "team_count": len(state.teams),
             "max_concurrency": concurrency,
             "roles": dg.MetadataValue.json(
-                {str(k): int(v) for k, v in frame["role"].value_counts().sort_index().items()}
+                {str(k): int(v) for k, v in members["role"].value_counts().sort_index().items()}
             ),
         },
     )

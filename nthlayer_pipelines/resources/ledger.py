@@ -3,7 +3,8 @@
 Beside the plans it keeps each plan's blast-radius verdict, the approvals and rejections people (or the
 pre-approval policy) gave, and the intent log: one row per approved change, pending, then applied,
 skipped, stale, blocked or failed. A crash mid-apply resumes from that log and writes nothing twice.
-It also keeps each provider's refresh cursor: where the next incremental refresh reads audit records from.
+It also keeps each provider's refresh cursor (where the next incremental refresh reads audit records from)
+and the snapshot that cursor belongs to, written together so the two never disagree.
 
 The ledger is ours, not Dagster's: plans, approvals and change outcomes must outlive any run-storage
 retention policy and be readable without the Dagster instance.
@@ -25,12 +26,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from nthlayer_pipelines.incremental import RefreshCursor
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Finding, Plan, Role
+from nthlayer_pipelines.reconcile.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
+)
 from nthlayer_pipelines.reconcile.safety import BlastRadius
 
 metadata = sa.MetaData()
@@ -124,6 +132,17 @@ refresh_cursors = sa.Table(
     sa.Column("seen_record_ids", sa.JSON, nullable=False),
     sa.Column("last_full_refresh_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The observed snapshot an incremental refresh patches: one row per provider, replaced with its cursor.
+observed_snapshots = sa.Table(
+    "nthlayer_observed_snapshot",
+    metadata,
+    sa.Column("provider", sa.String(40), primary_key=True),
+    sa.Column("users", sa.JSON, nullable=False),
+    sa.Column("teams", sa.JSON, nullable=False),
+    sa.Column("memberships", sa.JSON, nullable=False),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 # pg_advisory_xact_lock key of every ledger write: "nthlayer" in ASCII.
@@ -550,19 +569,36 @@ class Ledger:
 
     def save_refresh_cursor(self, cursor: RefreshCursor) -> None:
         """Store the cursor, replacing the provider's previous one."""
-        values = {
-            "cursor_time": _utc(cursor.cursor_time),
-            "last_record_id": cursor.last_record_id,
-            "seen_record_ids": list(cursor.seen_record_ids),
-            "last_full_refresh_at": _utc(cursor.last_full_refresh_at),
-            "updated_at": _utc(cursor.updated_at) if cursor.updated_at else datetime.now(UTC),
-        }
-        where = refresh_cursors.c.provider == cursor.provider
+        values = _cursor_values(cursor)
         with self._begin(write=True) as conn:
-            if conn.execute(sa.select(refresh_cursors.c.provider).where(where)).first() is None:
-                conn.execute(refresh_cursors.insert().values(provider=cursor.provider, **values))
-            else:
-                conn.execute(refresh_cursors.update().where(where).values(**values))
+            _upsert(conn, refresh_cursors, cursor.provider, values)
+
+    def observed_snapshot(self, provider: str) -> ObservedState | None:
+        """The snapshot the provider's refresh cursor belongs to; None before the first refresh."""
+        query = sa.select(observed_snapshots).where(observed_snapshots.c.provider == provider)
+        with self._begin() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        return ObservedState(
+            users=users_frame(row["users"]),
+            teams=teams_frame(row["teams"]),
+            memberships=memberships_frame(row["memberships"]),
+        )
+
+    def save_refresh(self, cursor: RefreshCursor, snapshot: ObservedState) -> None:
+        """Store a refresh's snapshot and the cursor the next refresh starts from, in one transaction:
+        a cursor never moves past changes its snapshot does not hold."""
+        cursor_values = _cursor_values(cursor)
+        snapshot_values = {
+            "users": _rows(snapshot.users),
+            "teams": _rows(snapshot.teams),
+            "memberships": _rows(snapshot.memberships),
+            "taken_at": cursor_values["updated_at"],
+        }
+        with self._begin(write=True) as conn:
+            _upsert(conn, observed_snapshots, cursor.provider, snapshot_values)
+            _upsert(conn, refresh_cursors, cursor.provider, cursor_values)
 
     def clear_refresh_cursor(self, provider: str) -> None:
         """Forget the cursor: the next refresh of the provider reads everything."""
@@ -592,6 +628,29 @@ def _take_sqlite_transactions_in_hand(engine: Engine) -> None:
 
 
 # ---- queries and conversions ------------------------------------------------------------------------------
+
+
+def _cursor_values(cursor: RefreshCursor) -> dict[str, Any]:
+    return {
+        "cursor_time": _utc(cursor.cursor_time),
+        "last_record_id": cursor.last_record_id,
+        "seen_record_ids": list(cursor.seen_record_ids),
+        "last_full_refresh_at": _utc(cursor.last_full_refresh_at),
+        "updated_at": _utc(cursor.updated_at) if cursor.updated_at else datetime.now(UTC),
+    }
+
+
+def _upsert(conn: Connection, table: sa.Table, provider: str, values: dict[str, Any]) -> None:
+    where = table.c.provider == provider
+    if conn.execute(sa.select(table.c.provider).where(where)).first() is None:
+        conn.execute(table.insert().values(provider=provider, **values))
+    else:
+        conn.execute(table.update().where(where).values(**values))
+
+
+def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A snapshot table as JSON rows; a missing value (a team without a description) as null."""
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
 
 
 def _plan(conn: Connection, plan_id: str) -> Plan | None:

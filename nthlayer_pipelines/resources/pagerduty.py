@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -24,6 +25,7 @@ import dagster as dg
 import httpx
 from pydantic import Field, ValidationError
 
+from nthlayer_pipelines.incremental import DEFAULT_FULL_REFRESH_EVERY, DEFAULT_MAX_CURSOR_AGE, RefreshPolicy
 from nthlayer_pipelines.model import Role
 from nthlayer_pipelines.resources.http import ApiClient, RequestFailed, RetryPolicy, send_with_retries
 from nthlayer_pipelines.resources.pagerduty_models import (
@@ -581,6 +583,23 @@ class PagerDutyResource(dg.ConfigurableResource):
     rate_burst: int = Field(
         default=0, ge=0, description="Requests sent without pacing after a pause; 0: one second's worth."
     )
+    full_refresh_every_hours: float = Field(
+        default=DEFAULT_FULL_REFRESH_EVERY / timedelta(hours=1),
+        gt=0,
+        description="A refresh reads every team again at least this often; between, only what audit "
+        "records name. The nightly audit always reads everything.",
+    )
+    max_cursor_age_hours: float = Field(
+        default=DEFAULT_MAX_CURSOR_AGE / timedelta(hours=1),
+        gt=0,
+        description="An incremental refresh replays at most this much audit history, else reads everything.",
+    )
+
+    def refresh_policy(self) -> RefreshPolicy:
+        return RefreshPolicy(
+            max_cursor_age=timedelta(hours=self.max_cursor_age_hours),
+            full_refresh_every=timedelta(hours=self.full_refresh_every_hours),
+        )
 
     def rate_limiter(self) -> TokenBucket:
         """The process's bucket for this API URL and token, shared by every client, asset and op."""

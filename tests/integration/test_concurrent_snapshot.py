@@ -13,14 +13,13 @@ import pytest
 from starlette.responses import Response
 
 from nthlayer_pipelines.assets.observed import (
-    pagerduty_memberships,
-    pagerduty_teams,
-    pagerduty_users,
+    pagerduty_snapshot,
     read_memberships,
     read_teams,
     read_users,
 )
 from nthlayer_pipelines.reconcile.observed import memberships_frame, teams_frame, users_frame
+from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyError, PagerDutyResource
 from nthlayer_pipelines.sandbox import (
     RequestContext,
@@ -143,7 +142,7 @@ def test_clients_of_one_key_share_one_bucket_so_parallel_snapshots_stay_within_t
         pd.testing.assert_frame_equal(got, reference)
 
 
-def test_the_snapshot_assets_report_calls_equal_to_the_page_minimum():
+def test_the_snapshot_assets_report_calls_equal_to_the_page_minimum(tmp_path):
     org = generate_org(120, 4, users=480, seed=9)
     pd_org = org.pagerduty
     big_team = pd_org.teams_by_name[0].id
@@ -151,8 +150,11 @@ def test_the_snapshot_assets_report_calls_equal_to_the_page_minimum():
         pd_org.set_membership(big_team, user.id, "responder")
     with running_sandbox(org, tokens=TOKENS) as sandbox:
         result = dg.materialize(
-            [pagerduty_users, pagerduty_teams, pagerduty_memberships],
-            resources={"pagerduty": resource(sandbox, max_concurrency=8, rate_limit=60_000)},
+            [pagerduty_snapshot],
+            resources={
+                "pagerduty": resource(sandbox, max_concurrency=8, rate_limit=60_000),
+                "ledger": LedgerResource(url=f"sqlite:///{tmp_path / 'ledger.db'}"),
+            },
         )
         assert statuses(sandbox) == Counter({200: page_minimum(org)})
         assert set(reads(sandbox).values()) == {1}
@@ -171,7 +173,7 @@ def test_the_snapshot_assets_report_calls_equal_to_the_page_minimum():
     for name, reference in zip(
         ("pagerduty_users", "pagerduty_teams", "pagerduty_memberships"), truth(org), strict=True
     ):
-        pd.testing.assert_frame_equal(result.output_for_node(name), reference)
+        pd.testing.assert_frame_equal(result.output_for_node("pagerduty_snapshot", name), reference)
 
 
 def test_a_listing_that_grows_while_its_pages_are_read_is_read_to_its_end():

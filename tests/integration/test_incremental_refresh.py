@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from nthlayer_pipelines.incremental import (
@@ -23,6 +22,7 @@ from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
 from nthlayer_pipelines.resources.pagerduty_audit import AuditRecordsUnavailableError, incremental_snapshot
 from nthlayer_pipelines.sandbox import RunningSandbox, generate_org, running_sandbox
+from tests.support import assert_same_snapshot
 
 TOKEN = "nthlayer-sandbox-key-4b1d"
 TEAMS = 200
@@ -42,17 +42,6 @@ def full_snapshot(client: PagerDutyClient) -> ObservedState:
         teams=teams_frame([{"team_id": t.id, "name": t.name, "description": t.description} for t in teams]),
         memberships=memberships_frame(members),
     )
-
-
-def assert_same_snapshot(actual: ObservedState, expected: ObservedState) -> None:
-    for frame, keys in (
-        ("users", ["user_id"]),
-        ("teams", ["team_id"]),
-        ("memberships", ["team_id", "user_id"]),
-    ):
-        got = getattr(actual, frame).sort_values(keys).reset_index(drop=True)
-        want = getattr(expected, frame).sort_values(keys).reset_index(drop=True)
-        pd.testing.assert_frame_equal(got, want, obj=frame)
 
 
 @pytest.fixture
