@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
@@ -27,7 +28,16 @@ from starlette.responses import JSONResponse
 
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.sandbox import RequestContext, RunningSandbox, load_seed, running_sandbox
-from tests.e2e.deployment import DagsterUi, Deployment, DeploymentError, deployment_on_fresh_database
+from tests.e2e.deployment import (
+    STARTUP_TIMEOUT_SECONDS,
+    DagsterUi,
+    Deployment,
+    DeploymentError,
+    _process,
+    deployment_on_fresh_database,
+    wait_until,
+)
+from tests.postgres import free_port
 from tests.support import ARTIFACTS, EXAMPLE_SEED, REPO, pipeline_environment
 
 pytestmark = pytest.mark.postgres
@@ -269,3 +279,61 @@ def record_figure(name: str, value: int) -> None:
     figures = json.loads(path.read_text()) if path.exists() else {}
     figures[name] = value
     path.write_text(json.dumps(figures, indent=2, sort_keys=True))
+
+
+# ---- the viewer everyone else uses -------------------------------------------------------------------
+
+APPROVE_MUTATION = """mutation($params: ExecutionParams!) {
+    launchPipelineExecution(executionParams: $params) { __typename
+        ... on UnauthorizedError { message } ... on LaunchRunSuccess { run { runId } } } }"""
+
+
+def test_a_read_only_viewer_shows_the_history_and_launches_nothing(deployment: Deployment) -> None:
+    """The second webserver of the README's deployment: `--read-only` on the same instance."""
+    port = free_port()
+    viewer = DagsterUi(url=f"http://127.0.0.1:{port}")
+    command = [
+        str(Path(sys.executable).parent / "dagster-webserver"),
+        *("-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port), "--read-only"),
+    ]
+    with _process(command, deployment.env, LOGS / "read-only-webserver.log"):
+        wait_until(
+            "the read-only webserver to serve",
+            lambda: _serving(viewer),
+            timeout_seconds=STARTUP_TIMEOUT_SECONDS,
+        )
+        seen = {run["runId"] for run in viewer.graphql(RUNS_QUERY)["runsOrError"]["results"]}
+        written = {run["runId"] for run in deployment.ui.graphql(RUNS_QUERY)["runsOrError"]["results"]}
+        assert seen == written and seen
+
+        ledger = Ledger(deployment.database_url)
+        try:
+            plan_id = ledger.latest_plan_id() or "plan-none"
+            approvals_before = ledger.latest_approval(plan_id)
+        finally:
+            ledger.dispose()
+        params = {
+            "selector": {
+                "repositoryLocationName": "nthlayer_pipelines",
+                "repositoryName": "__repository__",
+                "jobName": "approve_plan",
+            },
+            "runConfigData": approve_config(plan_id),
+        }
+        launched = viewer.graphql(APPROVE_MUTATION, params=params)["launchPipelineExecution"]
+        assert launched["__typename"] == "UnauthorizedError", launched
+        assert {run["runId"] for run in viewer.graphql(RUNS_QUERY)["runsOrError"]["results"]} == seen
+        ledger = Ledger(deployment.database_url)
+        try:
+            assert ledger.latest_approval(plan_id) == approvals_before
+        finally:
+            ledger.dispose()
+
+
+def _serving(ui: DagsterUi) -> bool:
+    try:
+        return httpx.get(f"{ui.url}/server_info", timeout=2).status_code == 200 and bool(
+            ui.graphql(RUNS_QUERY)["runsOrError"].get("results") is not None
+        )
+    except httpx.TransportError:
+        return False
