@@ -24,7 +24,7 @@ REAL_LATENCY_MS = 250
 REAL_LIMIT_PER_MINUTE = 960
 FULL_SIZES = (100, 1_000, 5_000)
 QUICK_SIZES = (100, 1_000)
-MEASURED = ("a", "c", "d")
+MEASURED = ("a", "b", "c", "d")
 # PagerDuty lists at most 10,000 of anything (offset + limit <= 10,000) and /users has no other paging, so
 # an account of more users cannot be snapshotted in full: nthlayer refuses it rather than truncate.
 LISTABLE_USERS = 10_000
@@ -77,22 +77,26 @@ def measure_size(teams: int, args: argparse.Namespace, log: Path) -> dict[str, A
     limit = REAL_LIMIT_PER_MINUTE * args.scale
     serve = {"rate_limit": limit, "latency_ms": REAL_LATENCY_MS // args.scale, "log": log}
     base = {"token": BENCH_TOKEN, "rate_limit_per_minute": limit}
-    # (b), incremental refresh after 10 changes, is a slot: give bench.scenarios.SCENARIOS a "b" (its
-    # setup: a full snapshot, then 10 changes made in the sandbox) and add it to MEASURED.
-    scenarios: dict[str, Any] = {"b": None}
+    scenarios: dict[str, Any] = {}
 
     for name in MEASURED:
         with sandbox_process(teams, user_count(teams), **serve) as sandbox:
             config = {**base, "api_url": sandbox.pagerduty_url}
-            if name == "a":
+            if name in ("a", "b"):
                 config |= {"concurrency": args.concurrency, "burst": REAL_BURST}
+            if name == "b":
+                config |= {"sandbox_url": sandbox.url}
             if name == "d":
                 state = sandbox.state()["pagerduty"]
-                sizes: dict[str, int] = {}
+                emails = {u["id"]: u["email"] for u in state["users"]}
+                sizes: dict[str, int] = {t["id"]: 0 for t in state["teams"]}
                 for m in state["memberships"]:
-                    sizes[m["team_id"]] = sizes.get(m["team_id"], 0) + 1
+                    sizes[m["team_id"]] += 1
                 sample = state["memberships"][: args.terraform_sample]  # whole teams, in team order
-                config |= {"memberships": [[m["team_id"], m["user_id"]] for m in sample]}
+                config |= {
+                    "teams": list(dict.fromkeys(m["team_id"] for m in sample)),
+                    "memberships": [[m["team_id"], m["user_id"], emails[m["user_id"]]] for m in sample],
+                }
             sandbox.clear_requests()
             print(f"  {teams:>5} teams: ({name}) ...", end="", flush=True, file=sys.stderr)
             measured = run_scenario(name, config)
@@ -114,16 +118,19 @@ def measure_size(teams: int, args: argparse.Namespace, log: Path) -> dict[str, A
 
 
 def extrapolate_terraform(sample: dict[str, Any], team_sizes: dict[str, int], limit: int) -> dict[str, Any]:
-    """Every membership reads its team's pages: the calls follow from the team sizes. The sample's pace
-    times them all gives the wall time, unless that outruns the rate limit, which holds it to the bound:
-    terraform's 10 reads at a time ask for more than PagerDuty's limit allows."""
+    """The calls follow from the team sizes: a read per team, a user lookup per member, and each
+    membership's read of its team's pages. The sample's pace times them all gives the wall time, unless
+    that outruns the rate limit, which holds it to the bound: terraform's 10 reads at a time ask for more
+    than PagerDuty's limit allows."""
     memberships = sum(team_sizes.values())
-    total_calls = sum(size * max(1, -(-size // 100)) for size in team_sizes.values())
+    total_calls = len(team_sizes) + memberships
+    total_calls += sum(size * max(1, -(-size // 100)) for size in team_sizes.values())
     paced = sample["wall_seconds"] * total_calls / sample["api_calls"]
     bound = bound_seconds(total_calls, limit)
     return {
         "memberships_total": memberships,
         "sample": {
+            "teams": sample["sampled_teams"],
             "memberships": sample["sampled_memberships"],
             "api_calls": sample["api_calls"],
             "wall_seconds": sample["wall_seconds"],

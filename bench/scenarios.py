@@ -103,6 +103,85 @@ def nthlayer_snapshot(config: dict[str, Any]) -> Watch:
     return watch
 
 
+# ---- (b) nthlayer's incremental refresh -------------------------------------------------------------
+
+
+def _ten_changes(client: Any, state: Any) -> list[str]:
+    """Five members added, three roles changed, two members removed, on ten different teams, through the
+    sandbox's PagerDuty API (with nthlayer's token: own writes, applied from their records all the same)."""
+    from nthlayer_pipelines.model import Role
+    from nthlayer_pipelines.resources.pagerduty import PagerDutyError
+
+    members: dict[str, dict[str, str]] = {}
+    for row in state.memberships.itertuples():
+        members.setdefault(row.team_id, {})[row.user_id] = row.role
+    teams = sorted(members)
+    users = list(state.users["user_id"])
+    done: list[str] = []
+    for team in teams[:5]:
+        newcomer = next(u for u in users if u not in members[team])
+        client.set_membership(team, newcomer, Role.RESPONDER)
+        done.append(f"add {newcomer} to {team}")
+    for team in teams[5:8]:
+        user, role = next(iter(members[team].items()))
+        new_role = Role.MANAGER if role != Role.MANAGER.value else Role.RESPONDER
+        client.set_membership(team, user, new_role)
+        done.append(f"{team}: {user} {role} -> {new_role.value}")
+    for team in teams[8:]:
+        if len(done) == 10:
+            break
+        for user in members[team]:
+            try:  # PagerDuty refuses to remove an escalation policy's target: take the next member
+                client.remove_membership(team, user)
+            except PagerDutyError:
+                continue
+            done.append(f"remove {user} from {team}")
+            break
+    return done
+
+
+def nthlayer_incremental(config: dict[str, Any]) -> Watch:
+    """A full refresh into a fresh ledger, ten changes, then the incremental refresh, which is measured.
+    The sandbox's request log is cleared just before it, so the orchestrator counts its calls alone."""
+    import tempfile
+
+    import httpx
+
+    from nthlayer_pipelines.assets.observed import refresh_pagerduty
+    from nthlayer_pipelines.resources.ledger import Ledger
+    from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
+
+    pagerduty = PagerDutyResource(
+        api_url=config["api_url"],
+        api_token=config["token"],
+        max_concurrency=config["concurrency"],
+        rate_limit=config["rate_limit_per_minute"],
+        rate_window_seconds=60.0,
+        rate_burst=config["burst"],
+    )
+    with tempfile.TemporaryDirectory() as home, pagerduty.client() as client:
+        ledger = Ledger(f"sqlite:///{home}/ledger.db")
+        full = refresh_pagerduty(client, ledger, api_token=config["token"])
+        changes = _ten_changes(client, full.state)
+        httpx.delete(f"{config['sandbox_url']}/_admin/requests").raise_for_status()
+        calls_before = client.api_calls
+        with watched() as watch:
+            incremental = refresh_pagerduty(client, ledger, api_token=config["token"])
+        ledger.dispose()
+    state = incremental.state
+    watch.details = {
+        "client_api_calls": client.api_calls - calls_before,
+        "refresh": incremental.decision.mode.value,
+        "refresh_reason": incremental.decision.reason,
+        "full_snapshot_api_calls": full.total_api_calls,
+        "changes": changes,
+        "audit_records_read": incremental.audit_records_read,
+        "teams_reread": incremental.teams_reread,
+        "rows": {"users": len(state.users), "teams": len(state.teams), "memberships": len(state.memberships)},
+    }
+    return watch
+
+
 # ---- (c) the official client -------------------------------------------------------------------------
 
 
@@ -125,15 +204,21 @@ def official_client(config: dict[str, Any]) -> Watch:
     return watch
 
 
-# ---- (d) terraform's per-membership reads ------------------------------------------------------------
+# ---- (d) terraform plan over a teams-as-code config -------------------------------------------------
 
 
-def terraform_membership_reads(config: dict[str, Any]) -> Watch:
-    """What `terraform plan` does for each `pagerduty_team_membership`: list the team's members, every
-    page of them, and look for the user. A sample of the memberships, `parallelism` at a time."""
+def terraform_plan_reads(config: dict[str, Any]) -> Watch:
+    """What `terraform plan` reads for a teams-as-code config written the usual way, a module per team:
+
+    - its `pagerduty_team` resource: `GET /teams/{id}`;
+    - a `data "pagerduty_user"` per member, looked up by email: `GET /users?query=<email>`;
+    - a `pagerduty_team_membership` per member: the team's member list, every page, to find the user.
+
+    For a sample of whole teams, `TERRAFORM_PARALLELISM` reads at a time, each retried after a 429."""
     import httpx
 
-    sample: list[tuple[str, str]] = [(team_id, user_id) for team_id, user_id in config["memberships"]]
+    teams: list[str] = config["teams"]
+    memberships: list[tuple[str, str, str]] = [tuple(m) for m in config["memberships"]]
     headers = {
         "Authorization": f"Token token={config['token']}",
         "Accept": "application/vnd.pagerduty+json;version=2",
@@ -141,26 +226,43 @@ def terraform_membership_reads(config: dict[str, Any]) -> Watch:
 
     with httpx.Client(base_url=config["api_url"], headers=headers, timeout=60) as http:
 
-        def read(membership: tuple[str, str]) -> str | None:
-            team_id, user_id = membership
-            offset, role = 0, None
+        def get(path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
             while True:
-                response = http.get(f"/teams/{team_id}/members", params={"limit": 100, "offset": offset})
+                response = http.get(path, params=params)
                 if response.status_code == 429:
                     time.sleep(float(response.headers.get("ratelimit-reset", "1")))
                     continue
                 response.raise_for_status()
-                body = response.json()
-                for member in body["members"]:
-                    if member["user"]["id"] == user_id:
-                        role = member["role"]
+                return response.json()
+
+        def read_team(team_id: str) -> bool:
+            return get(f"/teams/{team_id}")["team"]["id"] == team_id
+
+        def read_user(email: str) -> bool:
+            return any(user["email"] == email for user in get("/users", {"query": email})["users"])
+
+        def read_membership(team_id: str, user_id: str) -> bool:
+            offset, found = 0, False
+            while True:
+                body = get(f"/teams/{team_id}/members", {"limit": 100, "offset": offset})
+                found = found or any(member["user"]["id"] == user_id for member in body["members"])
                 offset += len(body["members"])
                 if not body["more"]:
-                    return role
+                    return found
 
+        reads: list[Callable[[], bool]] = [
+            *(lambda t=team_id: read_team(t) for team_id in teams),
+            *(lambda e=email: read_user(e) for _, _, email in memberships),
+            *(lambda t=team_id, u=user_id: read_membership(t, u) for team_id, user_id, _ in memberships),
+        ]
         with watched() as watch, ThreadPoolExecutor(TERRAFORM_PARALLELISM) as pool:
-            roles = list(pool.map(read, sample))
-    watch.details = {"sampled_memberships": len(sample), "found": sum(map(bool, roles))}
+            found = list(pool.map(lambda read: read(), reads))
+    watch.details = {
+        "sampled_teams": len(teams),
+        "sampled_memberships": len(memberships),
+        "found": sum(found),
+        "reads": len(reads),
+    }
     return watch
 
 
@@ -229,8 +331,9 @@ def divergences(config: dict[str, Any]) -> Watch:
 
 SCENARIOS: dict[str, Callable[[dict[str, Any]], Watch]] = {
     "a": nthlayer_snapshot,
+    "b": nthlayer_incremental,
     "c": official_client,
-    "d": terraform_membership_reads,
+    "d": terraform_plan_reads,
     "divergences": divergences,
 }
 
