@@ -73,14 +73,11 @@ def _pages(count: int, page_size: int = 100) -> int:
     return max(1, -(-count // page_size))
 
 
-# ---- (a) nthlayer ------------------------------------------------------------------------------------
-
-
-def nthlayer_snapshot(config: dict[str, Any]) -> Watch:
-    from nthlayer_pipelines.assets.observed import read_memberships, read_teams, read_users
+def _nthlayer_resource(config: dict[str, Any]) -> Any:
+    """nthlayer's PagerDuty resource at the bench's rate limit, concurrency and burst."""
     from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
 
-    pagerduty = PagerDutyResource(
+    return PagerDutyResource(
         api_url=config["api_url"],
         api_token=config["token"],
         max_concurrency=config["concurrency"],
@@ -88,6 +85,15 @@ def nthlayer_snapshot(config: dict[str, Any]) -> Watch:
         rate_window_seconds=60.0,
         rate_burst=config["burst"],
     )
+
+
+# ---- (a) nthlayer ------------------------------------------------------------------------------------
+
+
+def nthlayer_snapshot(config: dict[str, Any]) -> Watch:
+    from nthlayer_pipelines.assets.observed import read_memberships, read_teams, read_users
+
+    pagerduty = _nthlayer_resource(config)
     with watched() as watch, pagerduty.client() as client:
         users = read_users(client)
         teams = read_teams(client)
@@ -149,16 +155,8 @@ def nthlayer_incremental(config: dict[str, Any]) -> Watch:
 
     from nthlayer_pipelines.assets.observed import refresh_pagerduty
     from nthlayer_pipelines.resources.ledger import Ledger
-    from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
 
-    pagerduty = PagerDutyResource(
-        api_url=config["api_url"],
-        api_token=config["token"],
-        max_concurrency=config["concurrency"],
-        rate_limit=config["rate_limit_per_minute"],
-        rate_window_seconds=60.0,
-        rate_burst=config["burst"],
-    )
+    pagerduty = _nthlayer_resource(config)
     with tempfile.TemporaryDirectory() as home, pagerduty.client() as client:
         ledger = Ledger(f"sqlite:///{home}/ledger.db")
         full = refresh_pagerduty(client, ledger, api_token=config["token"])
