@@ -10,6 +10,9 @@ import pytest
 from nthlayer_pipelines.sandbox import load_seed, running_sandbox
 from tests.support import EXAMPLE_SEED, pipeline_environment
 
+# The `reliability` fixture: figures for the README's reliability table (tests/reliability.py).
+pytest_plugins = ["tests.reliability"]
+
 
 @pytest.fixture
 def example_sandbox(monkeypatch: pytest.MonkeyPatch):

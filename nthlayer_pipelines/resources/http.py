@@ -111,6 +111,12 @@ def may_have_been_applied(method: str, error: BaseException) -> bool:
     return not is_idempotent(method) and not isinstance(error, NEVER_SENT_ERRORS)
 
 
+def answer_may_follow_write(method: str, status: int) -> bool:
+    """An error answer to a write that is not retried because it may have been applied (a 500, 502 or
+    504 to a POST): the caller must read the state before writing again."""
+    return not is_idempotent(method) and status in RETRYABLE_STATUSES - POST_RETRYABLE_STATUSES
+
+
 def describe_failure(method: str, error: BaseException, attempts: int) -> str:
     reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     text = f"got no answer after {attempts} attempt(s) ({reason})"

@@ -27,7 +27,13 @@ from pydantic import Field, ValidationError
 
 from nthlayer_pipelines.incremental import DEFAULT_FULL_REFRESH_EVERY, DEFAULT_MAX_CURSOR_AGE, RefreshPolicy
 from nthlayer_pipelines.model import Role
-from nthlayer_pipelines.resources.http import ApiClient, RequestFailed, RetryPolicy, send_with_retries
+from nthlayer_pipelines.resources.http import (
+    ApiClient,
+    RequestFailed,
+    RetryPolicy,
+    answer_may_follow_write,
+    send_with_retries,
+)
 from nthlayer_pipelines.resources.pagerduty_models import (
     PagerDutyEscalationPolicy,
     PagerDutyMember,
@@ -137,6 +143,8 @@ def error_from_response(
         message += f" (after {attempts} attempts)"
     status = response.status_code
     kind = PagerDutyAuthError if status == 401 else PagerDutyError
+    if answer_may_follow_write(method, status):
+        kind = WriteOutcomeUnknownError
     return kind(status, code, message, errors, method, path)
 
 
@@ -414,9 +422,11 @@ class PagerDutyClient(ApiClient):
         params: dict[str, Any] | None = None,
         key: Callable[[dict[str, Any]], object] | None = None,
         pager: OffsetPager | None = None,
+        until: int | None = None,
     ) -> Iterator[dict[str, Any]]:
+        """The listing's items from the pager's offset to its end, or to the offset `until`."""
         pager = pager or OffsetPager(path, collection, key=key)
-        while not pager.done:
+        while not pager.done and (until is None or pager.offset < until):
             response = self._request("GET", path, params={**(params or {}), **pager.params()})
             yield from pager.accept(parse_body(response, "GET", path))
 
@@ -454,7 +464,12 @@ class PagerDutyClient(ApiClient):
             page = self._request("GET", path, params={**(params or {}), **pager.params()})
             return pager, pager.accept(parse_body(page, "GET", path))
 
-        pages = self._map_concurrently(read_page, range(first.offset, total, first.page_size))
+        starts = range(first.offset, total, first.page_size)
+        pages = self._map_concurrently(read_page, starts)
+        # A page cut short (fewer items than asked, `more` still true) leaves a gap before the next
+        # page's offset: read it, or the snapshot silently lacks what the gap holds.
+        for (pager, page_items), until in zip(pages, starts[1:], strict=False):
+            page_items.extend(self._pages(path, collection, params=params, pager=pager, until=until))
         last = pages[-1][0] if pages else first
         if not last.done:  # the listing grew while it was read: read on to its end
             pages.append((last, list(self._pages(path, collection, params=params, pager=last))))
