@@ -61,6 +61,7 @@ def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, dg.Con
             api_url=_env_or(environ, "PAGERDUTY_API_URL", PAGERDUTY_PUBLIC_API),
             api_token=dg.EnvVar("PAGERDUTY_API_TOKEN"),
             full_refresh_every_hours=float(environ.get("NTHLAYER_FULL_REFRESH_EVERY_HOURS", "24")),
+            timeout_seconds=float(environ.get("NTHLAYER_PAGERDUTY_TIMEOUT_SECONDS", "30")),
         ),
         "cortex": CortexResource(
             api_url=_env_or(environ, "CORTEX_API_URL", ""),
