@@ -15,9 +15,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench.e2e import DEFAULT_POSTGRES
+from bench.e2e import measure as measure_drift_to_fix
 from bench.report import bound_seconds, markdown
 from bench.sandbox_process import BENCH_TOKEN, SandboxProcess, sandbox_process
 from bench.scenarios import REAL_BURST
+from nthlayer_pipelines.sensors import DEFAULT_SENSOR_INTERVAL_SECONDS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REAL_LATENCY_MS = 250
@@ -47,6 +50,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--terraform-sample", type=int, default=2_000, help="memberships (d) reads before extrapolating"
     )
     parser.add_argument("--divergence-memberships", type=int, default=100_000)
+    parser.add_argument(
+        "--sensor-interval",
+        type=int,
+        default=DEFAULT_SENSOR_INTERVAL_SECONDS,
+        help="the deployment's sensor interval in the drift-to-fix measurement (default: the deployment's)",
+    )
+    parser.add_argument("--no-e2e", action="store_true", help="skip the drift-to-fix measurement")
+    parser.add_argument(
+        "--postgres",
+        default=DEFAULT_POSTGRES,
+        help="a server the drift-to-fix deployment makes a database on",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where latest.json and latest.md go")
     args = parser.parse_args(argv)
     if REAL_LATENCY_MS % args.scale:
@@ -170,6 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     print("  divergences ...", end="", flush=True, file=sys.stderr)
     divergences = run_scenario("divergences", {"memberships": args.divergence_memberships, "runs": 3})
     print(f" {divergences['wall_seconds']:.2f} s", file=sys.stderr)
+    drift_to_fix = None
+    if not args.no_e2e:
+        print("  drift to fix on dagster-daemon ...", end="", flush=True, file=sys.stderr)
+        drift_to_fix = measure_drift_to_fix(
+            rate_limit=REAL_LIMIT_PER_MINUTE * args.scale,
+            latency_ms=REAL_LATENCY_MS // args.scale,
+            log=log,
+            sensor_interval_seconds=args.sensor_interval,
+            postgres=args.postgres,
+        )
+        print(f" {drift_to_fix['drift_to_fix_seconds']:.1f} s", file=sys.stderr)
     results = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make bench" + (" ARGS=--quick" if args.quick and not args.teams else ""),
@@ -184,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(),
         "sizes": measured,
         "divergences": {**divergences, "seconds": divergences["wall_seconds"]},
+        "drift_to_fix": drift_to_fix,
         "duration_seconds": round(time.monotonic() - started, 1),
     }
     (args.output / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

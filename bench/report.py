@@ -137,8 +137,32 @@ def markdown(results: dict[str, Any]) -> str:
             "allows, which the sandbox's minute-long window lets through for a while but PagerDuty's 960 "
             "a minute would not (it answers 429 instead).",
         ]
+    lines += drift_to_fix_lines(results.get("drift_to_fix"))
     lines += ["", *target_lines(results)]
     return "\n".join(lines) + "\n"
+
+
+def drift_to_fix_lines(e2e: dict[str, Any] | None) -> list[str]:
+    """The end-to-end measurement on dagster-daemon, leg by leg."""
+    if not e2e:
+        return []
+    return [
+        "",
+        f"Drift to fix on dagster-daemon (deploy/dagster.yaml on Postgres, sensor interval "
+        f"{e2e['sensor_interval_seconds']} s): a member removed through the sandbox's API is back after "
+        f"**{e2e['drift_to_fix_seconds']:.1f} s**, the refresh launched at once (a schedule adds up to its "
+        f"period, hourly by default):",
+        "",
+        "| leg | seconds |",
+        "|---|---:|",
+        f"| `dagster job launch refresh` (the CLI loading the code) | {e2e['launch_seconds']:.1f} |",
+        f"| refresh run, queued to finished ({e2e['refresh_kind']}) | {e2e['refresh_run_seconds']:.1f} |",
+        f"| refresh finished to apply run queued (sensor tick) | {e2e['sensor_pickup_seconds']:.1f} |",
+        f"| apply run, queued to finished | {e2e['apply_run_seconds']:.1f} |",
+        f"| of which the apply itself (provider calls, ledger) | {e2e['apply_op_seconds']:.2f} |",
+        "| of which Dagster overhead (queue, run worker start, events) | "
+        f"{e2e['apply_overhead_seconds']:.1f} |",
+    ]
 
 
 def target_lines(results: dict[str, Any]) -> list[str]:

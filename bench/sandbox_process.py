@@ -62,18 +62,22 @@ def _nthlayer_command() -> list[str]:
 
 @contextlib.contextmanager
 def sandbox_process(
-    teams: int, users: int, *, rate_limit: int, latency_ms: int, log: Path
+    teams: int,
+    users: int,
+    *,
+    rate_limit: int,
+    latency_ms: int,
+    log: Path,
+    seed: Path | None = None,
 ) -> Iterator[SandboxProcess]:
-    """Serve a generated org of `teams` teams (10 members each) and `users` users until the block ends;
-    the server's output goes to `log`."""
+    """Serve a generated org of `teams` teams (10 members each) and `users` users, or the org of a seed
+    file when `seed` is given, until the block ends; the server's output goes to `log`."""
     port = _free_port()
+    org = ["--seed", str(seed)] if seed else ["--generate-teams", str(teams), "--generate-users", str(users)]
     command = [
         *_nthlayer_command(),
         "sandbox",
-        "--generate-teams",
-        str(teams),
-        "--generate-users",
-        str(users),
+        *org,
         "--port",
         str(port),
         "--rate-limit",
