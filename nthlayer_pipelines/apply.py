@@ -134,20 +134,23 @@ def apply_approval(
         raise ValueError(f"verify_attempts must be at least 1, not {verify_attempts}")
     started = time.monotonic()
     log = log or logger
-    recorded, plan = _check_may_apply(ledger, approval)
-    calls_before, retries_before = client.api_calls, client.retries
-    done = {o.change_id for o in ledger.outcomes(plan.id) if o.status.terminal}
-    approved = set(recorded.change_ids)
-    run = _ApplyRun(ledger, client, plan, recorded, run_id, log)
-    already_done = 0
-    for change in plan.changes:
-        if change.id not in approved:
-            continue
-        if change.id in done:
-            already_done += 1
-            continue
-        run.carry_out(change)
-    unconverged = run.verify(verify_attempts, verify_delay_seconds, sleep)
+    # One apply at a time: a second approval of the plan, or a retry, waits here and then finds done
+    # in the intent log what the first carried out.
+    with ledger.apply_lock():
+        recorded, plan = _check_may_apply(ledger, approval)
+        calls_before, retries_before = client.api_calls, client.retries
+        done = {o.change_id for o in ledger.outcomes(plan.id) if o.status.terminal}
+        approved = set(recorded.change_ids)
+        run = _ApplyRun(ledger, client, plan, recorded, run_id, log)
+        already_done = 0
+        for change in plan.changes:
+            if change.id not in approved:
+                continue
+            if change.id in done:
+                already_done += 1
+                continue
+            run.carry_out(change)
+        unconverged = run.verify(verify_attempts, verify_delay_seconds, sleep)
     report = ApplyReport(
         plan_id=plan.id,
         approval_id=recorded.id,

@@ -17,7 +17,9 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -84,12 +86,36 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     )
 
 
+@dataclass(frozen=True)
+class PrivateServer:
+    """A PostgreSQL server of our own, which a test may restart under its clients."""
+
+    url: URL
+    pg_ctl: str
+    data: Path
+    log: Path
+    run_as: dict[str, Any]
+
+    def restart(self, mode: str = "immediate") -> None:
+        """pg_ctl restart: `immediate` drops every connection at once, as a crash does (then recovery).
+        The server logs to a file: given our pipe, it would hold it open and this would never return."""
+        subprocess.run(
+            [self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-m", mode, "-w", "-t", "60", "restart"],
+            check=True,
+            capture_output=True,
+            **self.run_as,
+        )
+
+
 @contextmanager
-def temporary_server() -> Iterator[URL]:
-    """A PostgreSQL server of our own on a free loopback port, its data in a temporary directory."""
+def private_server(*, crash_safe: bool = False) -> Iterator[PrivateServer]:
+    """A PostgreSQL server of our own on a free loopback port, its data in a temporary directory.
+
+    `crash_safe` keeps synchronous commits, for tests that crash it: without them an immediate restart
+    loses the commits of the last fraction of a second, as it would in production."""
     initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
     user = _unprivileged_user()
-    run_as = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
+    run_as: dict[str, Any] = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
     base = Path(tempfile.mkdtemp(prefix="nthlayer-postgres-"))
     if user:
         os.chown(base, user.pw_uid, user.pw_gid)
@@ -102,10 +128,14 @@ def temporary_server() -> Iterator[URL]:
             capture_output=True,
             **run_as,
         )
-        # Durability is worth nothing to a database that is deleted within the minute.
-        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+        # Durability is worth nothing to a database that is deleted within the minute. The options go
+        # into the cluster's configuration, so a restart keeps them.
+        options = {"port": port, "unix_socket_directories": f"'{base}'", "listen_addresses": "'127.0.0.1'"}
+        options |= {"fsync": "off"} if crash_safe else {"fsync": "off", "synchronous_commit": "off"}
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{name} = {value}\n" for name, value in options.items())
         started = subprocess.run(
-            [pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "30", "start"],
+            [pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "30", "start"],
             capture_output=True,
             text=True,
             **run_as,
@@ -114,13 +144,21 @@ def temporary_server() -> Iterator[URL]:
             details = log.read_text() if log.exists() else ""
             raise PostgresUnavailable(f"pg_ctl start failed: {started.stderr.strip()}\n{details}")
         try:
-            yield make_url(f"{DRIVER}://postgres@127.0.0.1:{port}/postgres")
+            url = make_url(f"{DRIVER}://postgres@127.0.0.1:{port}/postgres")
+            yield PrivateServer(url=url, pg_ctl=pg_ctl, data=data, log=log, run_as=run_as)
         finally:
             subprocess.run(
                 [pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True, **run_as
             )
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def temporary_server() -> Iterator[URL]:
+    """The admin URL of a private server (see `private_server`)."""
+    with private_server() as server:
+        yield server.url
 
 
 @contextmanager
@@ -143,7 +181,7 @@ def postgres_server() -> Iterator[URL]:
 def fresh_database(server: URL, prefix: str = "nthlayer_test") -> Iterator[URL]:
     """CREATE DATABASE <prefix>_<random> on the server; DROP it (closing what still holds it) at the end."""
     name = f"{prefix}_{secrets.token_hex(4)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # outlives restarts
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

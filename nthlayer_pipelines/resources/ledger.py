@@ -12,10 +12,16 @@ retention policy and be readable without the Dagster instance.
 Every write is one transaction holding the ledger's write lock (a Postgres advisory lock, SQLite's
 `BEGIN IMMEDIATE`), so the sensor, apply runs and the CLI can share one database from several processes,
 and approvals are committed in `seq` order: a sensor's cursor never skips one committed late.
+
+Applies take the apply lock (a session advisory lock, or a file lock beside a SQLite ledger) for their
+whole run: two applies never carry out changes at once, so none is written twice. The lock dies with
+the process holding it. Reads and intent-log writes outlive a database restart: a dropped connection is
+replaced and the call tried again for up to `RECONNECT_SECONDS`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +34,7 @@ from typing import Any, Literal
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
+import tenacity
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
@@ -147,6 +154,9 @@ observed_snapshots = sa.Table(
 
 # pg_advisory_xact_lock key of every ledger write: "nthlayer" in ASCII.
 WRITE_LOCK_KEY = int.from_bytes(b"nthlayer", "big")
+# pg_advisory_lock key an apply holds for its whole run: "nthapply".
+APPLY_LOCK_KEY = int.from_bytes(b"nthapply", "big")
+RECONNECT_SECONDS = 60  # a restarted Postgres takes seconds; a failover up to a minute
 _WRITE_OPTION = "nthlayer_ledger_write"
 
 Decision = Literal["approved", "rejected"]
@@ -207,12 +217,31 @@ def default_ledger_url() -> str:
     return f"sqlite:///{home / 'nthlayer-ledger.db'}"
 
 
+def _connection_lost(error: BaseException) -> bool:
+    """The database went away (a restart, a failover), not a refused statement: worth trying again.
+    SQLAlchemy marks a dropped connection invalidated; a connection refused has no statement."""
+    return isinstance(error, sa.exc.OperationalError) and (
+        error.connection_invalidated or error.statement is None
+    )
+
+
+# For calls that may run twice: reads, and intent-log writes (a repeated one only re-marks or re-counts).
+# Decisions (approve, reject, retry) are never repeated: the person sees the error and decides again.
+_reconnecting = tenacity.retry(
+    retry=tenacity.retry_if_exception(_connection_lost),
+    wait=tenacity.wait_exponential(multiplier=0.2, max=2),
+    stop=tenacity.stop_after_delay(RECONNECT_SECONDS),
+    reraise=True,
+)
+
+
 class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = sa.create_engine(url, future=True)
+        # pre_ping: a pooled connection a database restart closed is replaced before use.
+        self.engine: Engine = sa.create_engine(url, future=True, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             _take_sqlite_transactions_in_hand(self.engine)
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
@@ -226,8 +255,28 @@ class Ledger:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
             yield conn
 
+    @contextmanager
+    def apply_lock(self) -> Iterator[None]:
+        """Held by one apply at a time, across processes; others wait for it. Released when the block
+        ends or the process holding it dies (Postgres ends its session, the kernel drops its file lock)."""
+        if self.engine.dialect.name == "sqlite":
+            path = Path(self.url.removeprefix("sqlite:///") + ".apply-lock")
+            with path.open("a") as held:
+                fcntl.flock(held, fcntl.LOCK_EX)
+                yield  # closing the file releases the lock
+            return
+        conn = self.engine.connect()
+        try:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": APPLY_LOCK_KEY})
+            conn.commit()  # a session lock: it outlives the transaction, not the connection
+            yield
+        finally:
+            conn.invalidate()  # closed, never pooled: the lock goes with the session even if unlock fails
+            conn.close()
+
     # ---- plans
 
+    @_reconnecting
     def record_plan(
         self, plan: Plan, *, run_id: str | None = None, blast_radius: BlastRadius | None = None
     ) -> bool:
@@ -281,15 +330,18 @@ class Ledger:
                 )
         return not exists
 
+    @_reconnecting
     def get_plan(self, plan_id: str) -> Plan | None:
         with self._begin() as conn:
             return _plan(conn, plan_id)
 
+    @_reconnecting
     def latest_plan_id(self) -> str | None:
         """The plan the most recent refresh produced."""
         with self._begin() as conn:
             return _latest_plan_id(conn)
 
+    @_reconnecting
     def blast_radius(self, plan_id: str) -> BlastRadius | None:
         """The verdict stored with the plan; None when it was recorded without one."""
         with self._begin() as conn:
@@ -397,6 +449,7 @@ class Ledger:
                 source="person",
             )
 
+    @_reconnecting
     def approvals_after(self, seq: int) -> list[Approval]:
         """Approvals (not rejections) with a `seq` above the given one, oldest first, leaving out those of
         plans rejected since: what a sensor with that cursor has yet to launch."""
@@ -413,16 +466,19 @@ class Ledger:
         with self._begin() as conn:
             return [_approval(row) for row in conn.execute(query).mappings()]
 
+    @_reconnecting
     def get_approval(self, approval_id: str) -> Approval | None:
         with self._begin() as conn:
             return _approval_row(conn, sa.select(approvals).where(approvals.c.approval_id == approval_id))
 
+    @_reconnecting
     def latest_approval(self, plan_id: str) -> Approval | None:
         """The plan's most recent decision, an approval or a rejection (see `decision`)."""
         query = sa.select(approvals).where(approvals.c.plan_id == plan_id).order_by(approvals.c.seq.desc())
         with self._begin() as conn:
             return _approval_row(conn, query.limit(1))
 
+    @_reconnecting
     def rejection(self, plan_id: str) -> Approval | None:
         """The plan's rejection, if it was rejected."""
         with self._begin() as conn:
@@ -430,6 +486,7 @@ class Ledger:
 
     # ---- intent log
 
+    @_reconnecting
     def mark_pending(
         self, plan_id: str, approval_id: str, change_ids: Iterable[str], run_id: str | None
     ) -> tuple[str, ...]:
@@ -475,6 +532,7 @@ class Ledger:
                 marked.append(change.id)
         return tuple(marked)
 
+    @_reconnecting
     def record_outcome(
         self,
         plan_id: str,
@@ -525,6 +583,7 @@ class Ledger:
             recorded = _outcome_rows(conn, plan_id, change_id)[change_id]
         return _outcome(recorded)
 
+    @_reconnecting
     def outcomes(self, plan_id: str) -> list[ChangeOutcome]:
         """The plan's intent log in plan order; changes never marked have no row."""
         query = (
@@ -535,6 +594,7 @@ class Ledger:
         with self._begin() as conn:
             return [_outcome(row) for row in conn.execute(query).mappings()]
 
+    @_reconnecting
     def audit(self, team: str | None = None, since: datetime | None = None) -> list[ChangeOutcome]:
         """What happened to approved changes, newest first: every status but pending, optionally for one
         team (its slug) and from a moment on (a naive datetime is taken as UTC)."""
@@ -551,6 +611,7 @@ class Ledger:
 
     # ---- refresh cursors
 
+    @_reconnecting
     def refresh_cursor(self, provider: str) -> RefreshCursor | None:
         """Where the provider's next incremental refresh starts; None before its first full refresh."""
         query = sa.select(refresh_cursors).where(refresh_cursors.c.provider == provider)
@@ -567,6 +628,7 @@ class Ledger:
             updated_at=_utc(row["updated_at"]),
         )
 
+    @_reconnecting
     def save_refresh_cursor(self, cursor: RefreshCursor) -> None:
         """Store the cursor, replacing the provider's previous one."""
         values = _cursor_values(cursor)
@@ -600,6 +662,7 @@ class Ledger:
             _upsert(conn, observed_snapshots, cursor.provider, snapshot_values)
             _upsert(conn, refresh_cursors, cursor.provider, cursor_values)
 
+    @_reconnecting
     def clear_refresh_cursor(self, provider: str) -> None:
         """Forget the cursor: the next refresh of the provider reads everything."""
         with self._begin(write=True) as conn:
