@@ -76,13 +76,12 @@ def change_plan(
     try:
         is_new = store.record_plan(plan, run_id=context.run_id, blast_radius=verdict)
         policy_approval = None
-        if pre_approved and not verdict.exceeded and store.latest_approval(plan.id) is None:
-            policy_approval = store.approve(
+        if pre_approved and not verdict.exceeded:
+            # Once per plan, however many refreshes see it at once: checked in the approval's transaction.
+            policy_approval = store.approve_by_policy(
                 plan.id,
-                approver="policy",
-                comment=f"pre-approved kinds: {reconcile.pre_approved_kinds}",
                 change_ids=[c.id for c in pre_approved],
-                source="policy",
+                comment=f"pre-approved kinds: {reconcile.pre_approved_kinds}",
             )
     finally:
         store.dispose()

@@ -369,32 +369,32 @@ class Ledger:
         if source not in SOURCES:
             raise LedgerError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
         with self._begin(write=True) as conn:
-            plan = _require_plan(conn, plan_id)
-            _refuse_rejected(conn, plan_id)
-            latest = _latest_plan_id(conn)
-            if latest != plan_id:
-                raise LedgerError(
-                    f"plan {plan_id} is not the latest plan ({latest} is): refresh and approve that one"
-                )
-            if not plan.changes:
-                raise LedgerError(f"plan {plan_id} has no changes to approve")
-            chosen = _resolve_changes(plan, change_ids)
-            verdict = _blast_radius(conn, plan_id)
-            covers_removal = any(c.kind is ChangeKind.REMOVE_MEMBER for c in chosen)
-            if verdict is not None and verdict.exceeded and covers_removal and not allow_blast_radius:
-                raise LedgerError(
-                    f"plan {plan_id} exceeds the blast radius: {'; '.join(verdict.reasons)}. "
-                    "Check the removals, then approve with `allow_blast_radius: true` to override"
-                )
-            return _insert_approval(
+            return _approve(
                 conn,
-                plan_id=plan_id,
+                plan_id,
                 approver=approver,
                 comment=comment,
-                change_ids=tuple(c.id for c in chosen),
+                change_ids=change_ids,
                 allow_blast_radius=allow_blast_radius,
-                decision="approved",
                 source=source,
+            )
+
+    def approve_by_policy(self, plan_id: str, *, change_ids: Sequence[str], comment: str) -> Approval | None:
+        """The pre-approval policy's approval of a plan nobody has decided on yet; None when someone (or
+        the policy, in a refresh running at the same time) already has. Checked and written in one
+        transaction: refreshes that see one plan at once approve it once."""
+        decided = sa.select(approvals.c.seq).where(approvals.c.plan_id == plan_id).limit(1)
+        with self._begin(write=True) as conn:
+            if conn.execute(decided).first() is not None:
+                return None
+            return _approve(
+                conn,
+                plan_id,
+                approver="policy",
+                comment=comment,
+                change_ids=change_ids,
+                allow_blast_radius=False,
+                source="policy",
             )
 
     def reject(self, plan_id: str, *, approver: str, comment: str = "") -> Approval:
@@ -794,6 +794,45 @@ def _refuse_unknown_changes(plan: Plan, change_ids: set[str]) -> None:
         noun = "change" if len(unknown) == 1 else "changes"
         verb = "is" if len(unknown) == 1 else "are"
         raise LedgerError(f"{noun} {', '.join(unknown)} {verb} not in plan {plan.id}")
+
+
+def _approve(
+    conn: Connection,
+    plan_id: str,
+    *,
+    approver: str,
+    comment: str,
+    change_ids: Sequence[str] | None,
+    allow_blast_radius: bool,
+    source: Source,
+) -> Approval:
+    plan = _require_plan(conn, plan_id)
+    _refuse_rejected(conn, plan_id)
+    latest = _latest_plan_id(conn)
+    if latest != plan_id:
+        raise LedgerError(
+            f"plan {plan_id} is not the latest plan ({latest} is): refresh and approve that one"
+        )
+    if not plan.changes:
+        raise LedgerError(f"plan {plan_id} has no changes to approve")
+    chosen = _resolve_changes(plan, change_ids)
+    verdict = _blast_radius(conn, plan_id)
+    covers_removal = any(c.kind is ChangeKind.REMOVE_MEMBER for c in chosen)
+    if verdict is not None and verdict.exceeded and covers_removal and not allow_blast_radius:
+        raise LedgerError(
+            f"plan {plan_id} exceeds the blast radius: {'; '.join(verdict.reasons)}. "
+            "Check the removals, then approve with `allow_blast_radius: true` to override"
+        )
+    return _insert_approval(
+        conn,
+        plan_id=plan_id,
+        approver=approver,
+        comment=comment,
+        change_ids=tuple(c.id for c in chosen),
+        allow_blast_radius=allow_blast_radius,
+        decision="approved",
+        source=source,
+    )
 
 
 def _insert_approval(

@@ -1,5 +1,7 @@
 """Races on one Postgres ledger, each with one stated outcome, against the sandbox over loopback.
 
+- Two refreshes recording one plan at once: the pre-approval policy approves it once (checked and written
+  in one transaction), so the sensor launches one apply.
 - Two approvals of one plan at once: both are recorded (distinct seqs, so the sensor launches both), and
   their applies, started together, take the ledger's apply lock in turn: the first writes each change
   once, the second waits, finds every change done in the intent log and writes nothing.
@@ -21,7 +23,7 @@ import sqlalchemy as sa
 
 from nthlayer_pipelines.apply import ApplyReport, apply_approval
 from nthlayer_pipelines.desired.git import load_definitions
-from nthlayer_pipelines.model import ChangeKind, ChangeStatus, Role
+from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Plan, Role
 from nthlayer_pipelines.resources.ledger import Approval, Ledger, LedgerError, metadata
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RunningSandbox, load_seed, running_sandbox
@@ -36,6 +38,7 @@ from tests.support import EXAMPLE_DEFINITIONS, EXAMPLE_SEED
 
 pytestmark = pytest.mark.postgres
 
+POLICY_ROUNDS = 12
 LATENCY_MS = 20  # every request waits: two applies started together overlap for certain without the lock
 T = TypeVar("T")
 
@@ -52,6 +55,21 @@ def ledger_url(postgres_url: str) -> str:
 def slow_sandbox() -> Iterator[RunningSandbox]:
     with running_sandbox(load_seed(EXAMPLE_SEED), latency_ms=LATENCY_MS) as sandbox:
         yield sandbox
+
+
+def addition_plan(number: int) -> Plan:
+    email = f"person-{number}@example.com"
+    change = Change(
+        id=Change.make_id("pagerduty", ChangeKind.ADD_MEMBER, "payments", email, Role.RESPONDER),
+        kind=ChangeKind.ADD_MEMBER,
+        team="payments",
+        team_name="Payments",
+        team_id="PPAY001",
+        email=email,
+        user_id=f"PU{number:05d}",
+        role=Role.RESPONDER,
+    )
+    return Plan(id=Plan.make_id((change,)), changes=(change,))
 
 
 def client_of(sandbox: RunningSandbox) -> PagerDutyClient:
@@ -97,6 +115,24 @@ def applying(
             ledger.dispose()
 
     return apply
+
+
+def test_two_refreshes_seeing_one_plan_at_once_pre_approve_it_once(ledger_url: str) -> None:
+    """The policy's part of two refreshes that finish together, round after round."""
+    refreshes = [Ledger(ledger_url), Ledger(ledger_url)]
+    ledger = Ledger(ledger_url)
+    for round_ in range(POLICY_ROUNDS):
+        plan = addition_plan(round_)
+
+        def refresh(store: Ledger, plan: Plan = plan) -> Approval | None:
+            store.record_plan(plan)
+            return store.approve_by_policy(plan.id, change_ids=[plan.changes[0].id], comment="pre-approved")
+
+        approved = at_once(*(lambda store=store: refresh(store) for store in refreshes))
+        assert sum(a is not None for a in approved) == 1, f"round {round_}: {approved}"
+        assert len(ledger.approvals_after(0)) == round_ + 1
+    for store in [*refreshes, ledger]:
+        store.dispose()
 
 
 def test_two_approvals_of_one_plan_at_once_are_both_recorded_and_each_change_is_written_once(
