@@ -4,12 +4,20 @@ A plan is a seed and a list of rules. Each rule names a kind, the share of match
 (`rate`), and which requests match: a provider (or all) and a glob on the endpoint, `"METHOD /template"`
 as the sandbox names it (`"GET /teams/{id}/members"`, `"DELETE /teams/*"`, `"*"`).
 
+Kinds: `status` (429 with or without `ratelimit-*` headers and PagerDuty's code 2020 body, 500, 502,
+503), `latency`, `timeout` (the answer hangs `hang_seconds`, past the client's timeout), `drop` (the
+connection closes mid-answer), `truncate` (a listing page loses its tail, `more` stays true: what was cut
+is read at the next offset), `lag` (a write opens a window of `lag_ms` in which reads of that resource
+get the answer they got before it) and `refuse_removal` (PagerDuty's 400 code 2001 to removing a team
+member). `when: before`: the endpoint never runs; `when: after`: it runs and its answer is lost.
+
 One request gets at most one fault. Its draw is a hash of the seed, the request (method, path, query)
 and how many times that same request was seen before, so a run replays the same faults whatever order
 concurrent requests arrive in, and a retry draws afresh. The matching rules share the draw in order:
 rates of 0.1 and 0.1 hit 20 % of the requests both match.
 
-The sandbox wires a plan in through `FaultInjector` (sandbox/chaos.py); a plan file::
+The sandbox carries a plan out through `FaultInjector` (sandbox/injection.py). A plan file, given to
+`nthlayer sandbox --faults FILE` or PUT as JSON to `/_admin/faults`::
 
     seed: 7
     rules:
