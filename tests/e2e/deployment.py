@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -231,15 +231,14 @@ class DagsterUi:
         return pids[0]
 
 
-@contextmanager
-def _process(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The command in a process group of its own with default signal handling, stopped by group at the end.
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """The command in a process group of its own with default signal handling, its output appended to log.
 
-    Stopping the group stops its children too (code servers, run workers), and restored signal handling
-    means SIGTERM works even when the test runner was started with signals ignored.
+    A group, so stopping it stops its children too (code servers, run workers); restored signal handling,
+    so SIGTERM works even when the test runner was started with signals ignored.
     """
-    with log.open("wb") as out:
-        process = subprocess.Popen(
+    with log.open("ab") as out:
+        return subprocess.Popen(
             command,
             cwd=REPO,
             env=env,
@@ -248,10 +247,48 @@ def _process(command: list[str], env: dict[str, str], log: Path) -> Iterator[sub
             restore_signals=True,
             start_new_session=True,
         )
+
+
+@contextmanager
+def _process(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The command started afresh (see `_start`), stopped by group at the end."""
+    log.unlink(missing_ok=True)
+    process = _start(command, env, log)
     try:
         yield process
     finally:
         _stop_group(process)
+
+
+@dataclass
+class Daemon:
+    """The deployment's dagster-daemon, which a test may kill -9 and start again."""
+
+    command: list[str]
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes]
+    killed_groups: list[int] = field(default_factory=list)
+
+    def kill(self) -> None:
+        """SIGKILL to the daemon process alone, as when it crashes: the code servers it started stay up
+        until their runs end, as they do in a deployment."""
+        self.process.kill()
+        self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        self.killed_groups.append(self.process.pid)
+
+    def restart(self) -> None:
+        """Start the daemon again, as a supervisor would after a crash."""
+        if self.process.poll() is None:
+            raise AssertionError("the daemon is still running: kill it first")
+        self.process = _start(self.command, self.env, self.log)
+
+    def stop(self) -> None:
+        """Stop the daemon and whatever its killed predecessors left behind."""
+        _stop_group(self.process)
+        for group in self.killed_groups:
+            with suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:
@@ -306,6 +343,12 @@ def running_deployment(env: dict[str, str], logs: Path) -> Iterator[DagsterUi]:
 
     `env` must carry DAGSTER_HOME (with its dagster.yaml) and whatever the pipeline reads.
     """
+    with _running_services(env, logs) as (ui, _daemon):
+        yield ui
+
+
+@contextmanager
+def _running_services(env: dict[str, str], logs: Path) -> Iterator[tuple[DagsterUi, Daemon]]:
     port = free_port()
     ui = DagsterUi(url=f"http://127.0.0.1:{port}")
     bin_dir = Path(sys.executable).parent  # the virtualenv running the tests: .venv/bin under make
@@ -322,13 +365,19 @@ def running_deployment(env: dict[str, str], logs: Path) -> Iterator[DagsterUi]:
     )
     if migrate.returncode != 0:
         raise DeploymentError(f"dagster instance migrate failed:\n{migrate.stdout}{migrate.stderr}")
+    daemon_command = commands.pop("dagster-daemon")
     with ExitStack() as stack:
         processes = {}
         for name, command in commands.items():
             log = logs / f"{name}.log"
             processes[name] = (stack.enter_context(_process(command, env, log)), log)
+        daemon_log = logs / "dagster-daemon.log"
+        daemon_log.unlink(missing_ok=True)
+        daemon = Daemon(daemon_command, env, daemon_log, _start(daemon_command, env, daemon_log))
+        stack.callback(daemon.stop)
+        processes["dagster-daemon"] = (daemon.process, daemon_log)
         _wait_until_serving(ui, processes)
-        yield ui
+        yield ui, daemon
 
 
 @dataclass
@@ -338,6 +387,7 @@ class Deployment:
     ui: DagsterUi
     env: dict[str, str]
     database_url: str
+    daemon: Daemon
 
 
 @contextmanager
@@ -360,5 +410,5 @@ def deployment_on_fresh_database(
             "DAGSTER_HOME": str(home),
             "DAGSTER_POSTGRES_URL": url,
         }
-        with running_deployment(env, logs=logs) as ui:
-            yield Deployment(ui=ui, env=env, database_url=url)
+        with _running_services(env, logs=logs) as (ui, daemon):
+            yield Deployment(ui=ui, env=env, database_url=url, daemon=daemon)

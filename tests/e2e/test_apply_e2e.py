@@ -252,14 +252,16 @@ def team_name(team: int) -> str:
     return f"Team {team:02d}"
 
 
-def large_plan_org(definitions: Path) -> dict[str, object]:
-    """A seed whose PagerDuty teams have only their manager, and definitions adding ten responders to each:
-    200 additions, no removal (so no blast radius)."""
+def large_plan_org(
+    definitions: Path, team_count: int = TEAM_COUNT, responders_per_team: int = RESPONDERS_PER_TEAM
+) -> dict[str, object]:
+    """A seed whose PagerDuty teams have only their manager, and definitions adding responders to each
+    (by default ten to each of 20 teams: 200 additions), no removal (so no blast radius)."""
     definitions.mkdir()
     users, teams = [], []
-    for team in range(TEAM_COUNT):
+    for team in range(team_count):
         manager = {"email": f"manager-{team:02d}@example.com", "role": "manager"}
-        responders = [{"email": responder(team, m), "role": "responder"} for m in range(RESPONDERS_PER_TEAM)]
+        responders = [{"email": responder(team, m), "role": "responder"} for m in range(responders_per_team)]
         users += [
             {"name": f"Person {m['email'].split('@')[0]}", "email": m["email"]}
             for m in [manager, *responders]
@@ -275,21 +277,35 @@ def large_plan_org(definitions: Path) -> dict[str, object]:
     return {"pagerduty": {"users": users, "teams": teams}, "slack": {"channels": ["ops-changes"]}}
 
 
-@pytest.fixture
-def large_plan(postgres_server_url: URL, tmp_path: Path) -> Iterator[tuple[Deployment, RunningSandbox]]:
-    """A deployment of its own: 200 additions to plan, nothing approved by policy, a slow PagerDuty."""
-    seed = large_plan_org(tmp_path / "definitions")
-    with running_sandbox(org_from_seed(seed), tokens=TOKENS, latency_ms=SANDBOX_LATENCY_MS) as sandbox:
+@contextmanager
+def large_plan_deployment(
+    server: URL,
+    workdir: Path,
+    logs: Path,
+    team_count: int = TEAM_COUNT,
+    responders_per_team: int = RESPONDERS_PER_TEAM,
+    latency_ms: float = SANDBOX_LATENCY_MS,
+) -> Iterator[tuple[Deployment, RunningSandbox]]:
+    """A deployment of its own on a new database of `server`: additions to plan (see `large_plan_org`),
+    nothing approved by policy, Git the only source, a slow PagerDuty."""
+    seed = large_plan_org(workdir / "definitions", team_count, responders_per_team)
+    with running_sandbox(org_from_seed(seed), tokens=TOKENS, latency_ms=latency_ms) as sandbox:
         environ = apply_environment(
             sandbox,
-            tmp_path,
-            NTHLAYER_DEFINITIONS=str(tmp_path / "definitions"),
+            workdir,
+            NTHLAYER_DEFINITIONS=str(workdir / "definitions"),
             NTHLAYER_PRE_APPROVED_KINDS="",
-            CORTEX_API_URL="",  # Git is the only source
+            CORTEX_API_URL="",
         )
-        home, logs = tmp_path / "dagster_home", ARTIFACTS / "e2e" / "apply-killed"
-        with started_deployment(postgres_server_url, environ, home, logs) as deployment:
+        with started_deployment(server, environ, workdir / "dagster_home", logs) as deployment:
             yield deployment, sandbox
+
+
+@pytest.fixture
+def large_plan(postgres_server_url: URL, tmp_path: Path) -> Iterator[tuple[Deployment, RunningSandbox]]:
+    """200 additions to plan (see `large_plan_deployment`)."""
+    with large_plan_deployment(postgres_server_url, tmp_path, ARTIFACTS / "e2e" / "apply-killed") as planned:
+        yield planned
 
 
 def test_an_apply_killed_mid_run_resumes_on_retry_and_writes_each_change_once(
