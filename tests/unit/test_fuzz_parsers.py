@@ -7,9 +7,11 @@ Provider answers come over real HTTP on loopback from a scripted server, through
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +35,36 @@ from nthlayer_pipelines.resources.pagerduty import (
     error_from_response,
 )
 from nthlayer_pipelines.resources.slack import SlackNotifier
+from tests.reliability import Reliability
 from tests.scripted_server import Reply, ScriptedServer
 
-FUZZ = settings(
+FUZZ_SETTINGS = settings(
     max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+INPUTS_TRIED: Counter[str] = Counter()  # examples run per test, for the README's reliability table
+
+
+def fuzz(test: Callable[..., None]) -> Callable[..., None]:
+    """The settings above, and a count of every example the test runs (through Hypothesis's documented
+    `inner_test` hook)."""
+    inner = test.hypothesis.inner_test  # type: ignore[attr-defined]
+
+    @functools.wraps(inner)
+    def counted(*args: Any, **kwargs: Any) -> None:
+        INPUTS_TRIED[test.__name__] += 1
+        inner(*args, **kwargs)
+
+    test.hypothesis.inner_test = counted  # type: ignore[attr-defined]
+    return FUZZ_SETTINGS(test)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def count_inputs_tried(reliability: Reliability) -> Iterator[None]:
+    yield
+    reliability.count("fuzzing", inputs_tried=sum(INPUTS_TRIED.values()))
+
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
 json_values = st.recursive(
@@ -160,7 +185,7 @@ def test_the_unchanged_document_is_valid(scratch: Path) -> None:
     (scratch / "team.yaml").unlink()
 
 
-@FUZZ
+@fuzz
 @given(data=st.data(), path=st.sampled_from(TYPED_PATHS))
 def test_a_value_of_the_wrong_type_is_refused_at_its_path(scratch: Path, data: st.DataObject, path) -> None:
     value = data.draw(wrong_for(value_at(TEAM, path)))
@@ -171,7 +196,7 @@ def test_a_value_of_the_wrong_type_is_refused_at_its_path(scratch: Path, data: s
     assert any(p.path == where or p.path.startswith(where + ".") for p in error.problems), error.problems
 
 
-@FUZZ
+@fuzz
 @given(path=st.sampled_from(REQUIRED_PATHS))
 def test_a_missing_required_field_is_refused_naming_it(scratch: Path, path) -> None:
     error = refused(scratch, "team.yaml", yaml.safe_dump(removed(TEAM, path)).encode())
@@ -179,7 +204,7 @@ def test_a_missing_required_field_is_refused_naming_it(scratch: Path, path) -> N
     assert f"missing required field '{path[-1]}'" in error.problems[0].message
 
 
-@FUZZ
+@fuzz
 @given(
     parent=st.sampled_from([(), ("metadata",), ("spec",), ("spec", "members", 1), ("spec", "pagerduty")]),
     key=st.text(min_size=1, max_size=12).filter(lambda k: k not in {"description", "prune"}),
@@ -191,25 +216,25 @@ def test_an_unknown_field_is_refused_naming_it(scratch: Path, parent, key: str, 
     assert format_location((*parent, key)) in [p.path for p in error.problems]
 
 
-@FUZZ
+@fuzz
 @given(content=st.binary(max_size=400))
 def test_random_bytes_are_refused(scratch: Path, content: bytes) -> None:
     refused(scratch, "team.yaml", content)
 
 
-@FUZZ
+@fuzz
 @given(tree=json_values)
 def test_any_other_yaml_tree_is_refused(scratch: Path, tree: Any) -> None:
     refused(scratch, "team.yml", yaml.safe_dump(tree).encode())
 
 
-@FUZZ
+@fuzz
 @given(text=st.text(max_size=300))
 def test_any_text_is_refused(scratch: Path, text: str) -> None:
     refused(scratch, "team.yaml", text.encode("utf-8", errors="surrogatepass"))
 
 
-@FUZZ
+@fuzz
 @given(depth=st.integers(33, 600), flow=st.booleans())
 def test_deep_nesting_is_refused_before_it_is_built(scratch: Path, depth: int, flow: bool) -> None:
     content = "[" * depth + "]" * depth if flow else "".join("  " * i + "- \n" for i in range(depth))
@@ -217,7 +242,7 @@ def test_deep_nesting_is_refused_before_it_is_built(scratch: Path, depth: int, f
     assert "deeper than 32 levels" in error.problems[0].message
 
 
-@FUZZ
+@fuzz
 @given(levels=st.integers(3, 12), fanout=st.integers(4, 12))
 def test_an_alias_bomb_is_refused_without_expanding_it(scratch: Path, levels: int, fanout: int) -> None:
     assume(fanout**levels > 100_000)
@@ -228,7 +253,7 @@ def test_an_alias_bomb_is_refused_without_expanding_it(scratch: Path, levels: in
     assert "aliases expand this document to more than 100,000 values" in error.problems[0].message
 
 
-@FUZZ
+@fuzz
 @given(size=st.integers(1_048_577, 1_200_000))
 def test_a_huge_file_is_refused_unread(scratch: Path, size: int) -> None:
     error = refused(scratch, "team.yaml", b"#" * size)
@@ -288,7 +313,7 @@ def pagerduty(server: ScriptedServer, *replies: Reply) -> PagerDutyClient:
     return PagerDutyClient(server.url, "pd-fuzz-token", max_attempts=1)
 
 
-@FUZZ
+@fuzz
 @given(status=st.integers(200, 599), body=json_values | st.binary(max_size=200))
 def test_any_answer_to_a_listing_is_a_pagerduty_error_or_a_parsed_list(
     scripted: ScriptedServer, status: int, body: Any
@@ -304,7 +329,7 @@ def test_any_answer_to_a_listing_is_a_pagerduty_error_or_a_parsed_list(
     assert all(isinstance(u.id, str) and u.email == u.email.lower() for u in users)
 
 
-@FUZZ
+@fuzz
 @given(
     data=st.data(),
     collection=st.sampled_from(sorted(FIELDS)),
@@ -333,7 +358,7 @@ def test_a_broken_field_of_an_item_is_named(
     assert len(parsed) == 1
 
 
-@FUZZ
+@fuzz
 @given(status=st.integers(400, 599), body=json_values | st.binary(max_size=200))
 def test_an_error_answer_becomes_a_pagerduty_error_with_its_status(status: int, body: Any) -> None:
     import httpx
@@ -348,7 +373,7 @@ def test_an_error_answer_becomes_a_pagerduty_error_with_its_status(status: int, 
         assert "PAGERDUTY_API_TOKEN" in str(error)
 
 
-@FUZZ
+@fuzz
 @given(body=st.dictionaries(st.sampled_from(["users", "more", "offset", "total"]), json_values))
 def test_a_page_that_does_not_paginate_is_a_pagerduty_error(body: dict[str, Any]) -> None:
     pager = OffsetPager("/users", "users")
@@ -384,7 +409,7 @@ CORTEX_FIELDS = [
 ]
 
 
-@FUZZ
+@fuzz
 @given(body=json_values | st.binary(max_size=200))
 def test_any_cortex_answer_is_a_source_error_or_teams(body: Any) -> None:
     text = body if isinstance(body, bytes) else json.dumps(body)
@@ -400,7 +425,7 @@ def test_any_cortex_answer_is_a_source_error_or_teams(body: Any) -> None:
     assert len(mapped) <= len(teams)
 
 
-@FUZZ
+@fuzz
 @given(data=st.data(), path=st.sampled_from(CORTEX_FIELDS), delete=st.booleans())
 def test_a_broken_cortex_field_is_named(data: st.DataObject, path, delete: bool) -> None:
     if delete:
@@ -420,7 +445,7 @@ def test_a_broken_cortex_field_is_named(data: st.DataObject, path, delete: bool)
     )
 
 
-@FUZZ
+@fuzz
 @given(status=st.integers(200, 599), body=json_values | st.binary(max_size=200))
 def test_any_answer_over_http_is_a_source_error_or_teams(
     scripted: ScriptedServer, status: int, body: Any
@@ -438,7 +463,7 @@ def test_any_answer_over_http_is_a_source_error_or_teams(
 # ---- Slack's answers ------------------------------------------------------------------------------------
 
 
-@FUZZ
+@fuzz
 @given(status=st.integers(200, 599), body=json_values | st.binary(max_size=200))
 def test_no_slack_answer_raises_out_of_an_announcement(
     scripted: ScriptedServer, status: int, body: Any
@@ -475,7 +500,7 @@ def assert_refused_before_any_run(job: dg.JobDefinition, run_config: dict[str, A
     return str(raised.value)
 
 
-@FUZZ
+@fuzz
 @given(data=st.data(), field=st.sampled_from(sorted(APPROVE_FIELDS)))
 def test_approve_plan_refuses_a_value_of_the_wrong_type_before_running(
     jobs: dg.Definitions, data: st.DataObject, field: str
@@ -489,7 +514,7 @@ def test_approve_plan_refuses_a_value_of_the_wrong_type_before_running(
     assert field in message
 
 
-@FUZZ
+@fuzz
 @given(teams=json_values.filter(lambda v: not (isinstance(v, list) and all(isinstance(t, str) for t in v))))
 def test_refresh_refuses_a_scope_that_is_not_a_list_of_slugs(jobs: dg.Definitions, teams: Any) -> None:
     assume(teams is not None)  # null is the default: every team
