@@ -210,3 +210,16 @@ def postgres_url() -> Iterator[str]:
         failure = str(error)  # reported outside the handler, so the message is shown once
     if failure:
         pytest.fail(failure, pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def restartable_postgres() -> Iterator[PrivateServer]:
+    """A private, crash-safe server of the module's own, which its tests may restart."""
+    failure = None
+    try:
+        with private_server(crash_safe=True) as server:
+            yield server
+    except PostgresUnavailable as error:
+        failure = str(error)  # reported outside the handler, so the message is shown once
+    if failure:
+        pytest.fail(failure, pytrace=False)

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Plan, Role
 from nthlayer_pipelines.resources.ledger import Ledger
-from tests.postgres import PostgresUnavailable, PrivateServer, fresh_database, private_server, render
+from tests.postgres import (
+    PrivateServer,
+    fresh_database,
+    render,
+    restartable_postgres,  # noqa: F401 (a fixture)
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -40,19 +44,10 @@ def additions(count: int) -> Plan:
     return Plan(id=Plan.make_id(changes), changes=changes)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PrivateServer]:
-    failure = None
-    try:
-        with private_server(crash_safe=True) as started:
-            yield started
-    except PostgresUnavailable as error:
-        failure = str(error)
-    if failure:
-        pytest.fail(failure, pytrace=False)
-
-
-def test_the_intent_log_is_written_through_postgres_restarts_and_loses_no_row(server: PrivateServer) -> None:
+def test_the_intent_log_is_written_through_postgres_restarts_and_loses_no_row(
+    restartable_postgres: PrivateServer,  # noqa: F811 (the fixture imported above)
+) -> None:
+    server = restartable_postgres
     plan = additions(CHANGE_COUNT)
     with fresh_database(server.url, prefix="nthlayer_restart") as database:
         ledger = Ledger(render(database))
