@@ -48,6 +48,7 @@ from tests.e2e.deployment import (
     deployment_on_fresh_database,
     wait_until,
 )
+from tests.reliability import Reliability
 from tests.support import ARTIFACTS, EXAMPLE_DEFINITIONS, EXPECTED_EXAMPLE_CHANGES, pipeline_environment
 
 pytestmark = pytest.mark.postgres
@@ -309,7 +310,7 @@ def large_plan(postgres_server_url: URL, tmp_path: Path) -> Iterator[tuple[Deplo
 
 
 def test_an_apply_killed_mid_run_resumes_on_retry_and_writes_each_change_once(
-    large_plan: tuple[Deployment, RunningSandbox],
+    large_plan: tuple[Deployment, RunningSandbox], reliability: Reliability
 ) -> None:
     deployment, sandbox = large_plan
     ui = deployment.ui
@@ -377,13 +378,23 @@ def test_an_apply_killed_mid_run_resumes_on_retry_and_writes_each_change_once(
     finally:
         ledger.dispose()
 
+    # The sandbox's request log: every membership written once, none twice, across the kill and the retry.
     team_ids, user_ids = pagerduty_ids(sandbox)
-    assert pagerduty_writes(sandbox) == Counter(
+    writes = pagerduty_writes(sandbox)
+    assert writes == Counter(
         {
             ("PUT", f"/pagerduty/teams/{team_ids[team_name(t)]}/users/{user_ids[responder(t, m)]}"): 1
             for t in range(TEAM_COUNT)
             for m in range(RESPONDERS_PER_TEAM)
         }
+    )
+    reliability.count_faults("worker_kill_mid_apply", {"run_worker_kill_9": 1})
+    reliability.count(
+        "worker_kill_mid_apply",
+        crashes_survived=1,
+        changes_applied=len(plan.changes),
+        duplicate_writes=sum(n - 1 for n in writes.values()),
+        lost_changes=len(plan.changes) - sum(outcomes.values()),
     )
     held = pagerduty_members(sandbox)
     for team in range(TEAM_COUNT):
