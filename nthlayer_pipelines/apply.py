@@ -4,6 +4,7 @@ For each approved change not yet done in the intent log, in plan order: mark it 
 entity, decide with `reconcile.outcome.decide` (skip what converged, leave what moved under the plan),
 write, and record the outcome with what it cost. Then re-read every team written to until each applied
 change shows (read-after-write lag), and report what did not. One bad change never stops the others.
+The whole apply holds the ledger's apply lock: two applies never carry out changes at the same time.
 
 No Dagster here: the apply job, the CLI and the tests call `apply_approval` with a client and a ledger.
 """

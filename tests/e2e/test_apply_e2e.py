@@ -171,6 +171,28 @@ def pagerduty_writes(sandbox: RunningSandbox) -> Counter[tuple[str, str]]:
     return Counter((r["method"], r["path"]) for r in sandbox.requests("pagerduty") if r["method"] != "GET")
 
 
+def count_crash(
+    reliability: Reliability,
+    scenario: str,
+    fault: str,
+    approved: int,
+    writes: Counter[tuple[str, str]],
+    logged: int,
+    **figures: int,
+) -> None:
+    """One crash survived, for the reliability table: the approved changes, writes that took effect more
+    than once, and approved changes missing from the intent log."""
+    reliability.count_faults(scenario, {fault: 1})
+    reliability.count(
+        scenario,
+        crashes_survived=1,
+        changes_applied=approved,
+        duplicate_writes=sum(n - 1 for n in writes.values()),
+        lost_changes=approved - logged,
+        **figures,
+    )
+
+
 def requests_during(sandbox: RunningSandbox, provider: str, run: RunView) -> list[dict[str, object]]:
     assert run.start_time is not None and run.end_time is not None
     return [
@@ -388,13 +410,13 @@ def test_an_apply_killed_mid_run_resumes_on_retry_and_writes_each_change_once(
             for m in range(RESPONDERS_PER_TEAM)
         }
     )
-    reliability.count_faults("worker_kill_mid_apply", {"run_worker_kill_9": 1})
-    reliability.count(
+    count_crash(
+        reliability,
         "worker_kill_mid_apply",
-        crashes_survived=1,
-        changes_applied=len(plan.changes),
-        duplicate_writes=sum(n - 1 for n in writes.values()),
-        lost_changes=len(plan.changes) - sum(outcomes.values()),
+        "run_worker_kill_9",
+        len(plan.changes),
+        writes,
+        sum(outcomes.values()),
     )
     held = pagerduty_members(sandbox)
     for team in range(TEAM_COUNT):

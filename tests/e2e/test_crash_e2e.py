@@ -25,6 +25,7 @@ from nthlayer_pipelines.sandbox import RunningSandbox
 from tests.e2e.deployment import Deployment, wait_until
 from tests.e2e.test_apply_e2e import (
     GATE_SENSOR,
+    count_crash,
     large_plan_deployment,
     ledger_plan_rows,
     pagerduty_ids,
@@ -78,26 +79,6 @@ def every_addition(sandbox: RunningSandbox, teams: range) -> set[tuple[str, str]
         for t in teams
         for m in range(RESPONDERS_PER_TEAM)
     }
-
-
-def count_crash(
-    reliability: Reliability,
-    scenario: str,
-    approved: int,
-    writes: Counter[tuple[str, str]],
-    logged: int,
-    ticks_during_apply: int,
-) -> None:
-    """One daemon kill survived: the approved changes, writes sent twice, changes missing from the log."""
-    reliability.count_faults(scenario, {"daemon_kill_9": 1})
-    reliability.count(
-        scenario,
-        crashes_survived=1,
-        changes_applied=approved,
-        duplicate_writes=sum(n - 1 for n in writes.values()),
-        lost_changes=approved - logged,
-        sensor_ticks_during_apply=ticks_during_apply,
-    )
 
 
 def advisory_lock_waiters(engine: sa.Engine) -> int:
@@ -164,7 +145,15 @@ def test_the_daemon_killed_mid_tick_and_restarted_applies_the_approval_once(
     assert outcomes == dict.fromkeys(first_half, ChangeStatus.APPLIED)
     writes = membership_writes(sandbox)
     assert writes == Counter(dict.fromkeys(every_addition(sandbox, range(half)), 1))
-    count_crash(reliability, "daemon_kill_mid_tick", len(first_half), writes, len(outcomes), len(during))
+    count_crash(
+        reliability,
+        "daemon_kill_mid_tick",
+        "daemon_kill_9",
+        len(first_half),
+        writes,
+        len(outcomes),
+        sensor_ticks_during_apply=len(during),
+    )
 
 
 def test_the_daemon_killed_just_after_launching_an_apply_leaves_one_run(
@@ -198,5 +187,11 @@ def test_the_daemon_killed_just_after_launching_an_apply_leaves_one_run(
     ticks_during = [t for t in ui.sensor_ticks(GATE_SENSOR) if run.start_time <= t.timestamp <= run.end_time]
     outcomes = ledger.outcomes(plan.id)
     count_crash(
-        reliability, "daemon_kill_after_launch", len(plan.changes), writes, len(outcomes), len(ticks_during)
+        reliability,
+        "daemon_kill_after_launch",
+        "daemon_kill_9",
+        len(plan.changes),
+        writes,
+        len(outcomes),
+        sensor_ticks_during_apply=len(ticks_during),
     )

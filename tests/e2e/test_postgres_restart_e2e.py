@@ -16,7 +16,13 @@ import pytest
 from nthlayer_pipelines.model import ChangeStatus
 from nthlayer_pipelines.resources.ledger import Ledger
 from tests.e2e.deployment import DagsterUi, wait_until
-from tests.e2e.test_apply_e2e import large_plan_deployment, pagerduty_ids, responder, team_name
+from tests.e2e.test_apply_e2e import (
+    count_crash,
+    large_plan_deployment,
+    pagerduty_ids,
+    responder,
+    team_name,
+)
 from tests.postgres import PrivateServer, restartable_postgres  # noqa: F401 (a fixture)
 from tests.reliability import Reliability
 from tests.support import ARTIFACTS
@@ -87,11 +93,11 @@ def test_a_postgres_restart_mid_apply_converges_with_no_duplicate_write_and_no_l
                 for m in range(RESPONDERS_PER_TEAM)
             }
         )
-        reliability.count_faults("postgres_restart_mid_apply", {"postgres_restart_immediate": 1})
-        reliability.count(
+        count_crash(
+            reliability,
             "postgres_restart_mid_apply",
-            crashes_survived=1,
-            changes_applied=len(plan.changes),
-            duplicate_writes=sum(n - 1 for n in writes.values()),
-            lost_changes=len(plan.changes) - len(outcomes),
+            "postgres_restart_immediate",
+            len(plan.changes),
+            writes,
+            len(outcomes),
         )

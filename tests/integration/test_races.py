@@ -34,6 +34,7 @@ from tests.integration.test_apply_engine import (
     plan_and_verdict,
     record_git_plan,
 )
+from tests.reliability import Reliability
 from tests.support import EXAMPLE_DEFINITIONS, EXAMPLE_SEED
 
 pytestmark = pytest.mark.postgres
@@ -99,6 +100,19 @@ def at_once(*calls: Callable[[], T]) -> list[T]:
     return results  # type: ignore[return-value]
 
 
+def count_race(
+    reliability: Reliability, scenario: str, approved: int, sandbox: RunningSandbox, logged: int
+) -> None:
+    """For the reliability table: approved changes, writes that took effect twice, changes not logged."""
+    writes = landed_writes(sandbox)
+    reliability.count(
+        scenario,
+        changes_approved=approved,
+        duplicate_writes=sum(n - 1 for n in writes.values()),
+        lost_changes=approved - logged,
+    )
+
+
 def applying(
     ledger_url: str, sandbox: RunningSandbox, approval: Approval, run_id: str
 ) -> Callable[[], ApplyReport]:
@@ -117,7 +131,9 @@ def applying(
     return apply
 
 
-def test_two_refreshes_seeing_one_plan_at_once_pre_approve_it_once(ledger_url: str) -> None:
+def test_two_refreshes_seeing_one_plan_at_once_pre_approve_it_once(
+    ledger_url: str, reliability: Reliability
+) -> None:
     """The policy's part of two refreshes that finish together, round after round."""
     refreshes = [Ledger(ledger_url), Ledger(ledger_url)]
     ledger = Ledger(ledger_url)
@@ -131,12 +147,13 @@ def test_two_refreshes_seeing_one_plan_at_once_pre_approve_it_once(ledger_url: s
         approved = at_once(*(lambda store=store: refresh(store) for store in refreshes))
         assert sum(a is not None for a in approved) == 1, f"round {round_}: {approved}"
         assert len(ledger.approvals_after(0)) == round_ + 1
+    reliability.count("race_two_refreshes_policy", rounds=POLICY_ROUNDS, duplicate_approvals=0)
     for store in [*refreshes, ledger]:
         store.dispose()
 
 
 def test_two_approvals_of_one_plan_at_once_are_both_recorded_and_each_change_is_written_once(
-    ledger_url: str, slow_sandbox: RunningSandbox
+    ledger_url: str, slow_sandbox: RunningSandbox, reliability: Reliability
 ) -> None:
     ledger = Ledger(ledger_url)
     with client_of(slow_sandbox) as client:
@@ -161,11 +178,12 @@ def test_two_approvals_of_one_plan_at_once_are_both_recorded_and_each_change_is_
     assert sorted(r.counts["applied"] for r in reports) == [0, len(plan.changes)]
     outcomes = ledger.outcomes(plan.id)
     assert [(o.status, o.attempts) for o in outcomes] == [(ChangeStatus.APPLIED, 1)] * len(plan.changes)
+    count_race(reliability, "race_two_approvals_one_plan", len(plan.changes), slow_sandbox, len(outcomes))
     ledger.dispose()
 
 
 def test_a_plan_superseded_after_its_approval_applies_only_what_is_still_needed(
-    ledger_url: str, slow_sandbox: RunningSandbox
+    ledger_url: str, slow_sandbox: RunningSandbox, reliability: Reliability
 ) -> None:
     ledger = Ledger(ledger_url)
     client = client_of(slow_sandbox)
@@ -201,7 +219,6 @@ def test_a_plan_superseded_after_its_approval_applies_only_what_is_still_needed(
     assert by_email["bob@example.com"].status is ChangeStatus.STALE
     assert by_email["bob@example.com"].detail == "now a member as manager; the plan expected observer"
     terminal = [o for p in (old_plan, new_plan) for o in ledger.outcomes(p.id) if o.status.terminal]
-    assert len(terminal) == len(old_plan.changes) + len(policy_changes)
     base = "/pagerduty/teams"
     search = slow_sandbox.state.pagerduty.team_by_name("Search").id
     assert landed_writes(slow_sandbox) == Counter(
@@ -212,6 +229,9 @@ def test_a_plan_superseded_after_its_approval_applies_only_what_is_still_needed(
             ("DELETE", f"{base}/{i['Payments']}/users/{i['mallory']}"): 1,
         }
     )
+    approved = len(old_plan.changes) + len(policy_changes)
+    assert len(terminal) == approved
+    count_race(reliability, "race_plan_superseded", approved, slow_sandbox, len(terminal))
     # bob's role stays as the person set it, until someone approves a plan that changes it.
     assert slow_sandbox.state.pagerduty.memberships[i["Payments"]][i["bob"]] == "manager"
     client.close()
