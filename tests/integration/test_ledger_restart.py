@@ -18,6 +18,7 @@ from tests.postgres import (
     render,
     restartable_postgres,  # noqa: F401 (a fixture)
 )
+from tests.reliability import Reliability
 
 pytestmark = pytest.mark.postgres
 
@@ -46,6 +47,7 @@ def additions(count: int) -> Plan:
 
 def test_the_intent_log_is_written_through_postgres_restarts_and_loses_no_row(
     restartable_postgres: PrivateServer,  # noqa: F811 (the fixture imported above)
+    reliability: Reliability,
 ) -> None:
     server = restartable_postgres
     plan = additions(CHANGE_COUNT)
@@ -90,4 +92,12 @@ def test_the_intent_log_is_written_through_postgres_restarts_and_loses_no_row(
         assert {o.status for o in outcomes} == {ChangeStatus.APPLIED}
         # A statement cut off by the restart is tried again; at most one per restart counts twice.
         assert sum(o.attempts for o in outcomes) <= CHANGE_COUNT + restarts
+        scenario = "postgres_restarts_under_the_intent_log"
+        reliability.count_faults(scenario, {"postgres_restart_immediate": restarts})
+        reliability.count(
+            scenario,
+            crashes_survived=restarts,
+            ledger_rows_written=len(written),
+            lost_ledger_rows=len(written) - len(outcomes),
+        )
         ledger.dispose()
