@@ -283,7 +283,10 @@ class _ApplyRun:
             # No answer to the POST: it may have been applied. Look before anyone creates it again.
             found = self.client.find_team_by_name(change.team_name)
             if found is None:
-                return ApplyRow(change, ChangeStatus.FAILED, "the team was not created", str(error))
+                # Not seen yet is not proof it was never made: a fresh team can read as missing for a
+                # moment. Fail honestly; the next refresh finds it if it exists, else plans it again.
+                detail = "no answer to the create and no team of that name yet; the next refresh tells"
+                return ApplyRow(change, ChangeStatus.FAILED, detail, str(error))
             created, detail = found, f"created {found.id} (the answer was lost; found by name)"
         self._team_ids[change.team] = created.id
         self.touched.add(created.id)

@@ -38,6 +38,7 @@ from tests.e2e.deployment import (
     wait_until,
 )
 from tests.postgres import free_port
+from tests.reliability import Reliability
 from tests.support import ARTIFACTS, EXAMPLE_SEED, REPO, pipeline_environment
 
 pytestmark = pytest.mark.postgres
@@ -220,7 +221,7 @@ def cli_output(environ: dict[str, str], *args: str) -> str:
 
 
 def test_no_token_reaches_any_place_a_person_or_a_log_can_read(
-    deployment: Deployment, canary_sandbox: RunningSandbox
+    deployment: Deployment, canary_sandbox: RunningSandbox, reliability: Reliability
 ) -> None:
     run_ids = run_everything(deployment, canary_sandbox)
     assert len(run_ids) >= 6  # refresh, apply, refresh after, approve, apply, refresh after, refused refresh
@@ -266,19 +267,13 @@ def test_no_token_reaches_any_place_a_person_or_a_log_can_read(
         for provider in hits(text)
     ]
     searched = sum(len(text) for texts in places.values() for text in texts.values())
+    reliability.count(
+        "token_leaks",
+        places_searched=sum(len(texts) for texts in places.values()),
+        characters_searched=searched,
+        token_leaks=len(leaks),
+    )
     assert leaks == [], f"tokens found in {len(leaks)} places of {searched:,} characters searched"
-    record_figure("token_leak_places_searched", sum(len(texts) for texts in places.values()))
-    record_figure("token_leak_characters_searched", searched)
-    record_figure("token_leaks", 0)
-
-
-def record_figure(name: str, value: int) -> None:
-    """A figure for the README's reliability table, kept beside the run's other test artifacts."""
-    path = ARTIFACTS / "reliability" / "secrets.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figures = json.loads(path.read_text()) if path.exists() else {}
-    figures[name] = value
-    path.write_text(json.dumps(figures, indent=2, sort_keys=True))
 
 
 # ---- the viewer everyone else uses -------------------------------------------------------------------
