@@ -240,7 +240,7 @@ def pagerduty_snapshot(
         store.dispose()
     state = refresh.state
     context.log.info(
-        "%s refresh (%s): %d calls, %d audit records, members of %d teams read",
+        "%s refresh (%s): %d API calls, %d audit records, %d teams' members read",
         refresh.decision.mode.value,
         refresh.decision.reason,
         refresh.total_api_calls,
