@@ -78,14 +78,12 @@ def _checked_approver(approver: str) -> str:
 
 def _record(action: Callable[[Ledger], Approval]) -> None:
     """Run a ledger action; a refusal is a clear message and exit 1, never a traceback."""
-    ledger = _open_ledger()
-    try:
-        approval = action(ledger)
-    except LedgerError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(EXIT_ERROR)
-    finally:
-        ledger.dispose()
+    with _open_ledger() as ledger:
+        try:
+            approval = action(ledger)
+        except LedgerError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_ERROR)
     click.echo(
         f"{approval.decision} {approval.plan_id} as {approval.id} by {approval.approver} "
         f"({len(approval.change_ids)} change(s))"
@@ -138,11 +136,8 @@ def retry(plan_id: str, approver: str) -> None:
 @click.option("--since", type=click.DateTime(), help="Only changes recorded at or after this time (UTC).")
 def audit(team: str | None, since: datetime | None) -> None:
     """List the changes applied (and skipped, stale, blocked, failed) from the ledger, newest first."""
-    ledger = _open_ledger()
-    try:
+    with _open_ledger() as ledger:
         rows = ledger.audit(team=team, since=since.replace(tzinfo=UTC) if since else None)
-    finally:
-        ledger.dispose()
     if not rows:
         click.echo("no recorded changes")
         return

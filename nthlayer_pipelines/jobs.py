@@ -1,5 +1,8 @@
 """Jobs: the read-only refresh and nightly audit; approving, rejecting and applying a plan."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 from pydantic import Field
 
@@ -59,8 +62,13 @@ class ApplyConfig(dg.Config):
     approval_id: str = Field(description="The approval whose changes to apply (the sensor sets it).")
 
 
-def _ledger_failure(error: LedgerError) -> dg.Failure:
-    return dg.Failure(description=str(error), allow_retries=False)
+@contextmanager
+def _ledger_refusal_fails_the_op() -> Iterator[None]:
+    """The ledger's refusal (unknown plan, not the latest, rejected, ...) fails the op with its reason."""
+    try:
+        yield
+    except LedgerError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
 
 
 def _checked_approver(context: dg.OpExecutionContext, approvers: Approvers, approver: str) -> str:
@@ -86,8 +94,7 @@ def approve(
     approvers: dg.ResourceParam[Approvers],
 ) -> dg.Output[str]:
     approver = _checked_approver(context, approvers, config.approver)
-    store = ledger.open()
-    try:
+    with ledger.open() as store, _ledger_refusal_fails_the_op():
         approval = store.approve(
             config.plan_id,
             approver=approver,
@@ -95,10 +102,6 @@ def approve(
             change_ids=config.change_ids or None,
             allow_blast_radius=config.allow_blast_radius,
         )
-    except LedgerError as error:
-        raise _ledger_failure(error) from error
-    finally:
-        store.dispose()
     context.log.info("approval %s of plan %s by %s", approval.id, approval.plan_id, approval.approver)
     return dg.Output(
         approval.id,
@@ -121,13 +124,8 @@ def reject(
     approvers: dg.ResourceParam[Approvers],
 ) -> dg.Output[str]:
     approver = _checked_approver(context, approvers, config.approver)
-    store = ledger.open()
-    try:
+    with ledger.open() as store, _ledger_refusal_fails_the_op():
         rejection = store.reject(config.plan_id, approver=approver, comment=config.comment)
-    except LedgerError as error:
-        raise _ledger_failure(error) from error
-    finally:
-        store.dispose()
     context.log.info("plan %s rejected by %s", rejection.plan_id, rejection.approver)
     return dg.Output(
         rejection.id,
@@ -156,8 +154,7 @@ def apply_changes(
     slack: SlackNotifier,
     approvers: dg.ResourceParam[Approvers],
 ) -> dg.Output[dict[str, int]]:
-    store = ledger.open()
-    try:
+    with ledger.open() as store:
         approval = store.get_approval(config.approval_id)
         if approval is None:
             raise dg.Failure(f"approval {config.approval_id} is not in the ledger", allow_retries=False)
@@ -174,8 +171,6 @@ def apply_changes(
                 )
             except ApplyRefused as error:
                 raise dg.Failure(str(error), allow_retries=False) from error
-    finally:
-        store.dispose()
     metadata = {
         **report.summary(),
         "plan_id": approval.plan_id,

@@ -12,11 +12,8 @@ DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 
 def approved_plans(context: dg.SensorEvaluationContext, ledger: LedgerResource) -> dg.SensorResult:
     cursor = int(context.cursor or 0)
-    store = ledger.open()
-    try:
+    with ledger.open() as store:
         approvals = store.approvals_after(cursor)
-    finally:
-        store.dispose()
     if not approvals:
         return dg.SensorResult(skip_reason=dg.SkipReason("no new approval waits to be applied"))
     requests = [

@@ -225,19 +225,15 @@ def pagerduty_snapshot(
     context: dg.AssetExecutionContext, pagerduty: PagerDutyResource, ledger: LedgerResource
 ) -> Iterator[dg.Output[pd.DataFrame]]:
     nightly = context.run.tags.get(AUDIT_MODE_TAG[0]) == AUDIT_MODE_TAG[1]
-    store = ledger.open()
-    try:
-        with pagerduty.client() as client:
-            refresh = refresh_pagerduty(
-                client,
-                store,
-                api_token=pagerduty.api_token,
-                policy=pagerduty.refresh_policy(),
-                nightly=nightly,
-            )
-            concurrency = client.max_concurrency
-    finally:
-        store.dispose()
+    with ledger.open() as store, pagerduty.client() as client:
+        refresh = refresh_pagerduty(
+            client,
+            store,
+            api_token=pagerduty.api_token,
+            policy=pagerduty.refresh_policy(),
+            nightly=nightly,
+        )
+        concurrency = client.max_concurrency
     state = refresh.state
     context.log.info(
         "%s refresh (%s): %d API calls, %d audit records, %d teams' members read",

@@ -72,8 +72,7 @@ def change_plan(
     plan = build_plan(divergences, desired_state)
     verdict = assess_blast_radius(plan, team_sizes(pagerduty_memberships), reconcile.blast_radius_limits())
     pre_approved = pre_approved_changes(plan, reconcile.approval_policy())
-    store = ledger.open()
-    try:
+    with ledger.open() as store:
         is_new = store.record_plan(plan, run_id=context.run_id, blast_radius=verdict)
         policy_approval = None
         if pre_approved and not verdict.exceeded:
@@ -83,8 +82,6 @@ def change_plan(
                 change_ids=[c.id for c in pre_approved],
                 comment=f"pre-approved kinds: {reconcile.pre_approved_kinds}",
             )
-    finally:
-        store.dispose()
     context.log.info("plan %s: %d changes, %d findings", plan.id, len(plan.changes), len(plan.findings))
     for reason in verdict.reasons:
         context.log.warning("blast radius: %s", reason)

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import dagster as dg
 import pandas as pd
@@ -670,6 +670,12 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc_info: object) -> None:
+        self.dispose()
 
 
 # ---- SQLite transactions --------------------------------------------------------------------------------
