@@ -14,19 +14,19 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from bench.sandbox_process import BENCH_TOKEN, SandboxProcess, sandbox_process
+from nthlayer_pipelines.processes import start_group, stop_group
 from nthlayer_pipelines.sandbox import DEFAULT_CORTEX_TOKEN, DEFAULT_SLACK_TOKEN
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,25 +79,13 @@ def _daemon(env: Mapping[str, str], log: Path) -> Iterator[None]:
     if migrate.returncode != 0:
         raise RuntimeError(f"dagster instance migrate failed:\n{migrate.stderr.decode()[-2000:]}")
     with log.open("ab") as output:
-        daemon = subprocess.Popen(
-            [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=REPO,
-            env=dict(env),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        daemon = start_group(
+            [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, cwd=REPO, output=output
         )
     try:
         yield
     finally:
-        with suppress(ProcessLookupError):
-            os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        stop_group(daemon, timeout_seconds=20)
 
 
 def _launch(job: str, env: Mapping[str, str]) -> None:

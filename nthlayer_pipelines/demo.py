@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from nthlayer_pipelines.processes import start_group, stop_group
+
 INSTANCE_YAML = """\
 # The embedded default: SQLite storage under DAGSTER_HOME. deploy/dagster.yaml is the Postgres one.
 telemetry:
@@ -44,11 +46,6 @@ def demo_environment(sandbox_url: str, dagster_home: Path) -> dict[str, str]:
     return environ
 
 
-def _spawn(args: list[str], environ: dict[str, str]) -> subprocess.Popen[bytes]:
-    # Default signal handling restored: a child that inherits ignored SIGINT/SIGTERM outlives a kill.
-    return subprocess.Popen(args, env=environ, restore_signals=True, start_new_session=True)
-
-
 def _wait_for(url: str, *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -59,17 +56,6 @@ def _wait_for(url: str, *, timeout: float, what: str) -> None:
             pass
         time.sleep(0.3)
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f} s")
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def run_demo(*, webserver_port: int, sandbox_port: int, seed: str) -> int:
@@ -88,7 +74,7 @@ def run_demo(*, webserver_port: int, sandbox_port: int, seed: str) -> int:
     signal.signal(signal.SIGTERM, stop_on_signal)
     try:
         processes.append(
-            _spawn(
+            start_group(
                 [str(bin_dir / "nthlayer"), "sandbox", "--seed", seed, "--port", str(sandbox_port)], environ
             )
         )
@@ -108,7 +94,7 @@ def run_demo(*, webserver_port: int, sandbox_port: int, seed: str) -> int:
             check=True,
         )
         processes.append(
-            _spawn(
+            start_group(
                 [
                     str(bin_dir / "dagster-webserver"),
                     "-h",
@@ -121,7 +107,9 @@ def run_demo(*, webserver_port: int, sandbox_port: int, seed: str) -> int:
                 environ,
             )
         )
-        processes.append(_spawn([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], environ))
+        processes.append(
+            start_group([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], environ)
+        )
         _wait_for(f"http://127.0.0.1:{webserver_port}/server_info", timeout=120, what="the Dagster webserver")
         print(
             f"\nnthlayer demo is up:\n"
@@ -142,4 +130,5 @@ def run_demo(*, webserver_port: int, sandbox_port: int, seed: str) -> int:
         print(f"demo failed: {error}", file=sys.stderr)
         return 1
     finally:
-        _stop(processes)
+        for process in reversed(processes):
+            stop_group(process)

@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 import httpx
 from sqlalchemy.engine import URL
 
+from nthlayer_pipelines.processes import STOP_TIMEOUT_SECONDS, start_group, stop_group
 from tests.postgres import free_port, fresh_database, render
 from tests.support import REPO
 
 LOCATION = "nthlayer_pipelines"
 REPOSITORY = "__repository__"  # the one repository of a Definitions object
 STARTUP_TIMEOUT_SECONDS = 120
-STOP_TIMEOUT_SECONDS = 15
 RUN_TIMEOUT_SECONDS = 90
 FINISHED_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 
@@ -232,21 +232,10 @@ class DagsterUi:
 
 
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """The command in a process group of its own with default signal handling, its output appended to log.
-
-    A group, so stopping it stops its children too (code servers, run workers); restored signal handling,
-    so SIGTERM works even when the test runner was started with signals ignored.
-    """
+    """The command in a process group of its own (stopped with its code servers and run workers), its
+    output appended to log."""
     with log.open("ab") as out:
-        return subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            restore_signals=True,
-            start_new_session=True,
-        )
+        return start_group(command, env, cwd=REPO, output=out)
 
 
 @contextmanager
@@ -257,7 +246,7 @@ def _process(command: list[str], env: dict[str, str], log: Path) -> Iterator[sub
     try:
         yield process
     finally:
-        _stop_group(process)
+        stop_group(process)
 
 
 @dataclass
@@ -285,23 +274,10 @@ class Daemon:
 
     def stop(self) -> None:
         """Stop the daemon and whatever its killed predecessors left behind."""
-        _stop_group(self.process)
+        stop_group(self.process)
         for group in self.killed_groups:
             with suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the group, then SIGKILL to whatever of it is left: the leader or children it left behind."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    with suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=STOP_TIMEOUT_SECONDS)
 
 
 def _tail(log: Path, lines: int = 40) -> str:
