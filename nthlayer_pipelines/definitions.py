@@ -26,8 +26,13 @@ from nthlayer_pipelines.jobs import (
 )
 from nthlayer_pipelines.resources.cortex import CortexResource
 from nthlayer_pipelines.resources.ledger import LedgerResource
-from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
-from nthlayer_pipelines.resources.settings import Approvers, DefinitionsRepository, ReconcileSettings
+from nthlayer_pipelines.resources.pagerduty import DEFAULT_API_URL, PagerDutyResource
+from nthlayer_pipelines.resources.settings import (
+    DEFAULT_DEFINITIONS,
+    Approvers,
+    DefinitionsRepository,
+    ReconcileSettings,
+)
 from nthlayer_pipelines.resources.slack import SLACK_PUBLIC_API, SlackNotifier
 from nthlayer_pipelines.schedules import DEFAULT_AUDIT_CRON, DEFAULT_REFRESH_CRON, build_schedules
 from nthlayer_pipelines.sensors import (
@@ -36,9 +41,6 @@ from nthlayer_pipelines.sensors import (
     build_approved_plans_sensor,
     build_refresh_after_apply_sensor,
 )
-
-PAGERDUTY_PUBLIC_API = "https://api.pagerduty.com"
-DEFAULT_DEFINITIONS = "examples/org"
 
 ASSETS = [
     git_definitions,
@@ -58,7 +60,7 @@ def _env_or(environ: Mapping[str, str], name: str, default: str) -> str | dg.Env
 def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, dg.ConfigurableResource]:
     return {
         "pagerduty": PagerDutyResource(
-            api_url=_env_or(environ, "PAGERDUTY_API_URL", PAGERDUTY_PUBLIC_API),
+            api_url=_env_or(environ, "PAGERDUTY_API_URL", DEFAULT_API_URL),
             api_token=dg.EnvVar("PAGERDUTY_API_TOKEN"),
             full_refresh_every_hours=float(environ.get("NTHLAYER_FULL_REFRESH_EVERY_HOURS", "24")),
             timeout_seconds=float(environ.get("NTHLAYER_PAGERDUTY_TIMEOUT_SECONDS", "30")),

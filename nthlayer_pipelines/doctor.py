@@ -22,9 +22,6 @@ from sqlalchemy.engine import make_url
 
 from nthlayer_pipelines.model import SourceError
 
-PAGERDUTY_PUBLIC_API = "https://api.pagerduty.com"
-SLACK_PUBLIC_API = "https://slack.com/api/"
-DEFAULT_DEFINITIONS = "examples/org"
 DAEMON_MAX_AGE_SECONDS = 60.0  # the daemon beats every 30 s: two missed beats is down or stuck
 TIMEOUT_SECONDS = 10.0
 SECRET_VARIABLES = ("PAGERDUTY_API_TOKEN", "CORTEX_API_TOKEN", "SLACK_BOT_TOKEN")
@@ -173,6 +170,7 @@ def _reason(error: BaseException) -> str:
 
 def check_pagerduty(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) -> CheckResult:
     from nthlayer_pipelines.resources.pagerduty import (
+        DEFAULT_API_URL,
         TOKEN_ENV_VAR,
         PagerDutyError,
         error_from_response,
@@ -183,7 +181,7 @@ def check_pagerduty(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS
     token = environ.get(TOKEN_ENV_VAR, "").strip()
     if not token:
         return CheckResult("pagerduty", Status.FAIL, f"{TOKEN_ENV_VAR} is not set: every refresh needs it")
-    url = (environ.get("PAGERDUTY_API_URL") or PAGERDUTY_PUBLIC_API).rstrip("/")
+    url = (environ.get("PAGERDUTY_API_URL") or DEFAULT_API_URL).rstrip("/")
     try:
         with httpx.Client(base_url=url, headers=request_headers(token), timeout=timeout) as http:
             response = http.get("/users", params={"limit": 1})
@@ -224,6 +222,8 @@ def check_slack(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) ->
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError, SlackClientError
 
+    from nthlayer_pipelines.resources.slack import SLACK_PUBLIC_API
+
     token = environ.get("SLACK_BOT_TOKEN", "").strip()
     channel = environ.get("NTHLAYER_SLACK_CHANNEL", "").strip()
     if not token:
@@ -256,6 +256,7 @@ def check_slack(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) ->
 
 def check_definitions(environ: Mapping[str, str]) -> CheckResult:
     from nthlayer_pipelines.desired.git import validate_definitions
+    from nthlayer_pipelines.resources.settings import DEFAULT_DEFINITIONS
 
     path = environ.get("NTHLAYER_DEFINITIONS", DEFAULT_DEFINITIONS).strip()
     if not path:

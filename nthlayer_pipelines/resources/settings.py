@@ -14,11 +14,13 @@ from nthlayer_pipelines.desired.merge import parse_precedence
 from nthlayer_pipelines.reconcile.policy import ApprovalPolicy, parse_pre_approved
 from nthlayer_pipelines.reconcile.safety import BlastRadiusLimits
 
+DEFAULT_DEFINITIONS = "examples/org"  # the example org, relative to the working directory
+
 
 class DefinitionsRepository(dg.ConfigurableResource):
     """A folder of nthlayer/v1 YAML definitions; an empty path turns the Git source off."""
 
-    path: str = Field(default="examples/org", description="Folder of Team and Service definitions.")
+    path: str = Field(default=DEFAULT_DEFINITIONS, description="Folder of Team and Service definitions.")
 
     @property
     def enabled(self) -> bool:
