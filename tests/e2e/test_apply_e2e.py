@@ -171,6 +171,25 @@ def pagerduty_writes(sandbox: RunningSandbox) -> Counter[tuple[str, str]]:
     return Counter((r["method"], r["path"]) for r in sandbox.requests("pagerduty") if r["method"] != "GET")
 
 
+def membership_writes(sandbox: RunningSandbox) -> Counter[tuple[str, str]]:
+    """PagerDuty writes that took effect, per (method, path), from the sandbox's request log."""
+    return Counter(
+        (r["method"], r["path"])
+        for r in sandbox.requests("pagerduty")
+        if r["method"] != "GET" and int(r["status"]) < 300
+    )
+
+
+def every_addition(sandbox: RunningSandbox, teams: range, responders: int) -> set[tuple[str, str]]:
+    """The PUT of each responder of each team of a `large_plan_org`."""
+    team_ids, user_ids = pagerduty_ids(sandbox)
+    return {
+        ("PUT", f"/pagerduty/teams/{team_ids[team_name(t)]}/users/{user_ids[responder(t, m)]}")
+        for t in teams
+        for m in range(responders)
+    }
+
+
 def count_crash(
     reliability: Reliability,
     scenario: str,
@@ -401,14 +420,9 @@ def test_an_apply_killed_mid_run_resumes_on_retry_and_writes_each_change_once(
         ledger.dispose()
 
     # The sandbox's request log: every membership written once, none twice, across the kill and the retry.
-    team_ids, user_ids = pagerduty_ids(sandbox)
     writes = pagerduty_writes(sandbox)
     assert writes == Counter(
-        {
-            ("PUT", f"/pagerduty/teams/{team_ids[team_name(t)]}/users/{user_ids[responder(t, m)]}"): 1
-            for t in range(TEAM_COUNT)
-            for m in range(RESPONDERS_PER_TEAM)
-        }
+        dict.fromkeys(every_addition(sandbox, range(TEAM_COUNT), RESPONDERS_PER_TEAM), 1)
     )
     count_crash(
         reliability,

@@ -26,11 +26,10 @@ from tests.e2e.deployment import Deployment, wait_until
 from tests.e2e.test_apply_e2e import (
     GATE_SENSOR,
     count_crash,
+    every_addition,
     large_plan_deployment,
     ledger_plan_rows,
-    pagerduty_ids,
-    responder,
-    team_name,
+    membership_writes,
     ticks_after,
 )
 from tests.reliability import Reliability
@@ -61,24 +60,6 @@ def ledger(crash_deployment: tuple[Deployment, RunningSandbox]) -> Iterator[Ledg
         yield opened
     finally:
         opened.dispose()
-
-
-def membership_writes(sandbox: RunningSandbox) -> Counter[tuple[str, str]]:
-    """PagerDuty writes that took effect, per (method, path), from the sandbox's request log."""
-    return Counter(
-        (r["method"], r["path"])
-        for r in sandbox.requests("pagerduty")
-        if r["method"] != "GET" and int(r["status"]) < 300
-    )
-
-
-def every_addition(sandbox: RunningSandbox, teams: range) -> set[tuple[str, str]]:
-    team_ids, user_ids = pagerduty_ids(sandbox)
-    return {
-        ("PUT", f"/pagerduty/teams/{team_ids[team_name(t)]}/users/{user_ids[responder(t, m)]}")
-        for t in teams
-        for m in range(RESPONDERS_PER_TEAM)
-    }
 
 
 def advisory_lock_waiters(engine: sa.Engine) -> int:
@@ -144,7 +125,7 @@ def test_the_daemon_killed_mid_tick_and_restarted_applies_the_approval_once(
     outcomes = {o.change_id: o.status for o in ledger.outcomes(plan.id)}
     assert outcomes == dict.fromkeys(first_half, ChangeStatus.APPLIED)
     writes = membership_writes(sandbox)
-    assert writes == Counter(dict.fromkeys(every_addition(sandbox, range(half)), 1))
+    assert writes == Counter(dict.fromkeys(every_addition(sandbox, range(half), RESPONDERS_PER_TEAM), 1))
     count_crash(
         reliability,
         "daemon_kill_mid_tick",
@@ -188,7 +169,9 @@ def test_the_daemon_killed_just_after_launching_an_apply_leaves_one_run(
     assert [r.run_id for r in ui.runs("apply_plan", tags)] == [run.run_id]
     assert [o.status for o in ledger.outcomes(plan.id)] == [ChangeStatus.APPLIED] * len(plan.changes)
     writes = membership_writes(sandbox)
-    assert writes == Counter(dict.fromkeys(every_addition(sandbox, range(TEAM_COUNT)), 1))
+    assert writes == Counter(
+        dict.fromkeys(every_addition(sandbox, range(TEAM_COUNT), RESPONDERS_PER_TEAM), 1)
+    )
     ticks_during = [t for t in ui.sensor_ticks(GATE_SENSOR) if run.start_time <= t.timestamp <= run.end_time]
     outcomes = ledger.outcomes(plan.id)
     count_crash(

@@ -18,10 +18,9 @@ from nthlayer_pipelines.resources.ledger import Ledger
 from tests.e2e.deployment import DagsterUi, wait_until
 from tests.e2e.test_apply_e2e import (
     count_crash,
+    every_addition,
     large_plan_deployment,
-    pagerduty_ids,
-    responder,
-    team_name,
+    membership_writes,
 )
 from tests.postgres import PrivateServer, restartable_postgres  # noqa: F401 (a fixture)
 from tests.reliability import Reliability
@@ -80,18 +79,9 @@ def test_a_postgres_restart_mid_apply_converges_with_no_duplicate_write_and_no_l
         assert run.status == "SUCCESS"
         assert [o.change_id for o in outcomes] == [c.id for c in plan.changes]
         assert {o.status for o in outcomes} == {ChangeStatus.APPLIED}
-        team_ids, user_ids = pagerduty_ids(sandbox)
-        writes = Counter(
-            (r["method"], r["path"])
-            for r in sandbox.requests("pagerduty")
-            if r["method"] != "GET" and int(r["status"]) < 300
-        )
+        writes = membership_writes(sandbox)
         assert writes == Counter(
-            {
-                ("PUT", f"/pagerduty/teams/{team_ids[team_name(t)]}/users/{user_ids[responder(t, m)]}"): 1
-                for t in range(TEAM_COUNT)
-                for m in range(RESPONDERS_PER_TEAM)
-            }
+            dict.fromkeys(every_addition(sandbox, range(TEAM_COUNT), RESPONDERS_PER_TEAM), 1)
         )
         count_crash(
             reliability,

@@ -37,6 +37,7 @@ from tests.e2e.deployment import (
     deployment_on_fresh_database,
     wait_until,
 )
+from tests.e2e.test_apply_e2e import NOT_DURING_THE_TESTS, SENSOR_INTERVAL_SECONDS, approve_config
 from tests.postgres import free_port
 from tests.reliability import Reliability
 from tests.support import ARTIFACTS, EXAMPLE_SEED, REPO, pipeline_environment
@@ -44,8 +45,6 @@ from tests.support import ARTIFACTS, EXAMPLE_SEED, REPO, pipeline_environment
 pytestmark = pytest.mark.postgres
 
 NTHLAYER = Path(sys.executable).parent / "nthlayer"
-SENSOR_INTERVAL_SECONDS = 5
-NOT_DURING_THE_TEST = "0 0 1 1 *"
 # Distinctive and fresh for each run, so a hit can only come from this test's tokens.
 TOKENS = {
     "pagerduty": f"pd-canary-{secrets.token_hex(12)}",
@@ -101,8 +100,8 @@ def deployment(
         CORTEX_API_TOKEN=TOKENS["cortex"],
         SLACK_BOT_TOKEN=TOKENS["slack"],
         NTHLAYER_SENSOR_INTERVAL_SECONDS=str(SENSOR_INTERVAL_SECONDS),
-        NTHLAYER_REFRESH_CRON=NOT_DURING_THE_TEST,
-        NTHLAYER_AUDIT_CRON=NOT_DURING_THE_TEST,
+        NTHLAYER_REFRESH_CRON=NOT_DURING_THE_TESTS,
+        NTHLAYER_AUDIT_CRON=NOT_DURING_THE_TESTS,
     )
     failure = None
     try:
@@ -112,10 +111,6 @@ def deployment(
         failure = str(error)
     if failure:
         pytest.fail(failure, pytrace=False)
-
-
-def approve_config(plan_id: str) -> dict[str, object]:
-    return {"ops": {"approve": {"config": {"plan_id": plan_id, "approver": "alice"}}}}
 
 
 def revoke_pagerduty_token(sandbox: RunningSandbox) -> None:
