@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nthlayer_pipelines.model import Change, Plan
 from nthlayer_pipelines.reconcile.observed import ObservedState
 from nthlayer_pipelines.sandbox import DEFAULT_CORTEX_TOKEN, DEFAULT_PAGERDUTY_TOKEN, DEFAULT_SLACK_TOKEN
 
@@ -30,6 +31,17 @@ def pipeline_environment(sandbox, tmp_path: Path, **overrides: str) -> dict[str,
     }
     environ.update(overrides)
     return environ
+
+
+def change_row(change: Change) -> tuple[str, str, str | None, str | None, str | None]:
+    """A change as (kind, team, email, role, from_role): the rows the expectations below are written in."""
+    role = change.role.value if change.role else None
+    from_role = change.from_role.value if change.from_role else None
+    return (change.kind.value, change.team, change.email, role, from_role)
+
+
+def plan_rows(plan: Plan) -> list[tuple[str, str, str | None, str | None, str | None]]:
+    return [change_row(change) for change in plan.changes]
 
 
 # The plan the seeded drift calls for, in plan order: (kind, team, email, role, from_role).

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from nthlayer_pipelines.desired.git import load_definitions
-from nthlayer_pipelines.model import Change, ChangeStatus
+from nthlayer_pipelines.model import ChangeStatus
 from nthlayer_pipelines.resources.cortex import CortexResource
 from nthlayer_pipelines.resources.ledger import Ledger, plan_sightings, plans
 from nthlayer_pipelines.sandbox import (
@@ -49,7 +49,13 @@ from tests.e2e.deployment import (
     wait_until,
 )
 from tests.reliability import Reliability
-from tests.support import ARTIFACTS, EXAMPLE_DEFINITIONS, EXPECTED_EXAMPLE_CHANGES, pipeline_environment
+from tests.support import (
+    ARTIFACTS,
+    EXAMPLE_DEFINITIONS,
+    EXPECTED_EXAMPLE_CHANGES,
+    change_row,
+    pipeline_environment,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -141,12 +147,6 @@ def ledger(example_deployment: Deployment) -> Iterator[Ledger]:
 
 
 # ---- what the tests read ---------------------------------------------------------------------------------
-
-
-def change_row(change: Change) -> tuple[str, str, str | None, str | None, str | None]:
-    role = change.role.value if change.role else None
-    from_role = change.from_role.value if change.from_role else None
-    return (change.kind.value, change.team, change.email, role, from_role)
 
 
 def pagerduty_members(sandbox: RunningSandbox) -> dict[str, dict[str, str]]:

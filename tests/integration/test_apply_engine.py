@@ -28,7 +28,7 @@ from nthlayer_pipelines.reconcile.safety import BlastRadius, assess_blast_radius
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RequestContext, RunningSandbox
-from tests.support import EXAMPLE_DEFINITIONS, EXPECTED_EXAMPLE_CHANGES
+from tests.support import EXAMPLE_DEFINITIONS, EXPECTED_EXAMPLE_CHANGES, plan_rows
 
 # The example drift as Git alone declares it (data-platform's member comes from Cortex).
 GIT_ONLY_CHANGES = [c for c in EXPECTED_EXAMPLE_CHANGES if c[1] != "data-platform"]
@@ -74,22 +74,9 @@ def plan_and_verdict(client: PagerDutyClient, desired: DesiredState) -> tuple[Pl
 
 def record_git_plan(client: PagerDutyClient, ledger: Ledger) -> Plan:
     plan, verdict = plan_and_verdict(client, load_definitions(EXAMPLE_DEFINITIONS))
-    assert summary(plan) == GIT_ONLY_CHANGES
+    assert plan_rows(plan) == GIT_ONLY_CHANGES
     ledger.record_plan(plan, blast_radius=verdict)
     return plan
-
-
-def summary(plan: Plan) -> list[tuple]:
-    return [
-        (
-            c.kind.value,
-            c.team,
-            c.email,
-            c.role.value if c.role else None,
-            c.from_role.value if c.from_role else None,
-        )
-        for c in plan.changes
-    ]
 
 
 def writes(sandbox: RunningSandbox) -> list[tuple[str, str, int]]:
@@ -149,7 +136,7 @@ def test_an_approved_plan_is_applied_once_and_converges(pipeline_env, example_sa
     plan: Plan = refresh.execute_in_process(instance=dg.DagsterInstance.ephemeral()).output_for_node(
         "change_plan"
     )
-    assert summary(plan) == EXPECTED_EXAMPLE_CHANGES
+    assert plan_rows(plan) == EXPECTED_EXAMPLE_CHANGES
     ledger = Ledger(pipeline_env["NTHLAYER_LEDGER_URL"])
     approval = ledger.approve(plan.id, approver="alice@example.com", comment="apply the example drift")
     example_sandbox.clear_requests()
@@ -437,7 +424,7 @@ def only_carol(client: PagerDutyClient, ledger: Ledger) -> Plan:
         ),
     )
     plan, verdict = plan_and_verdict(client, DesiredState(teams=(current,)))
-    assert summary(plan) == [("add_member", "payments", "carol@example.com", "responder", None)]
+    assert plan_rows(plan) == [("add_member", "payments", "carol@example.com", "responder", None)]
     ledger.record_plan(plan, blast_radius=verdict)
     return plan
 

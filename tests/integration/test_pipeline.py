@@ -20,6 +20,7 @@ from tests.support import (
     EXPECTED_EXAMPLE_FINDINGS,
     REPO,
     pipeline_environment,
+    plan_rows,
 )
 
 ALL_ASSETS = {
@@ -37,19 +38,6 @@ ALL_ASSETS = {
 def refresh(environ: dict[str, str]) -> dg.ExecuteInProcessResult:
     job = build_definitions(environ).resolve_job_def("refresh")
     return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-
-
-def summary(plan: Plan) -> list[tuple]:
-    return [
-        (
-            c.kind.value,
-            c.team,
-            c.email,
-            c.role.value if c.role else None,
-            c.from_role.value if c.from_role else None,
-        )
-        for c in plan.changes
-    ]
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -86,7 +74,7 @@ def test_refresh_plans_exactly_the_seeded_drift_then_nothing_once_applied(
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {key for key in ALL_ASSETS}
     plan: Plan = result.output_for_node("change_plan")
-    assert summary(plan) == EXPECTED_EXAMPLE_CHANGES
+    assert plan_rows(plan) == EXPECTED_EXAMPLE_CHANGES
     assert [(f.kind.value, f.team, f.email) for f in plan.findings] == EXPECTED_EXAMPLE_FINDINGS
 
     ledger = Ledger(pipeline_env["NTHLAYER_LEDGER_URL"])
