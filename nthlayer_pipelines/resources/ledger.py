@@ -635,6 +635,7 @@ class Ledger:
         with self._begin(write=True) as conn:
             _upsert(conn, refresh_cursors, cursor.provider, values)
 
+    @_reconnecting
     def observed_snapshot(self, provider: str) -> ObservedState | None:
         """The snapshot the provider's refresh cursor belongs to; None before the first refresh."""
         query = sa.select(observed_snapshots).where(observed_snapshots.c.provider == provider)
@@ -648,6 +649,7 @@ class Ledger:
             memberships=memberships_frame(row["memberships"]),
         )
 
+    @_reconnecting
     def save_refresh(self, cursor: RefreshCursor, snapshot: ObservedState) -> None:
         """Store a refresh's snapshot and the cursor the next refresh starts from, in one transaction:
         a cursor never moves past changes its snapshot does not hold."""
