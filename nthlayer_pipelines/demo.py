@@ -71,7 +71,10 @@ def run_demo(*, webserver_port: int, sandbox_port: int, seed: str) -> int:
     def stop_on_signal(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop_on_signal)
+    # Installed for SIGINT too: a demo started in the background inherits SIGINT ignored, and Ctrl-C (or
+    # `kill -INT`) must still stop everything.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop_on_signal)
     try:
         processes.append(
             start_group(
