@@ -3,13 +3,28 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# uv installs exactly what uv.lock pins (every package, with hashes); this is the uv that reads it.
+UV_VERSION := 0.13.8
+UV := $(BIN)/uv
+# --locked: fail, never re-resolve, when pyproject.toml and uv.lock disagree (run `make lock`).
+# --inexact: leave pip and uv itself in the virtualenv; a fresh clone's virtualenv holds nothing else.
+SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --inexact --extra test
 
-.PHONY: demo test lint browser clean bench
+.PHONY: demo test lint browser clean bench lock
 
-$(INSTALLED): pyproject.toml
+$(UV):
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+
+$(INSTALLED): pyproject.toml uv.lock | $(UV)
+	$(SYNC)
+	touch $(INSTALLED)
+
+# After editing the dependencies in pyproject.toml: re-resolve what changed and install it.
+# `make lock ARGS="--upgrade-package NAME"` bumps one package, `ARGS=--upgrade` all of them.
+lock: | $(UV)
+	$(UV) lock $(ARGS)
+	$(SYNC)
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)

@@ -254,6 +254,9 @@ def _first_event_beyond_depth(text: str, max_depth: int) -> yaml.Mark | None:
     return None
 
 
+_PARSER_DEPTH_LIMIT = "exceeded maximum nesting depth"
+
+
 def _syntax_issue(name: str, text: str, error: yaml.MarkedYAMLError) -> Issue:
     mark = error.problem_mark or error.context_mark
     problem = error.problem or "cannot be parsed"
@@ -261,6 +264,12 @@ def _syntax_issue(name: str, text: str, error: yaml.MarkedYAMLError) -> Issue:
         alias = _UNDEFINED_ALIAS.match(text, mark.index)
         if alias:
             problem = f"found undefined alias '{alias.group(1)}'"
+    if mark is not None and problem.startswith(_PARSER_DEPTH_LIMIT):
+        # libyaml (since 0.2.6, in PyYAML 6.0.4's wheels) has a depth limit of its own, which its scanner
+        # can reach before our event count does: the same refusal, in our words.
+        line, column = mark.line + 1, mark.column + 1
+        message = f"nested too deeply at line {line}, column {column}: definitions are never that deep"
+        return Issue(name, (), message, line, column, show_line=False)
     if error.context:
         context = error.context
         if error.context_mark is not None and error.context_mark is not mark:

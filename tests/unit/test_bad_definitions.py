@@ -9,6 +9,7 @@ like `max_file_bytes: 2048`, sets a read limit for that case.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -157,9 +158,24 @@ def test_a_file_over_the_default_size_limit_is_refused_unread(tmp_path: Path) ->
     ]
 
 
-def test_deep_nesting_is_refused_before_the_yaml_parser_slows_down(tmp_path: Path) -> None:
-    # libyaml parses this shape in time quadratic in its depth and composes it recursively in C.
+def test_deep_nesting_is_refused_with_its_location_whichever_layer_refuses(tmp_path: Path) -> None:
+    # libyaml parses this shape in time quadratic in its depth and composes it recursively in C. Our depth
+    # bound or, first, libyaml's own (0.2.6 and later) refuses it; either way with the line and column.
     depth = 500_000
+    (tmp_path / "teams.yaml").write_text(TEAM + "x-deep: " + "[" * depth + "]" * depth + "\n")
+
+    problems = validate_definitions(tmp_path)
+
+    assert len(problems) == 1
+    assert re.fullmatch(
+        r"teams\.yaml: nested (deeper than 32 levels|too deeply) at line 9, column \d+: "
+        r"definitions are never that deep",
+        str(problems[0]),
+    ), str(problems[0])
+
+
+def test_nesting_past_our_bound_but_within_the_parsers_is_refused_by_ours(tmp_path: Path) -> None:
+    depth = 40
     (tmp_path / "teams.yaml").write_text(TEAM + "x-deep: " + "[" * depth + "]" * depth + "\n")
 
     problems = validate_definitions(tmp_path)
