@@ -9,9 +9,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import click
+import sqlalchemy as sa
 
 from nthlayer_pipelines.model import DefinitionsError, SourceError
-from nthlayer_pipelines.resources.ledger import Approval, Ledger, LedgerError, default_ledger_url
+from nthlayer_pipelines.resources.ledger import (
+    Approval,
+    Ledger,
+    LedgerError,
+    LedgerOutdatedError,
+    default_ledger_url,
+    display_url,
+    upgrade_ledger,
+)
 from nthlayer_pipelines.resources.settings import ApproverRefused, Approvers
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
@@ -60,7 +69,11 @@ def plan(definitions_path: str | None, as_json: bool) -> None:
 
 
 def _open_ledger() -> Ledger:
-    return Ledger(os.environ.get("NTHLAYER_LEDGER_URL") or default_ledger_url())
+    try:
+        return Ledger(_ledger_url())
+    except LedgerOutdatedError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_ERROR)
 
 
 def _checked_approver(approver: str) -> str:
@@ -149,6 +162,47 @@ def audit(team: str | None, since: datetime | None) -> None:
             f"{row.updated_at:%Y-%m-%d %H:%M:%S}  {row.status:<8} {row.kind:<14} {subject}  "
             f"[{row.plan_id} {row.approval_id}]{detail}{error}"
         )
+
+
+@main.group()
+def db() -> None:
+    """The ledger's schema: see its revision, migrate it in place."""
+
+
+def _ledger_url() -> str:
+    return os.environ.get("NTHLAYER_LEDGER_URL") or default_ledger_url()
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the ledger (NTHLAYER_LEDGER_URL) to this version's schema, in one transaction."""
+    url = _ledger_url()
+    try:
+        before, after = upgrade_ledger(url)
+    except sa.exc.SQLAlchemyError as error:
+        click.echo(f"error: the ledger at {display_url(url)} could not be migrated: {error}", err=True)
+        sys.exit(EXIT_ERROR)
+    if before.current == after.current:
+        click.echo(
+            f"the ledger at {display_url(url)} is at revision {after.current}, the latest: nothing to do"
+        )
+    else:
+        start = before.current or "empty"
+        click.echo(f"the ledger at {display_url(url)} migrated from revision {start} to {after.current}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the ledger's schema revision and the one this version needs."""
+    url = _ledger_url()
+    try:
+        with Ledger(url) as ledger:
+            schema = ledger.revision()
+    except LedgerOutdatedError as error:
+        schema = error.schema
+    click.echo(f"{display_url(url)}: revision {schema.current or 'none'} (this nthlayer needs {schema.head})")
+    if not schema.at_head:
+        sys.exit(EXIT_ERROR)
 
 
 @main.command()

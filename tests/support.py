@@ -70,3 +70,19 @@ def assert_same_snapshot(actual: ObservedState, expected: ObservedState) -> None
         got = getattr(actual, frame).sort_values(keys).reset_index(drop=True)
         want = getattr(expected, frame).sort_values(keys).reset_index(drop=True)
         pd.testing.assert_frame_equal(got, want, obj=frame)
+
+
+def drop_ledger(url: str) -> None:
+    """Empty the database of every ledger table and the ledger's version table: the next open creates it."""
+    import sqlalchemy as sa
+
+    from nthlayer_pipelines.resources.ledger import metadata
+    from nthlayer_pipelines.resources.ledger.migrate import VERSION_TABLE
+
+    engine = sa.create_engine(url)
+    try:
+        metadata.drop_all(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
+    finally:
+        engine.dispose()

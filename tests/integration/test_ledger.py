@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
 
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Plan, Role
 from nthlayer_pipelines.reconcile.safety import BlastRadius
-from nthlayer_pipelines.resources.ledger import Ledger, LedgerError, metadata
+from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
 from tests.postgres import PostgresUnavailable, fresh_database, postgres_server, render
+from tests.support import drop_ledger
 
 
 def change(kind: ChangeKind, team: str, email: str | None, role=None, from_role=None, team_id="PPAY001"):
@@ -59,9 +59,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     url = request.getfixturevalue("postgres_database")
-    engine = sa.create_engine(url)
-    metadata.drop_all(engine)  # every test starts from an empty ledger
-    engine.dispose()
+    drop_ledger(url)  # every test starts from an empty ledger
     return url
 
 

@@ -19,12 +19,11 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
-import sqlalchemy as sa
 
 from nthlayer_pipelines.apply import ApplyReport, apply_approval
 from nthlayer_pipelines.desired.git import load_definitions
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Plan, Role
-from nthlayer_pipelines.resources.ledger import Approval, Ledger, LedgerError, metadata
+from nthlayer_pipelines.resources.ledger import Approval, Ledger, LedgerError
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RunningSandbox, load_seed, running_sandbox
 from tests.integration.test_apply_engine import (
@@ -35,7 +34,7 @@ from tests.integration.test_apply_engine import (
     record_git_plan,
 )
 from tests.reliability import Reliability
-from tests.support import EXAMPLE_DEFINITIONS, EXAMPLE_SEED
+from tests.support import EXAMPLE_DEFINITIONS, EXAMPLE_SEED, drop_ledger
 
 pytestmark = pytest.mark.postgres
 
@@ -46,9 +45,7 @@ T = TypeVar("T")
 
 @pytest.fixture
 def ledger_url(postgres_url: str) -> str:
-    engine = sa.create_engine(postgres_url)
-    metadata.drop_all(engine)  # every test starts from an empty ledger
-    engine.dispose()
+    drop_ledger(postgres_url)  # every test starts from an empty ledger
     return postgres_url
 
 

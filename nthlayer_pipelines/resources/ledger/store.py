@@ -47,109 +47,16 @@ from nthlayer_pipelines.reconcile.observed import (
     users_frame,
 )
 from nthlayer_pipelines.reconcile.safety import BlastRadius
-
-metadata = sa.MetaData()
-
-plans = sa.Table(
-    "nthlayer_plans",
-    metadata,
-    sa.Column("plan_id", sa.String(40), primary_key=True),
-    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("last_run_id", sa.String(64)),
-    sa.Column("change_count", sa.Integer, nullable=False),
-    sa.Column("finding_count", sa.Integer, nullable=False),
-    sa.Column("findings", sa.JSON, nullable=False),
-)
-
-plan_changes = sa.Table(
-    "nthlayer_plan_changes",
-    metadata,
-    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), primary_key=True),
-    sa.Column("change_id", sa.String(40), primary_key=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("body", sa.JSON, nullable=False),
-)
-
-plan_sightings = sa.Table(
-    "nthlayer_plan_sightings",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), nullable=False),
-    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("run_id", sa.String(64)),
-)
-
-plan_blast_radius = sa.Table(
-    "nthlayer_plan_blast_radius",
-    metadata,
-    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), primary_key=True),
-    sa.Column("exceeded", sa.Boolean, nullable=False),
-    sa.Column("removals", sa.Integer, nullable=False),
-    sa.Column("reasons", sa.JSON, nullable=False),
-    sa.Column("assessed_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-approvals = sa.Table(
-    "nthlayer_approvals",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("approval_id", sa.String(20), nullable=False, unique=True),
-    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), nullable=False, index=True),
-    sa.Column("approver", sa.String(200), nullable=False),
-    sa.Column("comment", sa.Text, nullable=False),
-    sa.Column("change_ids", sa.JSON, nullable=False),
-    sa.Column("allow_blast_radius", sa.Boolean, nullable=False),
-    sa.Column("decision", sa.String(16), nullable=False),
-    sa.Column("source", sa.String(16), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-change_outcomes = sa.Table(
-    "nthlayer_change_outcomes",
-    metadata,
-    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), primary_key=True),
-    sa.Column("change_id", sa.String(40), primary_key=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("team", sa.String(200), nullable=False, index=True),
-    sa.Column("team_name", sa.String(200), nullable=False),
-    sa.Column("team_id", sa.String(40)),
-    sa.Column("email", sa.String(320)),
-    sa.Column("user_id", sa.String(40)),
-    sa.Column("role", sa.String(16)),
-    sa.Column("from_role", sa.String(16)),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("approval_id", sa.String(20)),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("api_calls", sa.Integer, nullable=False),
-    sa.Column("retries", sa.Integer, nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Column("detail", sa.Text, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, index=True),
-)
-
-refresh_cursors = sa.Table(
-    "nthlayer_refresh_cursor",
-    metadata,
-    sa.Column("provider", sa.String(40), primary_key=True),
-    sa.Column("cursor_time", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("last_record_id", sa.String(200)),
-    sa.Column("seen_record_ids", sa.JSON, nullable=False),
-    sa.Column("last_full_refresh_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-# The observed snapshot an incremental refresh patches: one row per provider, replaced with its cursor.
-observed_snapshots = sa.Table(
-    "nthlayer_observed_snapshot",
-    metadata,
-    sa.Column("provider", sa.String(40), primary_key=True),
-    sa.Column("users", sa.JSON, nullable=False),
-    sa.Column("teams", sa.JSON, nullable=False),
-    sa.Column("memberships", sa.JSON, nullable=False),
-    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+from nthlayer_pipelines.resources.ledger import migrate
+from nthlayer_pipelines.resources.ledger.schema import (
+    approvals,
+    change_outcomes,
+    observed_snapshots,
+    plan_blast_radius,
+    plan_changes,
+    plan_sightings,
+    plans,
+    refresh_cursors,
 )
 
 # pg_advisory_xact_lock key of every ledger write: "nthlayer" in ASCII.
@@ -167,6 +74,42 @@ SOURCES: tuple[str, ...] = ("person", "policy")
 
 class LedgerError(Exception):
     """A request the ledger refuses: the message says what is wrong and what to do instead."""
+
+
+class LedgerOutdatedError(LedgerError):
+    """The ledger's schema is older (or newer) than this version of nthlayer writes."""
+
+    def __init__(self, url: str, schema: migrate.Revision) -> None:
+        self.schema = schema
+        where = display_url(url)
+        if schema.current is not None and migrate.is_known(schema.current):
+            advice = "run `nthlayer db upgrade` (with the same NTHLAYER_LEDGER_URL) to migrate it in place"
+        else:
+            advice = "it was written by a newer nthlayer: run that version, or restore a backup"
+        super().__init__(
+            f"the ledger at {where} is at schema revision {schema.current}, this nthlayer needs "
+            f"{schema.head}: {advice}"
+        )
+
+
+def display_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(an unparsable URL)"
+
+
+def upgrade_ledger(url: str) -> tuple[migrate.Revision, migrate.Revision]:
+    """Migrate the ledger at `url` in place to this version's schema, in one transaction under the write
+    lock; returns its revision before and after."""
+    ledger = Ledger._unchecked(url)
+    try:
+        with ledger._begin(write=True) as conn:
+            before = migrate.upgrade(conn)
+        return before, ledger.revision()
+    finally:
+        ledger.dispose()
 
 
 @dataclass(frozen=True)
@@ -237,6 +180,22 @@ _reconnecting = tenacity.retry(
 
 class Ledger:
     def __init__(self, url: str) -> None:
+        self._connect(url)
+        with self._begin(write=True) as conn:
+            schema = migrate.revision(conn)
+            if schema.empty:
+                migrate.upgrade(conn)  # a new ledger starts at the head revision
+            elif not schema.at_head:
+                raise LedgerOutdatedError(url, schema)
+
+    @classmethod
+    def _unchecked(cls, url: str) -> Ledger:
+        """Connected, its schema not yet checked: for the upgrade alone."""
+        ledger = cls.__new__(cls)
+        ledger._connect(url)
+        return ledger
+
+    def _connect(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -245,8 +204,10 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             _take_sqlite_transactions_in_hand(self.engine)
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
-        with self._begin(write=True) as conn:
-            metadata.create_all(conn)
+
+    def revision(self) -> migrate.Revision:
+        with self._begin() as conn:
+            return migrate.revision(conn)
 
     @contextmanager
     def _begin(self, *, write: bool = False) -> Iterator[Connection]:

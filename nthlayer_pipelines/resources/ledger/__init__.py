@@ -1,0 +1,34 @@
+"""The ledger: plans, approvals, the intent log and the refresh cursor, in SQL, with its own migrations."""
+
+from nthlayer_pipelines.resources.ledger.migrate import Revision, head_revision
+from nthlayer_pipelines.resources.ledger.schema import metadata
+from nthlayer_pipelines.resources.ledger.store import (
+    APPLY_LOCK_KEY,
+    WRITE_LOCK_KEY,
+    Approval,
+    ChangeOutcome,
+    Ledger,
+    LedgerError,
+    LedgerOutdatedError,
+    LedgerResource,
+    default_ledger_url,
+    display_url,
+    upgrade_ledger,
+)
+
+__all__ = [
+    "APPLY_LOCK_KEY",
+    "WRITE_LOCK_KEY",
+    "Approval",
+    "ChangeOutcome",
+    "Ledger",
+    "LedgerError",
+    "LedgerOutdatedError",
+    "LedgerResource",
+    "Revision",
+    "default_ledger_url",
+    "display_url",
+    "head_revision",
+    "metadata",
+    "upgrade_ledger",
+]

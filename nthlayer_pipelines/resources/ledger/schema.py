@@ -1,0 +1,114 @@
+"""The ledger's tables as this version of nthlayer writes them: the head of its migrations.
+
+A change here comes with a migration under `migrations/versions/` that takes a ledger from the previous
+revision to this shape (`nthlayer db upgrade`); `tests/integration/test_ledger_migrations.py` checks that the
+two agree, on SQLite and Postgres.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+plans = sa.Table(
+    "nthlayer_plans",
+    metadata,
+    sa.Column("plan_id", sa.String(40), primary_key=True),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_run_id", sa.String(64)),
+    sa.Column("change_count", sa.Integer, nullable=False),
+    sa.Column("finding_count", sa.Integer, nullable=False),
+    sa.Column("findings", sa.JSON, nullable=False),
+)
+
+plan_changes = sa.Table(
+    "nthlayer_plan_changes",
+    metadata,
+    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), primary_key=True),
+    sa.Column("change_id", sa.String(40), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+)
+
+plan_sightings = sa.Table(
+    "nthlayer_plan_sightings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), nullable=False),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+)
+
+plan_blast_radius = sa.Table(
+    "nthlayer_plan_blast_radius",
+    metadata,
+    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), primary_key=True),
+    sa.Column("exceeded", sa.Boolean, nullable=False),
+    sa.Column("removals", sa.Integer, nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("assessed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+approvals = sa.Table(
+    "nthlayer_approvals",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("approval_id", sa.String(20), nullable=False, unique=True),
+    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), nullable=False, index=True),
+    sa.Column("approver", sa.String(200), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("change_ids", sa.JSON, nullable=False),
+    sa.Column("allow_blast_radius", sa.Boolean, nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+change_outcomes = sa.Table(
+    "nthlayer_change_outcomes",
+    metadata,
+    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), primary_key=True),
+    sa.Column("change_id", sa.String(40), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("team", sa.String(200), nullable=False, index=True),
+    sa.Column("team_name", sa.String(200), nullable=False),
+    sa.Column("team_id", sa.String(40)),
+    sa.Column("email", sa.String(320)),
+    sa.Column("user_id", sa.String(40)),
+    sa.Column("role", sa.String(16)),
+    sa.Column("from_role", sa.String(16)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("approval_id", sa.String(20)),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("api_calls", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+refresh_cursors = sa.Table(
+    "nthlayer_refresh_cursor",
+    metadata,
+    sa.Column("provider", sa.String(40), primary_key=True),
+    sa.Column("cursor_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_record_id", sa.String(200)),
+    sa.Column("seen_record_ids", sa.JSON, nullable=False),
+    sa.Column("last_full_refresh_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The observed snapshot an incremental refresh patches: one row per provider, replaced with its cursor.
+observed_snapshots = sa.Table(
+    "nthlayer_observed_snapshot",
+    metadata,
+    sa.Column("provider", sa.String(40), primary_key=True),
+    sa.Column("users", sa.JSON, nullable=False),
+    sa.Column("teams", sa.JSON, nullable=False),
+    sa.Column("memberships", sa.JSON, nullable=False),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+)
