@@ -111,4 +111,7 @@ observed_snapshots = sa.Table(
     sa.Column("teams", sa.JSON, nullable=False),
     sa.Column("memberships", sa.JSON, nullable=False),
     sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+    # The account the snapshot was read from and its listing totals then (null before revision 0002):
+    # an incremental refresh trusts the snapshot only for the same account, still holding as many.
+    sa.Column("account", sa.JSON),
 )
