@@ -1,8 +1,11 @@
-"""Carry out an approved plan against PagerDuty: re-read, decide, write, log, verify.
+"""Carry out an approved plan against PagerDuty: check, re-read, decide, write, log, verify.
 
-For each approved change not yet done in the intent log, in plan order: mark it pending, re-read the
-entity, decide with `reconcile.outcome.decide` (skip what converged, leave what moved under the plan),
-write, and record the outcome with what it cost. Then re-read every team written to until each applied
+Before anything is written, the approval must still cover exactly what was approved: the digest of the
+approved changes, recomputed from the ledger's rows, must match the one recorded with the approval. Then,
+for each approved change not yet done in the intent log, in plan order: mark it pending, check that the
+definitions as they stand now still want it (else it is superseded, written nowhere), re-read the entity,
+decide with `reconcile.outcome.decide` (skip what converged, leave what moved under the plan), write, and
+record the outcome with what it cost. Then re-read every team written to until each applied
 change shows (read-after-write lag), and report what did not. One bad change never stops the others.
 The whole apply holds the ledger's apply lock: two applies never carry out changes at the same time.
 
@@ -18,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Plan, Role
-from nthlayer_pipelines.reconcile.outcome import Action, converged, decide
+from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, DesiredState, Plan, Role
+from nthlayer_pipelines.reconcile.outcome import Action, converged, decide, unwanted_reason
 from nthlayer_pipelines.reconcile.plan import describe_change
 from nthlayer_pipelines.resources.ledger import Approval, Ledger
+from nthlayer_pipelines.resources.ledger.store import changes_digest
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyError, WriteOutcomeUnknownError
 
 logger = logging.getLogger("nthlayer_pipelines.apply")
@@ -118,15 +122,18 @@ def apply_approval(
     ledger: Ledger,
     approval: Approval,
     client: PagerDutyClient,
+    desired: DesiredState,
     run_id: str | None = None,
     log: RunLog | None = None,
     verify_attempts: int = 5,
     verify_delay_seconds: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ApplyReport:
-    """Apply the changes `approval` covers. Raises `ApplyRefused` before any write when the approval is
-    not in the ledger, is a rejection, its plan was rejected or is unknown, or the plan's blast radius is
-    exceeded and the approval covers a removal without `allow_blast_radius`.
+    """Apply the changes `approval` covers that `desired` (the definitions as they stand now) still
+    wants. Raises `ApplyRefused` before any write when the approval is not in the ledger, is a rejection,
+    its plan was rejected or is unknown, the approved changes are not those recorded when it was given
+    (their digest differs), or the plan's blast radius is exceeded and the approval covers a removal
+    without `allow_blast_radius`.
 
     A provider error fails that change and the run goes on. Anything else (the ledger unreachable, a
     bug) propagates and leaves the change pending: `Ledger.retry` then re-reads it before any write.
@@ -142,7 +149,7 @@ def apply_approval(
         calls_before, retries_before = client.api_calls, client.retries
         done = {o.change_id for o in ledger.outcomes(plan.id) if o.status.terminal}
         approved = set(recorded.change_ids)
-        run = _ApplyRun(ledger, client, plan, recorded, run_id, log)
+        run = _ApplyRun(ledger, client, plan, recorded, desired, run_id, log)
         already_done = 0
         for change in plan.changes:
             if change.id not in approved:
@@ -188,6 +195,22 @@ def _check_may_apply(ledger: Ledger, approval: Approval) -> tuple[Approval, Plan
     rejection = ledger.rejection(plan.id)
     if rejection is not None:
         raise ApplyRefused(f"plan {plan.id} was rejected by {rejection.approver} ({rejection.id})")
+    if recorded.digest is None:
+        raise ApplyRefused(
+            f"approval {recorded.id} was recorded before approvals carried a digest of what they approve, "
+            "so what it covers cannot be checked: approve the latest plan again; nothing was written"
+        )
+    approved_ids = set(recorded.change_ids)
+    approved_changes = [c for c in plan.changes if c.id in approved_ids]
+    if (
+        len(approved_changes) != len(approved_ids)
+        or changes_digest(plan.id, approved_changes) != recorded.digest
+    ):
+        raise ApplyRefused(
+            f"plan {plan.id}'s changes in the ledger are not those approval {recorded.id} approved (their "
+            "digest differs: a row was changed or removed since): nothing was written; approve the latest "
+            "plan again"
+        )
     verdict = ledger.blast_radius(plan.id)
     approved = set(recorded.change_ids)
     removes = any(c.kind is ChangeKind.REMOVE_MEMBER and c.id in approved for c in plan.changes)
@@ -207,6 +230,7 @@ class _ApplyRun:
     client: PagerDutyClient
     plan: Plan
     approval: Approval
+    desired: DesiredState
     run_id: str | None
     log: RunLog
     rows: list[ApplyRow] = field(default_factory=list)
@@ -239,6 +263,9 @@ class _ApplyRun:
         say("%s %s: %s", row.status, describe_change(change), row.error or row.detail)
 
     def _carry_out(self, change: Change) -> ApplyRow:
+        unwanted = unwanted_reason(change, self.desired)
+        if unwanted is not None:
+            return ApplyRow(change, ChangeStatus.SUPERSEDED, f"{unwanted}: not written", None, change.team_id)
         if change.kind is ChangeKind.CREATE_TEAM:
             return self._create_team(change)
         team_id = self._team_id(change)

@@ -7,14 +7,23 @@ import dagster as dg
 from pydantic import Field
 
 from nthlayer_pipelines.apply import ApplyRefused, apply_approval
+from nthlayer_pipelines.assets.desired import current_desired_state
 from nthlayer_pipelines.assets.observed import POOL
+from nthlayer_pipelines.model import ChangeStatus, DefinitionsError, SourceError
 from nthlayer_pipelines.notifications import apply_summary_message
+from nthlayer_pipelines.resources.cortex import CortexResource
 from nthlayer_pipelines.resources.ledger import LedgerError, LedgerResource
 from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
-from nthlayer_pipelines.resources.settings import ApproverRefused, Approvers
+from nthlayer_pipelines.resources.settings import (
+    ApproverRefused,
+    Approvers,
+    DefinitionsRepository,
+    ReconcileSettings,
+)
 from nthlayer_pipelines.resources.slack import SlackNotifier
 
 READ_ONLY_ASSETS = dg.AssetSelection.groups("desired", "observed", "reconcile")
+ANNOUNCED_TAG = "nthlayer/announced"  # an apply run whose outcome its op announced in Slack
 
 refresh_job = dg.define_asset_job(
     "refresh",
@@ -143,7 +152,10 @@ def reject(
         "what moved, write the rest, then verify. Every change has an intent-log row; a retry resumes there."
     ),
     pool=POOL,
-    # HTTP retries live in the client; this resumes a run that died or hit a failed change, from the log.
+    # HTTP retries live in the client, so a change that failed has had its retries: it waits for a new
+    # approval or `nthlayer retry`. This policy retries only what never reached a verdict (an error outside
+    # the provider's answers: the ledger out of reach longer than it reconnects, a crash), resuming from
+    # the intent log, which re-reads before writing.
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
 )
 def apply_changes(
@@ -153,7 +165,17 @@ def apply_changes(
     pagerduty: PagerDutyResource,
     slack: SlackNotifier,
     approvers: dg.ResourceParam[Approvers],
+    definitions: DefinitionsRepository,
+    cortex: CortexResource,
+    reconcile: ReconcileSettings,
 ) -> dg.Output[dict[str, int]]:
+    try:
+        desired = current_desired_state(definitions, cortex, reconcile)
+    except (DefinitionsError, SourceError, ValueError) as error:
+        raise dg.Failure(
+            f"cannot tell which approved changes the definitions still want, so nothing was written: {error}",
+            allow_retries=False,
+        ) from error
     with ledger.open() as store:
         approval = store.get_approval(config.approval_id)
         if approval is None:
@@ -167,7 +189,12 @@ def apply_changes(
         with pagerduty.client() as client:
             try:
                 report = apply_approval(
-                    ledger=store, approval=approval, client=client, run_id=context.run_id, log=context.log
+                    ledger=store,
+                    approval=approval,
+                    client=client,
+                    desired=desired,
+                    run_id=context.run_id,
+                    log=context.log,
                 )
             except ApplyRefused as error:
                 raise dg.Failure(str(error), allow_retries=False) from error
@@ -177,9 +204,13 @@ def apply_changes(
         "approval_id": approval.id,
         "changes": dg.MetadataValue.md(report.markdown()),
     }
+    # One message per apply outcome: this summary, success or not; the failure sensor announces only
+    # runs that ended without one (the run's tag says which).
     problem = slack.post(**apply_summary_message(approval, report, run_url=slack.run_link(context.run_id)))
     if problem:
         context.log.warning("apply summary not announced: %s", problem)
+    else:
+        context.instance.add_run_tags(context.run_id, {ANNOUNCED_TAG: "true"})
     metadata["slack"] = problem or f"summary posted to {slack.channel}"
     if report.unconverged:
         raise dg.Failure(
@@ -189,7 +220,13 @@ def apply_changes(
             allow_retries=False,
         )
     if not report.succeeded:
-        raise dg.Failure(description="some changes failed; see the changes table", metadata=metadata)
+        failed = report.counts[ChangeStatus.FAILED.value]
+        raise dg.Failure(
+            description=f"{failed} change(s) failed after the client's retries (see the changes table); "
+            f"`nthlayer retry {approval.plan_id} --approver NAME` tries them again",
+            metadata=metadata,
+            allow_retries=False,
+        )
     return dg.Output(report.counts, metadata=metadata)
 
 

@@ -138,14 +138,32 @@ class Finding(Frozen):
 
 
 class Plan(Frozen):
+    """The changes one refresh calls for. `id` names an instance of them: the same changes seen again
+    after an instance was applied, rejected or superseded are a new instance (see `instance_id`), which
+    approvals, the policy and the intent log treat afresh; `content_id` is what instances of the same
+    drift share."""
+
     id: str
     changes: tuple[Change, ...] = ()
     findings: tuple[Finding, ...] = ()
 
     @staticmethod
     def make_id(changes: tuple[Change, ...]) -> str:
-        digest = hashlib.sha256("\n".join(c.id for c in changes).encode()).hexdigest()[:12]
+        """The content id: the changes and the observed state each was computed from (`from_role`)."""
+        lines = (f"{c.id} {c.from_role.value if c.from_role else ''}".rstrip() for c in changes)
+        digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
         return "plan-" + digest
+
+    @staticmethod
+    def instance_id(content_id: str, generation: int) -> str:
+        """The first instance of some changes is named by their content id; each later one by both."""
+        if generation == 1:
+            return content_id
+        return "plan-" + hashlib.sha256(f"{content_id}#{generation}".encode()).hexdigest()[:12]
+
+    @property
+    def content_id(self) -> str:
+        return Plan.make_id(self.changes)
 
     @property
     def has_drift(self) -> bool:
@@ -187,6 +205,7 @@ class ChangeStatus(StrEnum):
     SKIPPED = "skipped"  # already as desired when re-read: nothing to write
     STALE = "stale"  # moved under the plan: left alone for a new plan
     BLOCKED = "blocked"  # the provider refused for a reason a person must resolve
+    SUPERSEDED = "superseded"  # the definitions no longer want it: written nowhere
     FAILED = "failed"  # an error; may be attempted again
 
     @property

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from nthlayer_pipelines.jobs import apply_plan_job, refresh_job
+from nthlayer_pipelines.jobs import ANNOUNCED_TAG, apply_plan_job, refresh_job
 from nthlayer_pipelines.notifications import apply_failure_message
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.slack import SlackNotifier
@@ -62,10 +62,12 @@ def refresh_after(context: dg.RunStatusSensorContext) -> dg.RunRequest:
 @dg.run_failure_sensor(
     monitored_jobs=[apply_plan_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Announces a failed apply run in Slack.",
+    description="Announces in Slack a failed apply run whose apply did not announce its outcome itself.",
 )
 def apply_failure_to_slack(context: dg.RunFailureSensorContext, slack: SlackNotifier) -> None:
     run = context.dagster_run
+    if run.tags.get(ANNOUNCED_TAG):
+        return  # its apply already posted the summary of this outcome: one message per apply
     error = context.failure_event.message or "the run failed"
     problem = slack.post(
         **apply_failure_message(

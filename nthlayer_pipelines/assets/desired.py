@@ -1,10 +1,12 @@
 """Desired-state assets: what each source declares, and the merged desired state."""
 
+from dataclasses import dataclass
+
 import dagster as dg
 
 from nthlayer_pipelines.desired.cortex import teams_from_cortex
 from nthlayer_pipelines.desired.git import load_definitions
-from nthlayer_pipelines.desired.merge import merge_sources
+from nthlayer_pipelines.desired.merge import MergeResult, merge_sources
 from nthlayer_pipelines.model import DefinitionsError, DesiredState, SourceError, Team
 from nthlayer_pipelines.resources.cortex import CortexResource
 from nthlayer_pipelines.resources.settings import DefinitionsRepository, ReconcileSettings
@@ -12,6 +14,46 @@ from nthlayer_pipelines.resources.settings import DefinitionsRepository, Reconci
 
 def _member_count(teams: tuple[Team, ...] | list[Team]) -> int:
     return sum(len(t.members) for t in teams)
+
+
+@dataclass(frozen=True)
+class CortexRead:
+    teams: list[Team]
+    read: int  # teams Cortex listed, archived ones included
+    api_calls: int
+
+
+def read_cortex(cortex: CortexResource) -> CortexRead:
+    """Cortex's active teams as desired teams; an answer with none is an error, never 'nobody'."""
+    with cortex.client() as client:
+        raw = client.list_teams()
+        api_calls = client.api_calls
+    role_map, default_role = cortex.roles()
+    teams = teams_from_cortex(raw, role_map=role_map, default_role=default_role, prune=cortex.prune)
+    if not teams:
+        raise SourceError("Cortex returned no active teams; refusing to treat that as 'nobody'")
+    return CortexRead(teams=teams, read=len(raw), api_calls=api_calls)
+
+
+def merged_desired_state(
+    reconcile: ReconcileSettings, git: DesiredState | None, cortex: list[Team] | None
+) -> MergeResult:
+    return merge_sources(
+        {"git": git.teams if git else None, "cortex": cortex},
+        services=git.services if git else (),
+        precedence=reconcile.precedence(),
+    )
+
+
+def current_desired_state(
+    definitions: DefinitionsRepository, cortex: CortexResource, reconcile: ReconcileSettings
+) -> DesiredState:
+    """What the enabled sources declare right now, merged as the desired_state asset merges them: what
+    the apply checks each approved change against before writing it. Raises `DefinitionsError` or
+    `SourceError` when a source cannot say."""
+    git = load_definitions(definitions.path) if definitions.enabled else None
+    teams = read_cortex(cortex).teams if cortex.enabled else None
+    return merged_desired_state(reconcile, git, teams).desired
 
 
 @dg.asset(
@@ -54,21 +96,15 @@ def cortex_teams(context: dg.AssetExecutionContext, cortex: CortexResource) -> d
     if not cortex.enabled:
         context.log.info("Cortex source is off: CORTEX_API_URL is not set")
         return dg.Output(None, metadata={"enabled": False})
-    with cortex.client() as client:
-        raw = client.list_teams()
-        api_calls = client.api_calls
-    role_map, default_role = cortex.roles()
-    teams = teams_from_cortex(raw, role_map=role_map, default_role=default_role, prune=cortex.prune)
-    if not teams:
-        raise SourceError("Cortex returned no active teams; refusing to treat that as 'nobody'")
+    read = read_cortex(cortex)
     return dg.Output(
-        teams,
+        read.teams,
         metadata={
             "enabled": True,
-            "team_count": len(teams),
-            "member_count": _member_count(teams),
-            "archived_or_skipped": len(raw) - len(teams),
-            "api_calls": api_calls,
+            "team_count": len(read.teams),
+            "member_count": _member_count(read.teams),
+            "archived_or_skipped": read.read - len(read.teams),
+            "api_calls": read.api_calls,
         },
     )
 
@@ -84,11 +120,7 @@ def desired_state(
     git_definitions: DesiredState | None,
     cortex_teams: list[Team] | None,
 ) -> dg.Output[DesiredState]:
-    result = merge_sources(
-        {"git": git_definitions.teams if git_definitions else None, "cortex": cortex_teams},
-        services=git_definitions.services if git_definitions else (),
-        precedence=reconcile.precedence(),
-    )
+    result = merged_desired_state(reconcile, git_definitions, cortex_teams)
     for line in result.overridden:
         context.log.info("precedence: %s", line)
     desired = result.desired

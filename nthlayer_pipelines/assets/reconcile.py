@@ -69,11 +69,14 @@ def change_plan(
     desired_state: DesiredState,
     pagerduty_memberships: pd.DataFrame,
 ) -> dg.Output[Plan]:
-    plan = build_plan(divergences, desired_state)
-    verdict = assess_blast_radius(plan, team_sizes(pagerduty_memberships), reconcile.blast_radius_limits())
-    pre_approved = pre_approved_changes(plan, reconcile.approval_policy())
+    computed = build_plan(divergences, desired_state)
+    verdict = assess_blast_radius(
+        computed, team_sizes(pagerduty_memberships), reconcile.blast_radius_limits()
+    )
     with ledger.open() as store:
-        is_new = store.record_plan(plan, run_id=context.run_id, blast_radius=verdict)
+        recorded = store.record_plan(computed, run_id=context.run_id, blast_radius=verdict)
+        plan = recorded.plan  # the instance: a drift seen again after it was applied or rejected is new
+        pre_approved = pre_approved_changes(plan, reconcile.approval_policy())
         policy_approval = None
         if pre_approved and not verdict.exceeded:
             # Once per plan, however many refreshes see it at once: checked in the approval's transaction.
@@ -89,13 +92,16 @@ def change_plan(
         plan,
         metadata={
             "plan_id": plan.id,
-            "new_plan": is_new,
+            "new_plan": recorded.new,
+            "plan_generation": recorded.generation,
+            "previous_plan_id": recorded.previous_id or "",
+            "held_back_changes": len(recorded.held_back),
             **plan_summary(plan),
             "blast_radius_exceeded": verdict.exceeded,
             "blast_radius": dg.MetadataValue.md(
                 "\n".join(f"- {r}" for r in verdict.reasons) or "within limits"
             ),
-            "pre_approved_changes": len(pre_approved) if policy_approval else 0,
+            "pre_approved_changes": len(policy_approval.change_ids) if policy_approval else 0,
             "policy_approval_id": policy_approval.id if policy_approval else "",
             "plan": dg.MetadataValue.md(render_plan_markdown(plan)),
         },

@@ -1,8 +1,10 @@
 """What to do with one approved change, given what the provider holds right now: pure, no I/O.
 
-Apply re-reads each entity before writing. What already matches the change is skipped (it converged,
-perhaps by an earlier run that died before logging); what moved under the plan is stale and left alone,
-since the plan was computed against a state that no longer exists.
+Apply re-reads the definitions and each entity before writing. A change the definitions no longer want
+is superseded and written nowhere (a saved terraform plan is refused once its inputs change; here each
+change is judged alone). What already matches the change is skipped (it converged, perhaps by an earlier
+run that died before logging); what moved under the plan is stale and left alone, since the plan was
+computed against a state that no longer exists.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from nthlayer_pipelines.model import Change, ChangeKind, Role
+from nthlayer_pipelines.model import Change, ChangeKind, DesiredState, Role
 
 
 class Action(StrEnum):
@@ -77,3 +79,36 @@ def converged(change: Change, *, team_exists: bool, current_role: Role | None = 
 
 def _role(role: Role | None) -> str:
     return role.value if role else "no role"
+
+
+def unwanted_reason(change: Change, desired: DesiredState) -> str | None:
+    """Why the definitions as they stand now no longer want `change`; None while they still do.
+
+    The change must still follow from the desired team the plan read it from: the same slug, naming or
+    pinning the same PagerDuty team, declaring the member with the same role (or, for a removal, pruning
+    and not declaring them)."""
+    team = desired.team(change.team)
+    if team is None:
+        return f"no definition declares team {change.team!r} any more"
+    if team.pagerduty_team_id is not None:
+        if change.kind is ChangeKind.CREATE_TEAM:
+            return f"team {change.team!r} is now pinned to PagerDuty team {team.pagerduty_team_id}"
+        if change.team_id is not None and team.pagerduty_team_id != change.team_id:
+            return f"team {change.team!r} is now pinned to PagerDuty team {team.pagerduty_team_id}"
+    elif team.display_name.strip().casefold() != change.team_name.strip().casefold():
+        return f"team {change.team!r} is now named {team.display_name!r}, not {change.team_name!r}"
+    if change.kind is ChangeKind.CREATE_TEAM:
+        return None
+    declared = {member.email: member.role for member in team.members}
+    who = change.email or change.user_id
+    if change.kind is ChangeKind.REMOVE_MEMBER:
+        if not team.prune:
+            return f"team {change.team!r} no longer prunes undeclared members"
+        if change.email is not None and change.email in declared:
+            return f"the definitions now declare {who} as {declared[change.email].value}"
+        return None
+    if change.email not in declared:
+        return f"the definitions no longer declare {who} in {change.team!r}"
+    if declared[change.email] is not change.role:
+        return f"the definitions now want {who} as {declared[change.email].value}, not {_role(change.role)}"
+    return None

@@ -26,12 +26,15 @@ from nthlayer_pipelines.reconcile.observed import (
 from nthlayer_pipelines.reconcile.plan import build_plan
 from nthlayer_pipelines.reconcile.safety import BlastRadius, assess_blast_radius
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
+from nthlayer_pipelines.resources.ledger.schema import plan_changes
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RequestContext, RunningSandbox
 from tests.support import EXAMPLE_DEFINITIONS, EXPECTED_EXAMPLE_CHANGES, plan_rows
 
 # The example drift as Git alone declares it (data-platform's member comes from Cortex).
 GIT_ONLY_CHANGES = [c for c in EXPECTED_EXAMPLE_CHANGES if c[1] != "data-platform"]
+# What the definitions want at apply time, unless a test changes them: the example org, Git alone.
+GIT_DESIRED = load_definitions(EXAMPLE_DEFINITIONS)
 
 
 @pytest.fixture
@@ -125,7 +128,7 @@ def statuses(report: ApplyReport) -> list[tuple[str, str | None, str]]:
 
 
 def no_counts(**counts: int) -> dict[str, int]:
-    return {"applied": 0, "skipped": 0, "stale": 0, "blocked": 0, "failed": 0, **counts}
+    return {"applied": 0, "skipped": 0, "stale": 0, "blocked": 0, "superseded": 0, "failed": 0, **counts}
 
 
 # ---- the whole example, planned by the pipeline ----------------------------------------------------
@@ -133,15 +136,15 @@ def no_counts(**counts: int) -> dict[str, int]:
 
 def test_an_approved_plan_is_applied_once_and_converges(pipeline_env, example_sandbox, client) -> None:
     refresh = build_definitions(pipeline_env).resolve_job_def("refresh")
-    plan: Plan = refresh.execute_in_process(instance=dg.DagsterInstance.ephemeral()).output_for_node(
-        "change_plan"
-    )
+    result = refresh.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    plan: Plan = result.output_for_node("change_plan")
+    desired: DesiredState = result.output_for_node("desired_state")  # Git and Cortex
     assert plan_rows(plan) == EXPECTED_EXAMPLE_CHANGES
     ledger = Ledger(pipeline_env["NTHLAYER_LEDGER_URL"])
     approval = ledger.approve(plan.id, approver="alice@example.com", comment="apply the example drift")
     example_sandbox.clear_requests()
 
-    report = apply_approval(ledger=ledger, approval=approval, client=client, run_id="run-1")
+    report = apply_approval(desired=desired, ledger=ledger, approval=approval, client=client, run_id="run-1")
 
     assert report.counts == no_counts(applied=7)
     assert report.succeeded and report.unconverged == ()
@@ -176,7 +179,7 @@ def test_an_approved_plan_is_applied_once_and_converges(pipeline_env, example_sa
 
     # A second apply of the same approval writes nothing: the intent log says it is done.
     example_sandbox.clear_requests()
-    again = apply_approval(ledger=ledger, approval=approval, client=client, run_id="run-2")
+    again = apply_approval(desired=desired, ledger=ledger, approval=approval, client=client, run_id="run-2")
     assert (again.rows, again.already_done, writes(example_sandbox)) == ((), 7, [])
 
     second = refresh.execute_in_process(instance=dg.DagsterInstance.ephemeral()).output_for_node(
@@ -208,7 +211,9 @@ def test_a_failed_write_does_not_stop_the_others_and_a_retry_finishes_it(
 
     example_sandbox.hooks.add_before(third_write_fails, provider="pagerduty")
     approval = ledger.approve(plan.id, approver="alice")
-    first = apply_approval(ledger=ledger, approval=approval, client=client, run_id="run-1")
+    first = apply_approval(
+        desired=GIT_DESIRED, ledger=ledger, approval=approval, client=client, run_id="run-1"
+    )
 
     assert statuses(first) == [
         ("create_team", None, "applied"),
@@ -226,7 +231,7 @@ def test_a_failed_write_does_not_stop_the_others_and_a_retry_finishes_it(
     failing["on"] = False
     retry = ledger.retry(plan.id, approver="alice")
     assert retry.change_ids == (plan.changes[2].id,)
-    second = apply_approval(ledger=ledger, approval=retry, client=client, run_id="run-2")
+    second = apply_approval(desired=GIT_DESIRED, ledger=ledger, approval=retry, client=client, run_id="run-2")
 
     assert statuses(second) == [("add_member", "heidi@example.com", "applied")]
     assert second.succeeded and second.already_done == 0
@@ -261,7 +266,7 @@ def test_a_run_killed_between_write_and_log_resumes_without_writing_twice(
     plan = record_git_plan(client, dying)
     approval = dying.approve(plan.id, approver="alice")
     with pytest.raises(SystemExit):
-        apply_approval(ledger=dying, approval=approval, client=client, run_id="run-1")
+        apply_approval(desired=GIT_DESIRED, ledger=dying, approval=approval, client=client, run_id="run-1")
     dying.dispose()
     assert len(landed_writes(example_sandbox)) == 3  # search, carol and heidi were written...
     ledger = Ledger(url)
@@ -273,7 +278,7 @@ def test_a_run_killed_between_write_and_log_resumes_without_writing_twice(
 
     retry = ledger.retry(plan.id, approver="alice")
     assert retry.change_ids == tuple(c.id for c in plan.changes[2:])
-    report = apply_approval(ledger=ledger, approval=retry, client=client, run_id="run-2")
+    report = apply_approval(desired=GIT_DESIRED, ledger=ledger, approval=retry, client=client, run_id="run-2")
 
     assert statuses(report) == [
         ("add_member", "heidi@example.com", "skipped"),
@@ -297,7 +302,9 @@ def test_a_change_written_before_its_log_entry_is_skipped_as_converged(
     client.set_membership(carol.team_id, carol.user_id, Role.RESPONDER)  # the run died here
     example_sandbox.clear_requests()
 
-    report = apply_approval(ledger=ledger, approval=approval, client=client, run_id="run-2")
+    report = apply_approval(
+        desired=GIT_DESIRED, ledger=ledger, approval=approval, client=client, run_id="run-2"
+    )
 
     assert report.counts == no_counts(applied=5, skipped=1)
     skipped = next(row for row in report.rows if row.change.id == carol.id)
@@ -318,7 +325,7 @@ def test_a_change_made_under_the_plan_is_stale_and_left_alone(example_sandbox, c
     example_sandbox.state.pagerduty.set_membership(i["Payments"], i["bob"], "manager")
     approval = ledger.approve(plan.id, approver="alice")
 
-    report = apply_approval(ledger=ledger, approval=approval, client=client)
+    report = apply_approval(desired=GIT_DESIRED, ledger=ledger, approval=approval, client=client)
 
     bob = next(row for row in report.rows if row.change.email == "bob@example.com")
     assert (bob.status, bob.detail) == (
@@ -342,7 +349,7 @@ def test_a_removal_refused_for_an_escalation_policy_is_blocked_naming_it(
     plan = record_git_plan(client, ledger)
     approval = ledger.approve(plan.id, approver="alice")
 
-    report = apply_approval(ledger=ledger, approval=approval, client=client)
+    report = apply_approval(desired=GIT_DESIRED, ledger=ledger, approval=approval, client=client)
 
     mallory = report.rows[-1]
     assert mallory.status is ChangeStatus.BLOCKED
@@ -376,7 +383,7 @@ def test_a_create_whose_answer_is_lost_is_found_by_name_not_created_twice(
     with PagerDutyClient(example_sandbox.pagerduty_url, DEFAULT_PAGERDUTY_TOKEN, timeout=0.3) as client:
         plan = record_git_plan(client, ledger)
         approval = ledger.approve(plan.id, approver="alice")
-        report = apply_approval(ledger=ledger, approval=approval, client=client)
+        report = apply_approval(desired=GIT_DESIRED, ledger=ledger, approval=approval, client=client)
 
     create = report.rows[0]
     search_id = example_sandbox.state.pagerduty.team_by_name("Search").id
@@ -436,7 +443,12 @@ def test_verification_waits_out_read_after_write_lag(example_sandbox, client, le
     approval = ledger.approve(plan.id, approver="alice")
 
     report = apply_approval(
-        ledger=ledger, approval=approval, client=client, verify_delay_seconds=0.25, sleep=slept.append
+        desired=GIT_DESIRED,
+        ledger=ledger,
+        approval=approval,
+        client=client,
+        verify_delay_seconds=0.25,
+        sleep=slept.append,
     )
 
     assert report.counts == no_counts(applied=1)
@@ -449,7 +461,12 @@ def test_what_never_shows_after_apply_is_reported_unconverged(example_sandbox, c
     approval = ledger.approve(plan.id, approver="alice")
 
     report = apply_approval(
-        ledger=ledger, approval=approval, client=client, verify_attempts=3, sleep=lambda _seconds: None
+        desired=GIT_DESIRED,
+        ledger=ledger,
+        approval=approval,
+        client=client,
+        verify_attempts=3,
+        sleep=lambda _seconds: None,
     )
 
     assert report.unconverged == (
@@ -462,14 +479,21 @@ def test_what_never_shows_after_apply_is_reported_unconverged(example_sandbox, c
 # ---- refusals ------------------------------------------------------------------------------------------
 
 
-def removes_most_of_payments(client: PagerDutyClient) -> tuple[Plan, BlastRadius]:
-    alice_only = Team(
-        name="payments",
-        display_name="Payments",
-        prune=True,
-        members=(Member(email="alice@example.com", role=Role.MANAGER),),
+# Payments declared with alice alone: most of the team would go.
+ALICE_ONLY = DesiredState(
+    teams=(
+        Team(
+            name="payments",
+            display_name="Payments",
+            prune=True,
+            members=(Member(email="alice@example.com", role=Role.MANAGER),),
+        ),
     )
-    return plan_and_verdict(client, DesiredState(teams=(alice_only,)))
+)
+
+
+def removes_most_of_payments(client: PagerDutyClient) -> tuple[Plan, BlastRadius]:
+    return plan_and_verdict(client, ALICE_ONLY)
 
 
 def test_a_mass_removal_needs_allow_blast_radius_to_be_approved(example_sandbox, client, ledger) -> None:
@@ -480,7 +504,7 @@ def test_a_mass_removal_needs_allow_blast_radius_to_be_approved(example_sandbox,
         ledger.approve(plan.id, approver="alice")
     approval = ledger.approve(plan.id, approver="alice", allow_blast_radius=True, comment="team disbanded")
 
-    report = apply_approval(ledger=ledger, approval=approval, client=client)
+    report = apply_approval(desired=ALICE_ONLY, ledger=ledger, approval=approval, client=client)
 
     # Dave is a target of "Payments On-Call": PagerDuty keeps him, and so do we.
     assert statuses(report) == [
@@ -505,7 +529,7 @@ def test_apply_refuses_an_approval_that_does_not_allow_a_blast_radius_exceeded_s
     example_sandbox.clear_requests()
 
     with pytest.raises(ApplyRefused) as refused:
-        apply_approval(ledger=ledger, approval=approval, client=client)
+        apply_approval(desired=ALICE_ONLY, ledger=ledger, approval=approval, client=client)
 
     assert str(refused.value) == (
         f"plan {plan.id} exceeds the blast radius (payments: 3 of 4 members removed (75 % > 20 %)) and "
@@ -522,10 +546,82 @@ def test_apply_refuses_a_rejected_plan_and_an_approval_the_ledger_does_not_know(
     approval = ledger.approve(plan.id, approver="alice")
     rejection = ledger.reject(plan.id, approver="bob")
     with pytest.raises(ApplyRefused, match=f"plan {plan.id} was rejected by bob \\({rejection.id}\\)"):
-        apply_approval(ledger=ledger, approval=approval, client=client)
+        apply_approval(desired=GIT_DESIRED, ledger=ledger, approval=approval, client=client)
     with pytest.raises(ApplyRefused, match="is a rejected decision, not an approval"):
-        apply_approval(ledger=ledger, approval=rejection, client=client)
+        apply_approval(desired=GIT_DESIRED, ledger=ledger, approval=rejection, client=client)
     # An approval is what the ledger recorded, not an object someone built.
     with pytest.raises(ApplyRefused, match="apr-forged00000 is not in the ledger"):
-        apply_approval(ledger=ledger, approval=replace(approval, id="apr-forged00000"), client=client)
+        apply_approval(
+            desired=GIT_DESIRED,
+            ledger=ledger,
+            approval=replace(approval, id="apr-forged00000"),
+            client=client,
+        )
     assert writes(example_sandbox) == []
+
+
+# ---- what is still wanted, and what was approved -----------------------------------------------------
+
+
+def test_an_approved_change_the_definitions_no_longer_want_is_superseded_and_written_nowhere(
+    example_sandbox, client, ledger
+) -> None:
+    plan = record_git_plan(client, ledger)
+    approval = ledger.approve(plan.id, approver="alice", comment="all of it")
+    # Then Git is reverted: mallory is declared again and bob's role change is withdrawn.
+    payments = GIT_DESIRED.team("payments")
+    assert payments is not None
+    reverted = payments.model_copy(
+        update={
+            "members": (
+                *(m for m in payments.members if m.email != "bob@example.com"),
+                Member(email="bob@example.com", role=Role.OBSERVER),
+                Member(email="mallory@example.com", role=Role.RESPONDER),
+            )
+        }
+    )
+    now = DesiredState(teams=tuple(reverted if t.name == "payments" else t for t in GIT_DESIRED.teams))
+    example_sandbox.clear_requests()
+
+    report = apply_approval(desired=now, ledger=ledger, approval=approval, client=client)
+
+    by_email = {row.change.email: row for row in report.rows}
+    assert by_email["mallory@example.com"].status is ChangeStatus.SUPERSEDED
+    assert by_email["mallory@example.com"].detail == (
+        "the definitions now declare mallory@example.com as responder: not written"
+    )
+    assert by_email["bob@example.com"].status is ChangeStatus.SUPERSEDED
+    assert report.counts == no_counts(applied=4, superseded=2)
+    i = ids(example_sandbox)
+    assert ("DELETE", f"/pagerduty/teams/{i['Payments']}/users/{i['mallory']}") not in landed_writes(
+        example_sandbox
+    )
+    assert members(example_sandbox, "Payments")["mallory@example.com"] == "responder"
+    assert members(example_sandbox, "Payments")["bob@example.com"] == "observer"
+    audited = {(o.email, o.status) for o in ledger.audit(team="payments")}
+    assert ("mallory@example.com", ChangeStatus.SUPERSEDED) in audited
+    assert "2 superseded" in report.markdown()
+
+
+def test_apply_refuses_an_approval_whose_changes_were_edited_in_the_ledger_since(
+    example_sandbox, client, ledger
+) -> None:
+    plan = record_git_plan(client, ledger)
+    approval = ledger.approve(plan.id, approver="alice")
+    (add_carol,) = [c for c in plan.changes if c.email == "carol@example.com"]
+    # Someone with the database's password points the approved addition at another person.
+    mallory = ids(example_sandbox)["mallory"]
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            plan_changes.update()
+            .where(plan_changes.c.plan_id == plan.id, plan_changes.c.change_id == add_carol.id)
+            .values(body={**add_carol.model_dump(mode="json"), "user_id": mallory, "role": "manager"})
+        )
+    example_sandbox.clear_requests()
+
+    with pytest.raises(ApplyRefused, match="digest differs") as refused:
+        apply_approval(desired=GIT_DESIRED, ledger=ledger, approval=approval, client=client)
+
+    assert "nothing was written" in str(refused.value)
+    assert writes(example_sandbox) == []
+    assert ledger.outcomes(plan.id) == []

@@ -13,7 +13,7 @@ from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
 from nthlayer_pipelines.sandbox import RunningSandbox
 from nthlayer_pipelines.sandbox.faults import parse_plan
 from tests.integration import test_apply_engine
-from tests.integration.test_apply_engine import record_git_plan
+from tests.integration.test_apply_engine import GIT_DESIRED, record_git_plan
 from tests.reliability import Reliability
 
 # The apply engine tests' fixtures: a client of the example sandbox that does not sleep, a SQLite ledger.
@@ -38,7 +38,12 @@ def test_verification_waits_out_reads_that_lag_the_writes(
     approval = ledger.approve(plan.id, approver="alice")
 
     report = apply_approval(
-        ledger=ledger, approval=approval, client=client, verify_delay_seconds=0.2, sleep=time.sleep
+        desired=GIT_DESIRED,
+        ledger=ledger,
+        approval=approval,
+        client=client,
+        verify_delay_seconds=0.2,
+        sleep=time.sleep,
     )
 
     injected = example_sandbox.faults.injected()
@@ -56,7 +61,9 @@ def test_a_removal_pagerduty_refuses_is_blocked_never_reported_applied(
     use(example_sandbox, {"kind": "refuse_removal"})
     approval = ledger.approve(plan.id, approver="alice")
 
-    report = apply_approval(ledger=ledger, approval=approval, client=client, sleep=lambda _s: None)
+    report = apply_approval(
+        desired=GIT_DESIRED, ledger=ledger, approval=approval, client=client, sleep=lambda _s: None
+    )
 
     (removal,) = [row for row in report.rows if row.change.kind is ChangeKind.REMOVE_MEMBER]
     assert removal.status is ChangeStatus.BLOCKED
@@ -80,7 +87,9 @@ def test_a_team_created_whose_answer_was_lost_is_found_not_created_twice(
     use(example_sandbox, {**lost, "endpoint": "POST /teams"})
     approval = ledger.approve(plan.id, approver="alice")
 
-    report = apply_approval(ledger=ledger, approval=approval, client=client, sleep=lambda _s: None)
+    report = apply_approval(
+        desired=GIT_DESIRED, ledger=ledger, approval=approval, client=client, sleep=lambda _s: None
+    )
 
     (create,) = [row for row in report.rows if row.change.kind is ChangeKind.CREATE_TEAM]
     assert create.status is ChangeStatus.APPLIED and "the answer was lost" in create.detail

@@ -13,6 +13,7 @@ import pytest
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Plan, Role
 from nthlayer_pipelines.reconcile.safety import BlastRadius
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
+from nthlayer_pipelines.resources.ledger.store import changes_digest
 from tests.postgres import PostgresUnavailable, fresh_database, postgres_server, render
 from tests.support import drop_ledger
 
@@ -71,9 +72,9 @@ def ledger(ledger_url: str) -> Iterator[Ledger]:
 
 
 def test_a_plan_keeps_its_blast_radius_verdict_and_the_latest_replaces_it(ledger: Ledger) -> None:
-    assert ledger.record_plan(PLAN, run_id="run-1", blast_radius=EXCEEDED) is True
+    assert ledger.record_plan(PLAN, run_id="run-1", blast_radius=EXCEEDED).new is True
     assert ledger.blast_radius(PLAN.id) == EXCEEDED
-    assert ledger.record_plan(PLAN, run_id="run-2") is False
+    assert ledger.record_plan(PLAN, run_id="run-2").new is False
     assert ledger.blast_radius(PLAN.id) == EXCEEDED, "a sighting without a verdict keeps the last one"
     ledger.record_plan(PLAN, run_id="run-3", blast_radius=WITHIN)
     assert ledger.blast_radius(PLAN.id) == WITHIN
@@ -141,8 +142,13 @@ def test_only_the_latest_plan_can_be_approved(ledger: Ledger) -> None:
     assert str(raised.value) == (
         f"plan {PLAN.id} is not the latest plan ({newer.id} is): refresh and approve that one"
     )
-    ledger.record_plan(PLAN)  # seen again by a later refresh: the latest once more
-    assert ledger.approve(PLAN.id, approver="alice").plan_id == PLAN.id
+    # Seen again by a later refresh: a new instance of the same changes, which is the one to approve.
+    again = ledger.record_plan(PLAN)
+    assert (again.new, again.generation, again.previous_id) == (True, 2, PLAN.id)
+    assert again.plan.id != PLAN.id and again.plan.changes == PLAN.changes
+    with pytest.raises(LedgerError, match=f"plan {PLAN.id} is not the latest plan"):
+        ledger.approve(PLAN.id, approver="alice")
+    assert ledger.approve(again.plan.id, approver="alice").plan_id == again.plan.id
 
 
 def test_a_plan_without_changes_cannot_be_approved(ledger: Ledger) -> None:
@@ -352,3 +358,87 @@ def test_a_write_waits_for_another_process_holding_the_write_lock(ledger_url: st
     assert approved.is_set()
     holder.dispose()
     waiter.dispose()
+
+
+# ---- plan instances ---------------------------------------------------------------------------------
+
+
+def test_a_plan_applied_and_seen_again_is_a_new_instance_the_policy_approves_afresh(ledger: Ledger) -> None:
+    first = ledger.record_plan(PLAN)
+    policy = ledger.approve_by_policy(PLAN.id, change_ids=[ADD.id], comment="pre-approved")
+    assert policy is not None
+    assert ledger.record_plan(PLAN).plan.id == PLAN.id, "seen again before any apply: the same instance"
+    ledger.mark_pending(PLAN.id, policy.id, [ADD.id], "run-1")
+    ledger.record_outcome(PLAN.id, ADD.id, status="applied", approval_id=policy.id, run_id="run-1")
+
+    # The same drift seen after the apply (someone undid it by hand) is planned afresh.
+    again = ledger.record_plan(PLAN)
+
+    assert (again.new, again.generation, again.previous_id) == (True, 2, first.plan.id)
+    assert ledger.latest_plan_id() == again.plan.id
+    second = ledger.approve_by_policy(again.plan.id, change_ids=[ADD.id], comment="pre-approved")
+    assert second is not None and second.change_ids == (ADD.id,)
+    assert ledger.mark_pending(again.plan.id, second.id, [ADD.id], "run-2") == (ADD.id,)
+
+
+def test_a_rejected_drift_is_a_new_instance_a_person_may_approve_but_the_policy_holds_back(
+    ledger: Ledger,
+) -> None:
+    ledger.record_plan(PLAN)
+    ledger.reject(PLAN.id, approver="bob", comment="not yet")
+
+    again = ledger.record_plan(PLAN)
+
+    assert again.new and again.plan.id != PLAN.id
+    assert again.held_back == tuple(c.id for c in CHANGES)
+    assert ledger.approve_by_policy(again.plan.id, change_ids=[ADD.id], comment="pre-approved") is None
+    assert ledger.record_plan(PLAN).held_back == again.held_back, "a sighting keeps what is held back"
+    approval = ledger.approve(again.plan.id, approver="alice", comment="now")
+    assert approval.change_ids == tuple(c.id for c in CHANGES)
+
+
+def test_a_rejection_lasts_as_long_as_the_drift_it_rejected(ledger: Ledger) -> None:
+    ledger.record_plan(PLAN)
+    ledger.reject(PLAN.id, approver="bob")
+    without_add = other_plan(CREATE, SET_ROLE, REMOVE)
+    assert set(ledger.record_plan(without_add).held_back) == {CREATE.id, SET_ROLE.id, REMOVE.id}
+
+    # The addition's drift went away and came back: it is a new drift, the policy may approve it.
+    back = ledger.record_plan(PLAN)
+
+    assert set(back.held_back) == {CREATE.id, SET_ROLE.id, REMOVE.id}
+    policy = ledger.approve_by_policy(back.plan.id, change_ids=[CREATE.id, ADD.id], comment="pre-approved")
+    assert policy is not None and policy.change_ids == (ADD.id,)
+
+
+def test_an_approval_records_the_digest_of_exactly_what_it_approves(ledger: Ledger) -> None:
+    ledger.record_plan(PLAN)
+    some = ledger.approve(PLAN.id, approver="alice", change_ids=[ADD.id])
+    every = ledger.approve(PLAN.id, approver="alice")
+
+    assert some.digest == changes_digest(PLAN.id, [ADD])
+    assert every.digest == changes_digest(PLAN.id, CHANGES)
+    assert some.digest != every.digest
+    edited = ADD.model_copy(update={"user_id": "PMALLORY"})
+    assert changes_digest(PLAN.id, [edited]) != some.digest, "any field of a change is covered"
+
+
+def test_every_attempt_of_a_change_is_kept_and_audited(ledger: Ledger) -> None:
+    ledger.record_plan(PLAN)
+    approval = ledger.approve(PLAN.id, approver="alice")
+    ledger.mark_pending(PLAN.id, approval.id, [ADD.id], "run-1")
+    ledger.record_outcome(
+        PLAN.id, ADD.id, status="failed", approval_id=approval.id, run_id="run-1", error="HTTP 500"
+    )
+    retry = ledger.retry(PLAN.id, approver="alice")
+    ledger.mark_pending(PLAN.id, retry.id, [ADD.id], "run-2")
+    ledger.record_outcome(PLAN.id, ADD.id, status="applied", approval_id=retry.id, run_id="run-2")
+
+    history = [(o.status, o.attempts, o.run_id, o.error) for o in ledger.audit()]
+
+    assert history == [
+        (ChangeStatus.APPLIED, 2, "run-2", None),
+        (ChangeStatus.FAILED, 1, "run-1", "HTTP 500"),
+    ]
+    (current,) = ledger.outcomes(PLAN.id)
+    assert (current.status, current.attempts) == (ChangeStatus.APPLIED, 2)

@@ -27,6 +27,7 @@ from nthlayer_pipelines.resources.ledger import Approval, Ledger, LedgerError
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RunningSandbox, load_seed, running_sandbox
 from tests.integration.test_apply_engine import (
+    GIT_DESIRED,
     git_only_write_paths,
     ids,
     landed_writes,
@@ -120,7 +121,12 @@ def applying(
         try:
             with client_of(sandbox) as client:
                 return apply_approval(
-                    ledger=ledger, approval=approval, client=client, run_id=run_id, verify_delay_seconds=0
+                    desired=GIT_DESIRED,
+                    ledger=ledger,
+                    approval=approval,
+                    client=client,
+                    run_id=run_id,
+                    verify_delay_seconds=0,
                 )
         finally:
             ledger.dispose()

@@ -21,6 +21,16 @@ plans = sa.Table(
     sa.Column("change_count", sa.Integer, nullable=False),
     sa.Column("finding_count", sa.Integer, nullable=False),
     sa.Column("findings", sa.JSON, nullable=False),
+    # A plan is an instance: the same changes seen again after an instance was applied, rejected or
+    # superseded make a new one (`generation` + 1, `previous_plan_id` its predecessor). `content_id` is
+    # what the instances of the same drift share.
+    sa.Column("content_id", sa.String(40), nullable=False, index=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("previous_plan_id", sa.String(40)),
+    # Changes the policy does not pre-approve: a person rejected the same drift and it has not gone away.
+    sa.Column("held_back", sa.JSON, nullable=False),
+    # The teams' rosters the plan was computed against, which its blast radius is judged on at approval.
+    sa.Column("basis", sa.JSON),
 )
 
 plan_changes = sa.Table(
@@ -64,6 +74,9 @@ approvals = sa.Table(
     sa.Column("decision", sa.String(16), nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # sha256 of the approved changes as recorded (`store.changes_digest`); the apply recomputes it and
+    # refuses a plan whose rows changed since. Null for approvals recorded before revision 0003.
+    sa.Column("digest", sa.String(64)),
 )
 
 change_outcomes = sa.Table(
@@ -114,4 +127,24 @@ observed_snapshots = sa.Table(
     # The account the snapshot was read from and its listing totals then (null before revision 0002):
     # an incremental refresh trusts the snapshot only for the same account, still holding as many.
     sa.Column("account", sa.JSON),
+)
+
+# Every attempt at every approved change, append-only: a row when an attempt starts (pending) and one
+# with its outcome. `nthlayer_change_outcomes` holds where each change stands now; this, how it got there.
+change_attempts = sa.Table(
+    "nthlayer_change_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("plan_id", sa.String(40), sa.ForeignKey("nthlayer_plans.plan_id"), nullable=False),
+    sa.Column("change_id", sa.String(40), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("approval_id", sa.String(20)),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("api_calls", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Index("ix_nthlayer_change_attempts_change", "plan_id", "change_id"),
 )

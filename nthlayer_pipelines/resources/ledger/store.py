@@ -22,9 +22,11 @@ replaced and the call tried again for up to `RECONNECT_SECONDS`.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +52,7 @@ from nthlayer_pipelines.reconcile.safety import BlastRadius
 from nthlayer_pipelines.resources.ledger import migrate
 from nthlayer_pipelines.resources.ledger.schema import (
     approvals,
+    change_attempts,
     change_outcomes,
     observed_snapshots,
     plan_blast_radius,
@@ -127,6 +130,18 @@ class Approval:
     decision: Decision
     source: Source
     created_at: datetime
+    digest: str | None = None  # of the approved changes as recorded; None before ledger revision 0003
+
+
+@dataclass(frozen=True)
+class RecordedPlan:
+    """What `record_plan` made of a refresh's plan: the instance it was filed as (`plan.id`)."""
+
+    plan: Plan
+    new: bool  # a new instance, not a sighting of an open one
+    generation: int  # 1 for the first instance of these changes
+    previous_id: str | None  # the earlier instance of the same changes, when there is one
+    held_back: tuple[str, ...]  # changes the policy leaves to a person: rejected before, still there
 
 
 @dataclass(frozen=True)
@@ -239,29 +254,64 @@ class Ledger:
 
     @_reconnecting
     def record_plan(
-        self, plan: Plan, *, run_id: str | None = None, blast_radius: BlastRadius | None = None
-    ) -> bool:
-        """Store the plan (or note that it was seen again), with its blast-radius verdict when given (the
-        latest verdict replaces an earlier one). Returns True when the plan is new."""
+        self,
+        plan: Plan,
+        *,
+        run_id: str | None = None,
+        blast_radius: BlastRadius | None = None,
+        basis: Mapping[str, Any] | None = None,
+    ) -> RecordedPlan:
+        """Record a refresh's plan: a sighting of the open instance of these changes, or a new instance.
+
+        `plan.id` may be anything: the plan is filed by its `content_id`. Its open instance (the latest
+        plan seen, neither rejected nor touched by an apply) is seen again; otherwise (the changes are new,
+        or their instance was superseded by another plan, rejected, or applied in part or whole) a new
+        instance is recorded, so a drift that comes back is planned, approved and applied afresh. The
+        blast-radius verdict, when given, replaces the instance's earlier one; `basis` is what it was
+        judged on (the teams' rosters), kept with a new instance.
+        """
+        content_id = plan.content_id
         now = datetime.now(UTC)
         with self._begin(write=True) as conn:
-            exists = conn.execute(sa.select(plans.c.plan_id).where(plans.c.plan_id == plan.id)).first()
-            if exists:
+            latest = _latest_plan_id(conn)
+            current = (
+                conn.execute(
+                    sa.select(plans.c.plan_id, plans.c.generation)
+                    .where(plans.c.content_id == content_id)
+                    .order_by(plans.c.generation.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            if current is not None and _is_open(conn, current["plan_id"], latest):
+                instance_id, generation, new = current["plan_id"], current["generation"], False
+                previous = _previous_instance(conn, instance_id)
+                held_back = _held_back(conn, instance_id)
                 conn.execute(
                     plans.update()
-                    .where(plans.c.plan_id == plan.id)
+                    .where(plans.c.plan_id == instance_id)
                     .values(last_seen_at=now, last_run_id=run_id, findings=_findings_json(plan.findings))
                 )
             else:
+                generation = current["generation"] + 1 if current is not None else 1
+                instance_id, new = Plan.instance_id(content_id, generation), True
+                previous = current["plan_id"] if current is not None else None
+                held_back = _carried_rejections(conn, latest) & {c.id for c in plan.changes}
                 conn.execute(
                     plans.insert().values(
-                        plan_id=plan.id,
+                        plan_id=instance_id,
                         first_seen_at=now,
                         last_seen_at=now,
                         last_run_id=run_id,
                         change_count=len(plan.changes),
                         finding_count=len(plan.findings),
                         findings=_findings_json(plan.findings),
+                        content_id=content_id,
+                        generation=generation,
+                        previous_plan_id=previous,
+                        held_back=sorted(held_back),
+                        basis=dict(basis) if basis is not None else None,
                     )
                 )
                 if plan.changes:
@@ -269,7 +319,7 @@ class Ledger:
                         plan_changes.insert(),
                         [
                             {
-                                "plan_id": plan.id,
+                                "plan_id": instance_id,
                                 "change_id": c.id,
                                 "position": i,
                                 "body": c.model_dump(mode="json"),
@@ -277,19 +327,26 @@ class Ledger:
                             for i, c in enumerate(plan.changes)
                         ],
                     )
-            conn.execute(plan_sightings.insert().values(plan_id=plan.id, seen_at=now, run_id=run_id))
+            conn.execute(plan_sightings.insert().values(plan_id=instance_id, seen_at=now, run_id=run_id))
             if blast_radius is not None:
-                conn.execute(plan_blast_radius.delete().where(plan_blast_radius.c.plan_id == plan.id))
+                conn.execute(plan_blast_radius.delete().where(plan_blast_radius.c.plan_id == instance_id))
                 conn.execute(
                     plan_blast_radius.insert().values(
-                        plan_id=plan.id,
+                        plan_id=instance_id,
                         exceeded=blast_radius.exceeded,
                         removals=blast_radius.removals,
                         reasons=list(blast_radius.reasons),
                         assessed_at=now,
                     )
                 )
-        return not exists
+            recorded = _require_plan(conn, instance_id)
+        return RecordedPlan(
+            plan=recorded,
+            new=new,
+            generation=generation,
+            previous_id=previous,
+            held_back=tuple(c.id for c in recorded.changes if c.id in held_back),
+        )
 
     @_reconnecting
     def get_plan(self, plan_id: str) -> Plan | None:
@@ -341,19 +398,25 @@ class Ledger:
             )
 
     def approve_by_policy(self, plan_id: str, *, change_ids: Sequence[str], comment: str) -> Approval | None:
-        """The pre-approval policy's approval of a plan nobody has decided on yet; None when someone (or
-        the policy, in a refresh running at the same time) already has. Checked and written in one
-        transaction: refreshes that see one plan at once approve it once."""
+        """The pre-approval policy's approval of a plan instance nobody has decided on yet; None when
+        someone (or the policy, in a refresh running at the same time) already has, or when every change
+        is held back (a person rejected the same drift in an earlier instance and it has not gone away
+        since). Checked and written in one transaction: refreshes that see one plan at once approve it
+        once."""
         decided = sa.select(approvals.c.seq).where(approvals.c.plan_id == plan_id).limit(1)
         with self._begin(write=True) as conn:
             if conn.execute(decided).first() is not None:
+                return None
+            held_back = _held_back(conn, plan_id)
+            chosen = [change_id for change_id in change_ids if change_id not in held_back]
+            if not chosen:
                 return None
             return _approve(
                 conn,
                 plan_id,
                 approver="policy",
                 comment=comment,
-                change_ids=change_ids,
+                change_ids=chosen,
                 allow_blast_radius=False,
                 source="policy",
             )
@@ -490,6 +553,10 @@ class Ledger:
                             **values, attempts=change_outcomes.c.attempts + 1
                         )
                     )
+                attempt = 1 if row is None else row["attempts"] + 1
+                _append_attempt(
+                    conn, plan_id, change.id, attempt, ChangeStatus.PENDING, approval_id, run_id, now
+                )
                 marked.append(change.id)
         return tuple(marked)
 
@@ -542,6 +609,20 @@ class Ledger:
                     )
                 )
             recorded = _outcome_rows(conn, plan_id, change_id)[change_id]
+            _append_attempt(
+                conn,
+                plan_id,
+                change_id,
+                recorded["attempts"],
+                status,
+                approval_id,
+                run_id,
+                now,
+                api_calls=api_calls,
+                retries=retries,
+                error=error,
+                detail=detail,
+            )
         return _outcome(recorded)
 
     @_reconnecting
@@ -557,16 +638,33 @@ class Ledger:
 
     @_reconnecting
     def audit(self, team: str | None = None, since: datetime | None = None) -> list[ChangeOutcome]:
-        """What happened to approved changes, newest first: every status but pending, optionally for one
+        """The outcome of every attempt at every approved change, newest first: a change that failed and
+        was applied on a retry shows both (attempts still pending are not outcomes yet). Optionally for one
         team (its slug) and from a moment on (a naive datetime is taken as UTC)."""
-        query = sa.select(change_outcomes).where(change_outcomes.c.status != ChangeStatus.PENDING.value)
+        attempt = change_attempts
+        query = (
+            sa.select(
+                *[c for c in change_outcomes.c if c.name not in _ATTEMPT_COLUMNS],
+                *[attempt.c[name] for name in _ATTEMPT_COLUMNS if name not in ("attempts", "updated_at")],
+                attempt.c.attempt.label("attempts"),
+                attempt.c.recorded_at.label("updated_at"),
+            )
+            .select_from(
+                attempt.join(
+                    change_outcomes,
+                    sa.and_(
+                        change_outcomes.c.plan_id == attempt.c.plan_id,
+                        change_outcomes.c.change_id == attempt.c.change_id,
+                    ),
+                )
+            )
+            .where(attempt.c.status != ChangeStatus.PENDING.value)
+        )
         if team is not None:
             query = query.where(change_outcomes.c.team == team)
         if since is not None:
-            query = query.where(change_outcomes.c.updated_at >= _utc(since))
-        query = query.order_by(
-            change_outcomes.c.updated_at.desc(), change_outcomes.c.plan_id, change_outcomes.c.position.desc()
-        )
+            query = query.where(attempt.c.recorded_at >= _utc(since))
+        query = query.order_by(attempt.c.recorded_at.desc(), attempt.c.id.desc())
         with self._begin() as conn:
             return [_outcome(row) for row in conn.execute(query).mappings()]
 
@@ -712,6 +810,48 @@ def _latest_plan_id(conn: Connection) -> str | None:
     ).scalar()
 
 
+def changes_digest(plan_id: str, changes: Iterable[Change]) -> str:
+    """sha256 over the plan instance's id and the changes, every field as stored: what an approval covers.
+    The apply recomputes it from the ledger's rows and refuses a mismatch, so a row edited after the
+    approval (another user id, another team) is never written under an approval of something else."""
+    bodies = [c.model_dump(mode="json") for c in changes]
+    text = json.dumps({"plan_id": plan_id, "changes": bodies}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _is_open(conn: Connection, plan_id: str, latest: str | None) -> bool:
+    """Whether a refresh seeing the instance's changes again sees this instance: it is the latest plan
+    seen, nobody rejected it, and no apply has carried out any of its changes."""
+    if latest != plan_id or _rejection(conn, plan_id) is not None:
+        return False
+    return not _terminal_change_ids(conn, plan_id)
+
+
+def _previous_instance(conn: Connection, plan_id: str) -> str | None:
+    return conn.execute(sa.select(plans.c.previous_plan_id).where(plans.c.plan_id == plan_id)).scalar()
+
+
+def _held_back(conn: Connection, plan_id: str) -> set[str]:
+    held = conn.execute(sa.select(plans.c.held_back).where(plans.c.plan_id == plan_id)).scalar()
+    return set(held or ())
+
+
+def _carried_rejections(conn: Connection, latest: str | None) -> set[str]:
+    """Changes a new instance inherits as held back from the plan seen before it: all of that plan's when
+    it was rejected, else those it held back itself. A change absent from a plan is a drift that went away,
+    so a rejection lasts exactly as long as the drift it rejected."""
+    if latest is None:
+        return set()
+    held = _held_back(conn, latest)
+    if _rejection(conn, latest) is not None:
+        held |= set(
+            conn.execute(
+                sa.select(plan_changes.c.change_id).where(plan_changes.c.plan_id == latest)
+            ).scalars()
+        )
+    return held
+
+
 def _blast_radius(conn: Connection, plan_id: str) -> BlastRadius | None:
     row = (
         conn.execute(sa.select(plan_blast_radius).where(plan_blast_radius.c.plan_id == plan_id))
@@ -816,8 +956,11 @@ def _insert_approval(
     source: Source,
 ) -> Approval:
     approval_id = "apr-" + secrets.token_hex(6)
+    plan = _require_plan(conn, plan_id)
+    approved = set(change_ids)
     conn.execute(
         approvals.insert().values(
+            digest=changes_digest(plan_id, [c for c in plan.changes if c.id in approved]),
             approval_id=approval_id,
             plan_id=plan_id,
             approver=approver,
@@ -851,6 +994,7 @@ def _approval(row: sa.RowMapping) -> Approval:
         decision=row["decision"],
         source=row["source"],
         created_at=_utc(row["created_at"]),
+        digest=row["digest"],
     )
 
 
@@ -867,6 +1011,52 @@ def _outcome_rows(conn: Connection, plan_id: str, change_id: str | None = None) 
     if change_id is not None:
         query = query.where(change_outcomes.c.change_id == change_id)
     return {row["change_id"]: row for row in conn.execute(query).mappings()}
+
+
+# What an attempt row says for itself; the rest of an audit entry comes from the change's intent-log row.
+_ATTEMPT_COLUMNS = (
+    "status",
+    "approval_id",
+    "run_id",
+    "attempts",
+    "api_calls",
+    "retries",
+    "error",
+    "detail",
+    "updated_at",
+)
+
+
+def _append_attempt(
+    conn: Connection,
+    plan_id: str,
+    change_id: str,
+    attempt: int,
+    status: ChangeStatus,
+    approval_id: str | None,
+    run_id: str | None,
+    at: datetime,
+    *,
+    api_calls: int = 0,
+    retries: int = 0,
+    error: str | None = None,
+    detail: str = "",
+) -> None:
+    conn.execute(
+        change_attempts.insert().values(
+            plan_id=plan_id,
+            change_id=change_id,
+            attempt=attempt,
+            status=status.value,
+            approval_id=approval_id,
+            run_id=run_id,
+            api_calls=api_calls,
+            retries=retries,
+            error=error,
+            detail=detail,
+            recorded_at=at,
+        )
+    )
 
 
 def _outcome_update(plan_id: str, change_id: str) -> sa.Update:
