@@ -57,9 +57,14 @@ def _env_or(environ: Mapping[str, str], name: str, default: str) -> str | dg.Env
     return dg.EnvVar(name) if environ.get(name) else default
 
 
-def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, dg.ConfigurableResource]:
+def build_resources(
+    environ: Mapping[str, str] = os.environ, *, read_only: bool = False
+) -> dict[str, dg.ConfigurableResource]:
+    """The deployment's resources; `read_only` (`nthlayer plan`) makes the ledger and PagerDuty refuse
+    every write, whatever the environment names."""
     return {
         "pagerduty": PagerDutyResource(
+            read_only=read_only,
             api_url=_env_or(environ, "PAGERDUTY_API_URL", DEFAULT_API_URL),
             api_token=dg.EnvVar("PAGERDUTY_API_TOKEN"),
             full_refresh_every_hours=float(environ.get("NTHLAYER_FULL_REFRESH_EVERY_HOURS", "24")),
@@ -78,7 +83,7 @@ def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, dg.Con
             min_team_removals=int(environ.get("NTHLAYER_MIN_TEAM_REMOVALS", "2")),
             max_total_removals=int(environ.get("NTHLAYER_MAX_TOTAL_REMOVALS", "50")),
         ),
-        "ledger": LedgerResource(url=_env_or(environ, "NTHLAYER_LEDGER_URL", "")),
+        "ledger": LedgerResource(url=_env_or(environ, "NTHLAYER_LEDGER_URL", ""), read_only=read_only),
         "slack": SlackNotifier(
             token=_env_or(environ, "SLACK_BOT_TOKEN", ""),
             base_url=_env_or(environ, "SLACK_API_URL", SLACK_PUBLIC_API),

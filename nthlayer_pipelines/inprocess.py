@@ -22,10 +22,13 @@ class PlanFailed(Exception):
 
 
 def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
-    resources = build_resources(environ)
+    """The plan the definitions call for now, computed read-only whatever the environment names: the
+    ledger (when NTHLAYER_LEDGER_URL names one) is read, to start from its stored snapshot and to name the
+    plan instance a refresh would record, and never written; no provider is written either."""
+    resources = build_resources(environ, read_only=True)
     if not environ.get("NTHLAYER_LEDGER_URL"):
-        # A CI check of a definitions repo should leave no files behind.
-        resources["ledger"] = LedgerResource(url="sqlite://")
+        # Without a ledger to read, an empty one in memory: a CI check of a definitions repo leaves no files.
+        resources["ledger"] = LedgerResource(url="sqlite://", read_only=True)
     result = dg.materialize(
         [*ASSETS, *ALL_CHECKS],
         resources=resources,

@@ -121,10 +121,12 @@ def refresh_pagerduty(
     api_token: str,
     policy: RefreshPolicy | None = None,
     nightly: bool = False,
+    store: bool = True,
 ) -> ObservedRefresh:
     """The snapshot after the last one: incremental when the cursor, the stored snapshot and the audit
     records allow it (see `incremental.choose_refresh`), else full. Stores the snapshot and the next
-    cursor in the ledger before returning."""
+    cursor in the ledger before returning, unless `store` is false (a read-only plan: it may start from
+    the stored snapshot, and leaves it and the cursor as they were)."""
     policy = policy or RefreshPolicy()
     started = client.api_calls
     now = datetime.now(UTC)
@@ -150,7 +152,8 @@ def refresh_pagerduty(
         except IncrementalReadError as error:
             decision = RefreshDecision(RefreshMode.FULL, f"the audit records did not add up: {error}")
         else:
-            ledger.save_refresh(result.cursor, result.state)
+            if store:
+                ledger.save_refresh(result.cursor, result.state)
             plan = result.plan
             return ObservedRefresh(
                 state=result.state,
@@ -164,7 +167,8 @@ def refresh_pagerduty(
             )
     full_started = datetime.now(UTC)
     state, calls, minimum = read_full(client)
-    ledger.save_refresh(cursor_after_full(PROVIDER, full_started, policy), state)
+    if store:
+        ledger.save_refresh(cursor_after_full(PROVIDER, full_started, policy), state)
     return ObservedRefresh(
         state=state,
         decision=decision,
@@ -232,6 +236,7 @@ def pagerduty_snapshot(
             api_token=pagerduty.api_token,
             policy=pagerduty.refresh_policy(),
             nightly=nightly,
+            store=not ledger.read_only,
         )
         concurrency = client.max_concurrency
     state = refresh.state

@@ -74,11 +74,14 @@ def change_plan(
         computed, team_sizes(pagerduty_memberships), reconcile.blast_radius_limits()
     )
     with ledger.open() as store:
-        recorded = store.record_plan(computed, run_id=context.run_id, blast_radius=verdict)
+        if ledger.read_only:  # `nthlayer plan`: the instance a refresh would record, nothing recorded
+            recorded = store.preview_plan(computed)
+        else:
+            recorded = store.record_plan(computed, run_id=context.run_id, blast_radius=verdict)
         plan = recorded.plan  # the instance: a drift seen again after it was applied or rejected is new
         pre_approved = pre_approved_changes(plan, reconcile.approval_policy())
         policy_approval = None
-        if pre_approved and not verdict.exceeded:
+        if pre_approved and not verdict.exceeded and not ledger.read_only:
             # Once per plan, however many refreshes see it at once: checked in the approval's transaction.
             policy_approval = store.approve_by_policy(
                 plan.id,
@@ -92,6 +95,7 @@ def change_plan(
         plan,
         metadata={
             "plan_id": plan.id,
+            "recorded": not ledger.read_only,
             "new_plan": recorded.new,
             "plan_generation": recorded.generation,
             "previous_plan_id": recorded.previous_id or "",

@@ -288,12 +288,14 @@ class PagerDutyClient(ApiClient):
         sleep: Callable[[float], None] = time.sleep,
         max_concurrency: int = 1,
         rate_limiter: TokenBucket | None = None,
+        read_only: bool = False,
     ) -> None:
         if not api_token.strip():
             raise PagerDutyAuthError(None, None, "no API token is set")
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
         self.api_url = api_url.rstrip("/")
+        self.read_only = read_only
         self.max_concurrency = max_concurrency
         self.rate_limiter = rate_limiter
         self._from_email = from_email
@@ -518,6 +520,8 @@ class PagerDutyClient(ApiClient):
         params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
     ) -> httpx.Response:
+        if self.read_only and method != "GET":
+            raise PagerDutyError(None, None, "refused: this client is read-only", (), method, path)
         headers = {"From": self._from_email} if self._from_email and method != "GET" else None
         http: httpx.Client = getattr(self._thread, "http", self._http)
         request = http.build_request(method, path, params=params, json=body, headers=headers)
@@ -598,6 +602,9 @@ class PagerDutyResource(dg.ConfigurableResource):
     rate_burst: int = Field(
         default=0, ge=0, description="Requests sent without pacing after a pause; 0: one second's worth."
     )
+    read_only: bool = Field(
+        default=False, description="Refuse every write before it is sent (`nthlayer plan`)."
+    )
     full_refresh_every_hours: float = Field(
         default=DEFAULT_FULL_REFRESH_EVERY / timedelta(hours=1),
         gt=0,
@@ -636,4 +643,5 @@ class PagerDutyResource(dg.ConfigurableResource):
             from_email=self.from_email or None,
             max_concurrency=self.max_concurrency,
             rate_limiter=self.rate_limiter(),
+            read_only=self.read_only,
         )

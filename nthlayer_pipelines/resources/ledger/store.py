@@ -37,6 +37,7 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 import tenacity
+from pydantic import Field
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
@@ -77,6 +78,14 @@ SOURCES: tuple[str, ...] = ("person", "policy")
 
 class LedgerError(Exception):
     """A request the ledger refuses: the message says what is wrong and what to do instead."""
+
+
+class LedgerReadOnlyError(LedgerError):
+    """A write asked of a ledger opened read-only."""
+
+
+class LedgerMissingError(LedgerError):
+    """A read-only open of a ledger that does not exist: there is nothing to read."""
 
 
 class LedgerOutdatedError(LedgerError):
@@ -194,8 +203,19 @@ _reconnecting = tenacity.retry(
 
 
 class Ledger:
-    def __init__(self, url: str) -> None:
+    """The ledger at `url`. `read_only` opens it so that nothing can be written: every write method
+    refuses before it starts, and the database itself refuses too (a read-only Postgres session, SQLite
+    opened `mode=ro`); a ledger that does not exist yet is not created."""
+
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        self.read_only = read_only
         self._connect(url)
+        if read_only:
+            with self._begin() as conn:
+                schema = migrate.revision(conn)
+            if not schema.at_head:
+                raise LedgerOutdatedError(url, schema)
+            return
         with self._begin(write=True) as conn:
             schema = migrate.revision(conn)
             if schema.empty:
@@ -212,10 +232,19 @@ class Ledger:
 
     def _connect(self, url: str) -> None:
         self.url = url
-        if url.startswith("sqlite:///"):
+        read_only = getattr(self, "read_only", False)
+        options: dict[str, Any] = {}
+        if url.startswith("sqlite:///") and read_only:
+            path = Path(url.removeprefix("sqlite:///"))
+            if not path.is_file():
+                raise LedgerMissingError(f"no ledger at {display_url(url)}")
+            url = f"sqlite:///file:{path}?mode=ro&uri=true"
+        elif url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        elif read_only and sa.engine.make_url(url).get_backend_name() == "postgresql":
+            options["connect_args"] = {"options": "-c default_transaction_read_only=on"}
         # pre_ping: a pooled connection a database restart closed is replaced before use.
-        self.engine: Engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        self.engine: Engine = sa.create_engine(url, future=True, pool_pre_ping=True, **options)
         if self.engine.dialect.name == "sqlite":
             _take_sqlite_transactions_in_hand(self.engine)
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
@@ -226,6 +255,10 @@ class Ledger:
 
     @contextmanager
     def _begin(self, *, write: bool = False) -> Iterator[Connection]:
+        if write and self.read_only:
+            raise LedgerReadOnlyError(
+                f"the ledger at {display_url(self.url)} is open read-only: nothing is written"
+            )
         with (self._write_engine if write else self.engine).begin() as conn:
             if write and conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
@@ -273,31 +306,16 @@ class Ledger:
         content_id = plan.content_id
         now = datetime.now(UTC)
         with self._begin(write=True) as conn:
-            latest = _latest_plan_id(conn)
-            current = (
-                conn.execute(
-                    sa.select(plans.c.plan_id, plans.c.generation)
-                    .where(plans.c.content_id == content_id)
-                    .order_by(plans.c.generation.desc())
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-            )
-            if current is not None and _is_open(conn, current["plan_id"], latest):
-                instance_id, generation, new = current["plan_id"], current["generation"], False
-                previous = _previous_instance(conn, instance_id)
-                held_back = _held_back(conn, instance_id)
+            filed = _file_plan(conn, plan)
+            instance_id, generation, new = filed.instance_id, filed.generation, filed.new
+            previous, held_back = filed.previous_id, filed.held_back
+            if not new:
                 conn.execute(
                     plans.update()
                     .where(plans.c.plan_id == instance_id)
                     .values(last_seen_at=now, last_run_id=run_id, findings=_findings_json(plan.findings))
                 )
             else:
-                generation = current["generation"] + 1 if current is not None else 1
-                instance_id, new = Plan.instance_id(content_id, generation), True
-                previous = current["plan_id"] if current is not None else None
-                held_back = _carried_rejections(conn, latest) & {c.id for c in plan.changes}
                 conn.execute(
                     plans.insert().values(
                         plan_id=instance_id,
@@ -346,6 +364,21 @@ class Ledger:
             generation=generation,
             previous_id=previous,
             held_back=tuple(c.id for c in recorded.changes if c.id in held_back),
+        )
+
+    @_reconnecting
+    def preview_plan(self, plan: Plan) -> RecordedPlan:
+        """What `record_plan` would make of the plan, recording nothing: for a read-only plan."""
+        with self._begin() as conn:
+            filed = _file_plan(conn, plan)
+            stored = None if filed.new else _plan(conn, filed.instance_id)
+        changes = stored.changes if stored is not None else plan.changes
+        return RecordedPlan(
+            plan=Plan(id=filed.instance_id, changes=changes, findings=plan.findings),
+            new=filed.new,
+            generation=filed.generation,
+            previous_id=filed.previous_id,
+            held_back=tuple(c.id for c in changes if c.id in filed.held_back),
         )
 
     @_reconnecting
@@ -819,6 +852,48 @@ def changes_digest(plan_id: str, changes: Iterable[Change]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Filing:
+    instance_id: str
+    generation: int
+    new: bool
+    previous_id: str | None
+    held_back: set[str]
+
+
+def _file_plan(conn: Connection, plan: Plan) -> _Filing:
+    """Which instance a refresh's plan is: read-only, so a preview decides exactly as a recording does."""
+    content_id = plan.content_id
+    latest = _latest_plan_id(conn)
+    current = (
+        conn.execute(
+            sa.select(plans.c.plan_id, plans.c.generation)
+            .where(plans.c.content_id == content_id)
+            .order_by(plans.c.generation.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
+    if current is not None and _is_open(conn, current["plan_id"], latest):
+        plan_id = current["plan_id"]
+        return _Filing(
+            plan_id,
+            current["generation"],
+            False,
+            _previous_instance(conn, plan_id),
+            _held_back(conn, plan_id),
+        )
+    generation = current["generation"] + 1 if current is not None else 1
+    return _Filing(
+        instance_id=Plan.instance_id(content_id, generation),
+        generation=generation,
+        new=True,
+        previous_id=current["plan_id"] if current is not None else None,
+        held_back=_carried_rejections(conn, latest) & {c.id for c in plan.changes},
+    )
+
+
 def _is_open(conn: Connection, plan_id: str, latest: str | None) -> bool:
     """Whether a refresh seeing the instance's changes again sees this instance: it is the latest plan
     seen, nobody rejected it, and no apply has carried out any of its changes."""
@@ -1119,6 +1194,18 @@ class LedgerResource(dg.ConfigurableResource):
     """Where plans live: a SQLAlchemy URL; empty means a SQLite file under DAGSTER_HOME."""
 
     url: str = ""
+    read_only: bool = Field(
+        default=False,
+        description="Read the ledger, never write it (`nthlayer plan`): a refresh then records no plan, "
+        "approves nothing and stores no snapshot.",
+    )
 
     def open(self) -> Ledger:
-        return Ledger(self.url or default_ledger_url())
+        url = self.url or default_ledger_url()
+        if not self.read_only:
+            return Ledger(url)
+        try:
+            return Ledger(url, read_only=True)
+        except (LedgerMissingError, LedgerOutdatedError, sa.exc.OperationalError, sa.exc.ProgrammingError):
+            # Nothing usable to read (no ledger yet, another schema): plan from an empty one in memory.
+            return Ledger("sqlite://")
