@@ -15,12 +15,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from nthlayer_pipelines.model import SourceError
+
+if TYPE_CHECKING:
+    from nthlayer_pipelines.resources.ledger.migrate import Revision
 
 DAEMON_MAX_AGE_SECONDS = 60.0  # the daemon beats every 30 s: two missed beats is down or stuck
 TIMEOUT_SECONDS = 10.0
@@ -100,31 +104,44 @@ def assess_daemon(
 
 
 def assess_ledger_schema(
-    expected: Mapping[str, set[str]], present: Mapping[str, set[str]], where: str
+    expected: Mapping[str, set[str]],
+    present: Mapping[str, set[str]],
+    where: str,
+    revision: Revision | None = None,
 ) -> CheckResult:
-    """Every ledger table with every column; a missing table is created by the next refresh."""
-    if not any(name in present for name in expected):
+    """The ledger's schema revision is this version's, and every table has every column it should.
+    `revision` is None when the database holds no ledger yet: the first refresh creates it."""
+    if revision is None or revision.empty:
         return CheckResult(
             "ledger", Status.WARN, f"{where} holds no ledger tables yet: the first refresh creates them"
         )
-    outdated = [
-        f"{name} lacks {', '.join(sorted(columns - present[name]))}"
-        for name, columns in sorted(expected.items())
-        if name in present and columns - present[name]
-    ]
-    if outdated:
+    if not revision.at_head:
         return CheckResult(
             "ledger",
             Status.FAIL,
-            f"{where}: {'; '.join(outdated)}: the tables were made by an older version; migrate them "
-            "before running this one",
+            f"{where} is at schema revision {revision.current}, this version needs {revision.head}: "
+            "run `nthlayer db upgrade` to migrate it in place (a newer revision: run the nthlayer that "
+            "wrote it)",
         )
-    missing = sorted(name for name in expected if name not in present)
-    if missing:
+    differences = [
+        f"{name} lacks {', '.join(sorted(columns - present.get(name, set())))}"
+        if name in present
+        else f"{name} is missing"
+        for name, columns in sorted(expected.items())
+        if name not in present or columns - present[name]
+    ]
+    if differences:
         return CheckResult(
-            "ledger", Status.WARN, f"{where} lacks {', '.join(missing)}: the next refresh creates them"
+            "ledger",
+            Status.FAIL,
+            f"{where}: {'; '.join(differences)}, although its revision is {revision.current}: the tables "
+            "were changed by hand; restore them from a backup",
         )
-    return CheckResult("ledger", Status.OK, f"{where}: all {len(expected)} tables present")
+    return CheckResult(
+        "ledger",
+        Status.OK,
+        f"{where}: schema revision {revision.current} (the latest), {len(expected)} tables",
+    )
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
@@ -369,7 +386,7 @@ def check_instance(
 
 
 def check_ledger(environ: Mapping[str, str]) -> CheckResult:
-    from nthlayer_pipelines.resources.ledger import metadata
+    from nthlayer_pipelines.resources.ledger import metadata, migrate
 
     url = environ.get("NTHLAYER_LEDGER_URL", "").strip()
     if not url:
@@ -390,16 +407,19 @@ def check_ledger(environ: Mapping[str, str]) -> CheckResult:
     try:
         engine = sa.create_engine(parsed, connect_args=connect_args)
         try:
-            inspector = sa.inspect(engine)
-            present = {
-                name: {c["name"] for c in inspector.get_columns(name)} for name in inspector.get_table_names()
-            }
+            with engine.connect() as conn:
+                inspector = sa.inspect(conn)
+                present = {
+                    name: {c["name"] for c in inspector.get_columns(name)}
+                    for name in inspector.get_table_names()
+                }
+                revision = migrate.revision(conn)
         finally:
             engine.dispose()
     except (sa.exc.SQLAlchemyError, ImportError) as error:
         return CheckResult("ledger", Status.FAIL, f"cannot read the ledger at {where} ({_reason(error)})")
     expected = {name: {column.name for column in table.columns} for name, table in metadata.tables.items()}
-    return assess_ledger_schema(expected, present, where)
+    return assess_ledger_schema(expected, present, where, revision)
 
 
 def run_checks(environ: Mapping[str, str] = os.environ) -> list[CheckResult]:

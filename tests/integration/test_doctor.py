@@ -132,13 +132,13 @@ def test_storage_that_does_not_answer_fails_without_showing_its_password(
     assert password not in printed
 
 
-def test_ledger_tables_of_an_older_version_fail_and_say_what_is_missing(
+def test_ledger_tables_changed_by_hand_fail_and_say_what_is_missing(
     deployment_env: dict[str, str], tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'old-ledger.db'}"
     Ledger(url).dispose()
     engine = sa.create_engine(url)
-    with engine.begin() as connection:  # an older ledger: the plans table without its change count
+    with engine.begin() as connection:  # the plans table without its change count, revision unchanged
         connection.execute(sa.text("ALTER TABLE nthlayer_plans DROP COLUMN change_count"))
     engine.dispose()
 
@@ -147,7 +147,7 @@ def test_ledger_tables_of_an_older_version_fail_and_say_what_is_missing(
     assert code == 1
     status, message = checks["ledger"]
     assert status == "fail"
-    assert "nthlayer_plans lacks change_count" in message and "older version" in message
+    assert "nthlayer_plans lacks change_count" in message and "changed by hand" in message
 
 
 def test_no_ledger_yet_and_no_approvers_list_are_warnings_not_failures(

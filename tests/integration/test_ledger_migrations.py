@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from nthlayer_pipelines.doctor import Status, check_ledger
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerOutdatedError, head_revision, metadata
 from nthlayer_pipelines.resources.ledger.migrate import BASELINE, VERSION_TABLE
 from tests.old_release import UNVERSIONED_RELEASE, checkout, run_script
@@ -159,6 +160,12 @@ def test_a_ledger_of_the_release_before_migrations_upgrades_in_place_with_nothin
         assert refused.returncode == 1
         assert "nthlayer db upgrade" in refused.stderr
 
+    if head_revision() != BASELINE:
+        doctor = check_ledger({"NTHLAYER_LEDGER_URL": empty_ledger_url})
+        assert doctor.status is Status.FAIL and "nthlayer db upgrade" in doctor.message
+        current = _nthlayer("db", "current", url=empty_ledger_url)
+        assert current.returncode == 1 and f"revision {BASELINE}" in current.stdout
+
     upgraded = _nthlayer("db", "upgrade", url=empty_ledger_url)
     assert upgraded.returncode == 0, upgraded.stderr
     assert f"to {head_revision()}" in upgraded.stdout or "nothing to do" in upgraded.stdout
@@ -186,5 +193,7 @@ def test_a_ledger_of_the_release_before_migrations_upgrades_in_place_with_nothin
         snapshot = ledger.observed_snapshot("pagerduty")
         assert snapshot is not None and list(snapshot.users["email"]) == ["alice@example.com"]
 
+    doctor = check_ledger({"NTHLAYER_LEDGER_URL": empty_ledger_url})
+    assert doctor.status is Status.OK and f"revision {head_revision()}" in doctor.message
     again = _nthlayer("db", "upgrade", url=empty_ledger_url)
     assert again.returncode == 0 and "nothing to do" in again.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nthlayer_pipelines.doctor import Heartbeat, Status, assess_daemon, assess_ledger_schema, redact
+from nthlayer_pipelines.resources.ledger.migrate import Revision
 
 REQUIRED = ["SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR"]
 NOW = 1_000_000.0
@@ -45,13 +46,18 @@ def test_an_ephemeral_instance_has_no_daemon_to_ask() -> None:
 
 def test_schema_verdicts() -> None:
     expected = {"plans": {"id", "count"}, "approvals": {"id"}}
-    assert assess_ledger_schema(expected, {}, "db").status is Status.WARN
-    assert assess_ledger_schema(expected, {"plans": {"id", "count"}}, "db").status is Status.WARN
-    outdated = assess_ledger_schema(expected, {"plans": {"id"}, "approvals": {"id"}}, "db")
-    assert outdated.status is Status.FAIL and "plans lacks count" in outdated.message
-    assert assess_ledger_schema(expected, {"plans": {"id", "count"}, "approvals": {"id"}}, "db").status is (
-        Status.OK
-    )
+    both = {"plans": {"id", "count"}, "approvals": {"id"}}
+    head = Revision(current="0003", head="0003")
+    assert assess_ledger_schema(expected, {}, "db", None).status is Status.WARN
+    assert assess_ledger_schema(expected, {}, "db", Revision(current=None, head="0003")).status is Status.WARN
+    behind = assess_ledger_schema(expected, both, "db", Revision(current="0001", head="0003"))
+    assert behind.status is Status.FAIL and "nthlayer db upgrade" in behind.message
+    edited = assess_ledger_schema(expected, {"plans": {"id"}, "approvals": {"id"}}, "db", head)
+    assert edited.status is Status.FAIL and "plans lacks count" in edited.message
+    dropped = assess_ledger_schema(expected, {"plans": {"id", "count"}}, "db", head)
+    assert dropped.status is Status.FAIL and "approvals is missing" in dropped.message
+    fine = assess_ledger_schema(expected, both, "db", head)
+    assert fine.status is Status.OK and "revision 0003" in fine.message
 
 
 def test_redaction_hides_every_secret_longest_first_and_leaves_short_values() -> None:

@@ -227,21 +227,21 @@ class Ledger:
     def _unchecked(cls, url: str) -> Ledger:
         """Connected, its schema not yet checked: for the upgrade alone."""
         ledger = cls.__new__(cls)
+        ledger.read_only = False
         ledger._connect(url)
         return ledger
 
     def _connect(self, url: str) -> None:
         self.url = url
-        read_only = getattr(self, "read_only", False)
         options: dict[str, Any] = {}
-        if url.startswith("sqlite:///") and read_only:
+        if url.startswith("sqlite:///") and self.read_only:
             path = Path(url.removeprefix("sqlite:///"))
             if not path.is_file():
                 raise LedgerMissingError(f"no ledger at {display_url(url)}")
             url = f"sqlite:///file:{path}?mode=ro&uri=true"
         elif url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        elif read_only and sa.engine.make_url(url).get_backend_name() == "postgresql":
+        elif self.read_only and sa.engine.make_url(url).get_backend_name() == "postgresql":
             options["connect_args"] = {"options": "-c default_transaction_read_only=on"}
         # pre_ping: a pooled connection a database restart closed is replaced before use.
         self.engine: Engine = sa.create_engine(url, future=True, pool_pre_ping=True, **options)
