@@ -112,7 +112,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "(b): a full refresh into a fresh ledger (SQLite), then 10 changes through the sandbox's PagerDuty "
         "API (5 members added, 3 roles changed, 2 members removed, on 10 teams), then the measured "
-        "incremental refresh: the audit records since the cursor and what they name; its wall time "
+        "incremental refresh: the totals probe (`GET /users` and `GET /teams` with `limit=1&total=true`: "
+        "2 calls), the audit records since the cursor and what they name; its wall time "
         "includes loading and storing the snapshot in the ledger.",
         "",
         "(d): what `terraform plan` reads for a module per team: `GET /teams/{id}` for each "

@@ -173,6 +173,7 @@ def nthlayer_incremental(config: dict[str, Any]) -> Watch:
         "refresh_reason": incremental.decision.reason,
         "full_snapshot_api_calls": full.total_api_calls,
         "changes": changes,
+        "probe_api_calls": incremental.probe_api_calls,
         "audit_records_read": incremental.audit_records_read,
         "teams_reread": incremental.teams_reread,
         "rows": {"users": len(state.users), "teams": len(state.teams), "memberships": len(state.memberships)},

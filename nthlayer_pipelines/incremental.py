@@ -30,6 +30,13 @@ A full snapshot is read instead when there is no cursor, the cursor is older tha
 either and bounds how much history one refresh replays), PagerDuty refused the records (402: the plan
 lacks Audit Trail; 403: the token is not an admin's), a periodic full refresh is due, or the run is the
 nightly audit, which always reads everything.
+
+The stored snapshot is trusted only for the account it was read from (`SnapshotAccount`: the API URL and
+the subdomain PagerDuty names in every object's `html_url`). Before an incremental read, a probe of the
+listing totals (`AccountProbe`) says which account the token reads now; `account_mismatch` refuses a
+snapshot of another account, another API URL, or one saved before snapshots named their account, and
+`totals_mismatch` refuses a patched snapshot whose users or teams do not number what PagerDuty lists.
+Either way the refresh reads everything instead.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -207,6 +215,146 @@ def cursor_after_incremental(
         last_record_id=newest.id if newest is not None else previous.last_record_id,
         seen_record_ids=tuple(seen),
         updated_at=read_until,
+    )
+
+
+# ---- which account the snapshot belongs to -------------------------------------------------------------
+
+PAGERDUTY_WEB_DOMAIN = "pagerduty.com"
+
+
+def subdomain_from_html_url(html_url: object) -> str | None:
+    """The account's subdomain as PagerDuty names it in an object's `html_url`:
+    `https://acme.pagerduty.com/users/PXXX` (or `https://acme.eu.pagerduty.com/...`) is `acme`.
+    None when the value names no account (absent, not a URL, another domain)."""
+    if not isinstance(html_url, str):
+        return None
+    try:
+        host = urlsplit(html_url.strip()).hostname
+    except ValueError:
+        return None
+    suffix = "." + PAGERDUTY_WEB_DOMAIN
+    if not host or not host.endswith(suffix):
+        return None
+    label = host.removesuffix(suffix).split(".")[0]
+    return label or None
+
+
+def normalized_api_url(api_url: str) -> str:
+    """The API URL as compared between refreshes: scheme and host in lowercase, no trailing slash."""
+    parts = urlsplit(api_url.strip())
+    if not parts.scheme or not parts.netloc:
+        return api_url.strip().rstrip("/")
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+@dataclass(frozen=True)
+class SnapshotAccount:
+    """The account a stored snapshot was read from, and its listing totals then (the ledger's `account`).
+
+    `subdomain` None: the answers named none (an account without users or teams), so a later refresh
+    cannot tell whether it reads the same account and reads everything."""
+
+    api_url: str
+    subdomain: str | None
+    users: int
+    teams: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "api_url": self.api_url,
+            "subdomain": self.subdomain,
+            "users": self.users,
+            "teams": self.teams,
+        }
+
+    @classmethod
+    def from_json(cls, value: object) -> SnapshotAccount | None:
+        """The stored value, or None when there is none or it is not one (then nothing is trusted)."""
+        if not isinstance(value, dict):
+            return None
+        api_url, subdomain = value.get("api_url"), value.get("subdomain")
+        users, teams = _count(value.get("users")), _count(value.get("teams"))
+        if not isinstance(api_url, str) or not (subdomain is None or isinstance(subdomain, str)):
+            return None
+        if users is None or teams is None:
+            return None
+        return cls(api_url, subdomain, users, teams)
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def single_subdomain(subdomains: Collection[str]) -> str | None:
+    """The account's subdomain when the answers named exactly one; None when none or several."""
+    return next(iter(subdomains)) if len(set(subdomains)) == 1 else None
+
+
+@dataclass(frozen=True)
+class AccountProbe:
+    """What the totals probe read (`GET /users` and `GET /teams`, `limit=1&total=true`): the listings'
+    totals, and the subdomains their answers named in `html_url`."""
+
+    api_url: str
+    subdomains: frozenset[str]
+    users: int
+    teams: int
+
+    @property
+    def subdomain(self) -> str | None:
+        return single_subdomain(self.subdomains)
+
+    def account(self) -> SnapshotAccount:
+        """The account to store with a snapshot the probe vouched for."""
+        return SnapshotAccount(self.api_url, self.subdomain, self.users, self.teams)
+
+
+def _domain(subdomain: str) -> str:
+    return f"{subdomain}.{PAGERDUTY_WEB_DOMAIN}"
+
+
+def account_mismatch(stored: SnapshotAccount | None, probe: AccountProbe) -> str | None:
+    """Why the stored snapshot may not be patched with this account's audit records, or None when it may.
+
+    Checked before the records are read: a snapshot of another account (a token of another account, a
+    sandbox started afresh, a ledger restored beside another deployment) patched with this account's
+    records would be neither, and its plan would contradict a full read."""
+    if stored is None:
+        return (
+            "the stored snapshot names no account (it was saved before snapshots were bound to one): "
+            "reading everything once"
+        )
+    if normalized_api_url(stored.api_url) != normalized_api_url(probe.api_url):
+        return f"the stored snapshot was read from another API URL ({stored.api_url}), not {probe.api_url}"
+    if len(probe.subdomains) > 1:
+        named = ", ".join(_domain(s) for s in sorted(probe.subdomains))
+        return f"PagerDuty's answers name more than one account ({named}): the snapshot cannot be checked"
+    if probe.subdomain is None:
+        return (
+            "PagerDuty's answers name no account (no html_url to read a subdomain from): the stored "
+            "snapshot cannot be checked"
+        )
+    if stored.subdomain is None:
+        return "the stored snapshot names no account subdomain: it cannot be checked against this account"
+    if stored.subdomain != probe.subdomain:
+        return (
+            f"the stored snapshot is from another account ({_domain(stored.subdomain)}); the token now "
+            f"reads {_domain(probe.subdomain)}"
+        )
+    return None
+
+
+def totals_mismatch(probe: AccountProbe, *, users: int, teams: int) -> str | None:
+    """Why a snapshot patched from the audit records is not the account's, by its row counts; or None.
+
+    The records do not cover every change (a record PagerDuty lost or has yet to show, a row lost from
+    the stored snapshot): counts that differ from the listings' totals prove the patch wrong."""
+    if (probe.users, probe.teams) == (users, teams):
+        return None
+    return (
+        f"the listing totals do not add up: PagerDuty lists {probe.users} users and {probe.teams} teams, "
+        f"the snapshot patched from the audit records holds {users} and {teams}"
     )
 
 

@@ -9,13 +9,17 @@ offers no supported way for an unpartitioned asset to read its own previous valu
 need partitions), and a pickle written by the IO manager after the step cannot be committed together
 with the cursor, so a crash between the two would move the cursor past changes the snapshot lacks.
 
+The snapshot is trusted only for the account it was read from: the ledger keeps the API URL and the
+account's subdomain beside it, and before an incremental read a probe of the listing totals (two calls)
+checks both, then checks the patched snapshot's row counts against the totals (see `incremental`).
+
 The `read_*` and `refresh_pagerduty` functions work without Dagster (the benchmark calls them too).
 """
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 import pandas as pd
@@ -24,13 +28,18 @@ from nthlayer_pipelines.incremental import (
     OWN_WRITE_WINDOW,
     PROVIDER,
     IncrementalReadError,
+    RefreshCursor,
     RefreshDecision,
     RefreshMode,
     RefreshPolicy,
+    SnapshotAccount,
+    account_mismatch,
     choose_refresh,
     cursor_after_full,
     own_writes_from_outcomes,
+    single_subdomain,
     token_suffix,
+    totals_mismatch,
 )
 from nthlayer_pipelines.reconcile.observed import (
     ObservedState,
@@ -38,11 +47,12 @@ from nthlayer_pipelines.reconcile.observed import (
     teams_frame,
     users_frame,
 )
-from nthlayer_pipelines.resources.ledger import Ledger, LedgerResource
+from nthlayer_pipelines.resources.ledger import Ledger, LedgerResource, StoredSnapshot
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyResource
 from nthlayer_pipelines.resources.pagerduty_audit import (
     AuditRecordsUnavailableError,
     incremental_snapshot,
+    probe_account,
 )
 
 POOL = "pagerduty_api"  # one pool per provider key, so concurrent runs share its rate limit
@@ -94,9 +104,21 @@ class ObservedRefresh:
     teams_relisted: bool = False
     drift_records: int = 0  # changes made outside nthlayer
     own_write_records: int = 0
+    probe_api_calls: int = 0  # the totals probe's, part of total_api_calls
+    account: SnapshotAccount | None = None  # the account the snapshot was read from, as stored
 
 
-def read_full(client: PagerDutyClient) -> tuple[ObservedState, dict[str, int], dict[str, int]]:
+class FullRead(NamedTuple):
+    """A full snapshot, its calls and page minimum per table, and the account subdomains its answers
+    named (one for a sound account)."""
+
+    state: ObservedState
+    api_calls: dict[str, int]
+    api_calls_minimum: dict[str, int]
+    subdomains: frozenset[str]
+
+
+def read_full(client: PagerDutyClient) -> FullRead:
     """Every user, team and membership; calls and the page minimum per table."""
     calls: dict[str, int] = {}
     start = client.api_calls
@@ -111,7 +133,9 @@ def read_full(client: PagerDutyClient) -> tuple[ObservedState, dict[str, int], d
         "pagerduty_teams": _page_minimum(len(teams)),
         "pagerduty_memberships": members_minimum,
     }
-    return ObservedState(users=users, teams=teams, memberships=memberships), calls, minimum
+    state = ObservedState(users=users, teams=teams, memberships=memberships)
+    # The client notes the subdomain of every object it parses: the account comes at no extra call.
+    return FullRead(state, calls, minimum, client.account_subdomains)
 
 
 def refresh_pagerduty(
@@ -123,52 +147,32 @@ def refresh_pagerduty(
     nightly: bool = False,
     store: bool = True,
 ) -> ObservedRefresh:
-    """The snapshot after the last one: incremental when the cursor, the stored snapshot and the audit
-    records allow it (see `incremental.choose_refresh`), else full. Stores the snapshot and the next
-    cursor in the ledger before returning, unless `store` is false (a read-only plan: it may start from
-    the stored snapshot, and leaves it and the cursor as they were)."""
+    """The snapshot after the last one: incremental when the cursor, the stored snapshot, its account and
+    the audit records allow it (see `incremental.choose_refresh` and `incremental.account_mismatch`), else
+    full. Stores the snapshot, its account and the next cursor in the ledger before returning, unless
+    `store` is false (a read-only plan: it may start from the stored snapshot, and leaves it and the
+    cursor as they were)."""
     policy = policy or RefreshPolicy()
     started = client.api_calls
     now = datetime.now(UTC)
     cursor = ledger.refresh_cursor(PROVIDER)
     decision = choose_refresh(cursor, now=now, policy=policy, nightly=nightly)
-    previous = None if decision.full else ledger.observed_snapshot(PROVIDER)
-    if not decision.full and previous is None:
+    stored = None if decision.full else ledger.stored_snapshot(PROVIDER)
+    if not decision.full and stored is None:
         decision = RefreshDecision(RefreshMode.FULL, "no stored snapshot to read changes into")
-    if cursor is not None and previous is not None and not decision.full:
-        own_writes = own_writes_from_outcomes(ledger.audit(since=cursor.cursor_time - OWN_WRITE_WINDOW))
-        try:
-            result = incremental_snapshot(
-                client,
-                previous,
-                cursor,
-                own_token_suffixes=[token_suffix(api_token)],
-                own_writes=own_writes,
-                policy=policy,
-                until=now,
-            )
-        except AuditRecordsUnavailableError as refused:
-            decision = choose_refresh(cursor, now=now, policy=policy, audit_refused=refused.status)
-        except IncrementalReadError as error:
-            decision = RefreshDecision(RefreshMode.FULL, f"the audit records did not add up: {error}")
-        else:
-            if store:
-                ledger.save_refresh(result.cursor, result.state)
-            plan = result.plan
-            return ObservedRefresh(
-                state=result.state,
-                decision=decision,
-                total_api_calls=client.api_calls - started,
-                audit_records_read=result.records,
-                teams_reread=len(plan.team_member_reads),
-                teams_relisted=plan.relist_teams,
-                drift_records=len(plan.foreign_record_ids),
-                own_write_records=len(plan.own_record_ids),
-            )
+    probe_calls = 0
+    if cursor is not None and stored is not None and not decision.full:
+        attempt = _incremental(client, ledger, cursor, stored, decision, api_token, policy, now, store)
+        if isinstance(attempt.result, ObservedRefresh):
+            return replace(attempt.result, total_api_calls=client.api_calls - started)
+        decision, probe_calls = attempt.result, attempt.probe_calls
     full_started = datetime.now(UTC)
-    state, calls, minimum = read_full(client)
+    state, calls, minimum, subdomains = read_full(client)
+    account = SnapshotAccount(
+        client.api_url, single_subdomain(subdomains), len(state.users), len(state.teams)
+    )
     if store:
-        ledger.save_refresh(cursor_after_full(PROVIDER, full_started, policy), state)
+        ledger.save_refresh(cursor_after_full(PROVIDER, full_started, policy), state, account=account)
     return ObservedRefresh(
         state=state,
         decision=decision,
@@ -177,7 +181,95 @@ def refresh_pagerduty(
         api_calls_minimum=minimum,
         teams_reread=len(state.teams),
         teams_relisted=True,
+        probe_api_calls=probe_calls,
+        account=account,
     )
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """An incremental attempt: the refresh it stored, or the decision to read everything instead."""
+
+    result: ObservedRefresh | RefreshDecision
+    probe_calls: int
+
+
+def _incremental(
+    client: PagerDutyClient,
+    ledger: Ledger,
+    cursor: RefreshCursor,
+    stored: StoredSnapshot,
+    decision: RefreshDecision,
+    api_token: str,
+    policy: RefreshPolicy,
+    now: datetime,
+    store: bool,
+) -> _Attempt:
+    """Probe the account, read the audit records into the stored snapshot, check its counts, store it.
+    The refresh returned counts the calls from here (`refresh_pagerduty` counts them from its start)."""
+    started = client.api_calls
+    # The probe comes first: a snapshot of another account is refused before its records are read. The
+    # records are read up to the moment the probe starts, so the totals and the records describe the
+    # account at the same moment but for the probe's own round trip (a change in it reads everything).
+    until = datetime.now(UTC)
+    try:
+        probe = probe_account(client)
+    except IncrementalReadError as error:
+        return _Attempt(RefreshDecision(RefreshMode.FULL, str(error)), client.api_calls - started)
+    probe_calls = client.api_calls - started
+
+    def full(reason: str) -> _Attempt:
+        return _Attempt(RefreshDecision(RefreshMode.FULL, reason), probe_calls)
+
+    mismatch = account_mismatch(stored.account, probe)
+    if mismatch is not None:
+        return full(mismatch)
+    own_writes = own_writes_from_outcomes(ledger.audit(since=cursor.cursor_time - OWN_WRITE_WINDOW))
+    try:
+        result = incremental_snapshot(
+            client,
+            stored.state,
+            cursor,
+            own_token_suffixes=[token_suffix(api_token)],
+            own_writes=own_writes,
+            policy=policy,
+            until=until,
+        )
+    except AuditRecordsUnavailableError as refused:
+        return _Attempt(
+            choose_refresh(cursor, now=now, policy=policy, audit_refused=refused.status), probe_calls
+        )
+    except IncrementalReadError as error:
+        return full(f"the audit records did not add up: {error}")
+    state = result.state
+    mismatch = totals_mismatch(probe, users=len(state.users), teams=len(state.teams))
+    if mismatch is not None:
+        return full(mismatch)
+    account = probe.account()
+    if store:
+        ledger.save_refresh(result.cursor, state, account=account)
+    plan = result.plan
+    refresh = ObservedRefresh(
+        state=state,
+        decision=decision,
+        total_api_calls=client.api_calls - started,
+        audit_records_read=result.records,
+        teams_reread=len(plan.team_member_reads),
+        teams_relisted=plan.relist_teams,
+        drift_records=len(plan.foreign_record_ids),
+        own_write_records=len(plan.own_record_ids),
+        probe_api_calls=probe_calls,
+        account=account,
+    )
+    return _Attempt(refresh, probe_calls)
+
+
+def _account_label(account: SnapshotAccount | None) -> str:
+    """The account the snapshot belongs to, for people: `acme.pagerduty.com via https://api...`."""
+    if account is None:
+        return "unknown"
+    name = f"{account.subdomain}.pagerduty.com" if account.subdomain else "an account its answers do not name"
+    return f"{name} via {account.api_url}"
 
 
 def _metadata(refresh: ObservedRefresh, table: str, frame: pd.DataFrame) -> dict[str, Any]:
@@ -188,6 +280,8 @@ def _metadata(refresh: ObservedRefresh, table: str, frame: pd.DataFrame) -> dict
         "refresh_api_calls": refresh.total_api_calls,
         "audit_records_read": refresh.audit_records_read,
         "teams_reread": refresh.teams_reread,
+        "probe_api_calls": refresh.probe_api_calls,  # included in refresh_api_calls
+        "account": _account_label(refresh.account),
     }
     if refresh.decision.full:
         metadata["api_calls"] = refresh.api_calls[table]
@@ -222,7 +316,8 @@ def _metadata(refresh: ObservedRefresh, table: str, frame: pd.DataFrame) -> dict
     description=(
         "PagerDuty's users, teams and memberships. Incremental between full reads: the audit records since "
         "the last refresh, then only the users and teams they name; in full on the first refresh, when the "
-        "audit records are refused or too far back, every full_refresh_every_hours, and in the nightly audit."
+        "audit records are refused or too far back, when the stored snapshot is of another account or its "
+        "patched counts miss the listing totals, every full_refresh_every_hours, and in the nightly audit."
     ),
 )
 def pagerduty_snapshot(
@@ -241,10 +336,13 @@ def pagerduty_snapshot(
         concurrency = client.max_concurrency
     state = refresh.state
     context.log.info(
-        "%s refresh (%s): %d API calls, %d audit records, %d teams' members read",
+        "%s refresh of %s (%s): %d API calls (%d for the totals probe), %d audit records, %d teams' "
+        "members read",
         refresh.decision.mode.value,
+        _account_label(refresh.account),
         refresh.decision.reason,
         refresh.total_api_calls,
+        refresh.probe_api_calls,
         refresh.audit_records_read,
         refresh.teams_reread,
     )

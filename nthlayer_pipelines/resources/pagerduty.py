@@ -25,7 +25,12 @@ import dagster as dg
 import httpx
 from pydantic import Field, ValidationError
 
-from nthlayer_pipelines.incremental import DEFAULT_FULL_REFRESH_EVERY, DEFAULT_MAX_CURSOR_AGE, RefreshPolicy
+from nthlayer_pipelines.incremental import (
+    DEFAULT_FULL_REFRESH_EVERY,
+    DEFAULT_MAX_CURSOR_AGE,
+    RefreshPolicy,
+    subdomain_from_html_url,
+)
 from nthlayer_pipelines.model import Role
 from nthlayer_pipelines.resources.http import (
     ApiClient,
@@ -314,9 +319,23 @@ class PagerDutyClient(ApiClient):
         self._lanes = [self._http]  # httpx clients; each worker thread sticks to one
         self._lanes_lock = threading.Lock()
         self._thread = threading.local()
+        self._subdomains: set[str] = set()
 
     def __repr__(self) -> str:
         return f"PagerDutyClient(api_url={self.api_url!r})"
+
+    @property
+    def account_subdomains(self) -> frozenset[str]:
+        """The account subdomains named in the `html_url` of every object this client has read: one for
+        any sound account (its web UI's, `acme` of https://acme.pagerduty.com), which tells the account a
+        snapshot was read from at no extra call."""
+        return frozenset(self._subdomains)
+
+    def note_account(self, item: object) -> None:
+        """Remember the subdomain an answer's object names in its `html_url`, if any."""
+        subdomain = subdomain_from_html_url(item.get("html_url")) if isinstance(item, dict) else None
+        if subdomain is not None:
+            self._subdomains.add(subdomain)  # a set's add is atomic: the reading threads share it
 
     def close(self) -> None:
         with self._lanes_lock:
@@ -556,10 +575,10 @@ class PagerDutyClient(ApiClient):
         limiter.release(response.headers)
         return response
 
-    @staticmethod
     def _parse(
-        parse: Callable[[dict[str, Any]], T], item: dict[str, Any], path: str, method: str = "GET"
+        self, parse: Callable[[dict[str, Any]], T], item: dict[str, Any], path: str, method: str = "GET"
     ) -> T:
+        self.note_account(item)
         try:
             return parse(item)
         except (ValidationError, AttributeError, TypeError) as exc:

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from nthlayer_pipelines.incremental import (
+    AccountProbe,
     IncrementalRead,
     IncrementalReadError,
     RefreshCursor,
@@ -27,6 +28,7 @@ from nthlayer_pipelines.incremental import (
     cursor_after_incremental,
     merge_snapshot,
     plan_incremental_read,
+    subdomain_from_html_url,
 )
 from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyError, parse_body, unwrap
@@ -37,6 +39,10 @@ AUDIT_PAGE_SIZE = 100
 # PagerDuty: `until` may not be more than 31 days after `since`; a day less keeps clear of it after rounding.
 AUDIT_WINDOW = timedelta(days=30)
 SNAPSHOT_ROOT_TYPES = ("teams", "users")  # the records that can change a users/teams/members snapshot
+# The totals probe: the snapshot's two listings that PagerDuty counts (`total=true`); members have no
+# account-wide listing to count.
+PROBE_LISTINGS = (("/users", "users"), ("/teams", "teams"))
+PROBE_API_CALLS = len(PROBE_LISTINGS)
 
 
 class AuditRecordsUnavailableError(PagerDutyError):
@@ -186,6 +192,36 @@ def get_user(client: PagerDutyClient, user_id: str) -> PagerDutyUser | None:
 
 
 # ---- the reads of an incremental refresh -------------------------------------------------------------
+
+
+def probe_account(client: PagerDutyClient) -> AccountProbe:
+    """The account the token reads and its listing totals: `GET /users` and `GET /teams` with `limit=1`
+    and `total=true`, read at once when the client allows (`PROBE_API_CALLS` calls). The one object each
+    answer holds names the account's subdomain in its `html_url`.
+
+    Raises `IncrementalReadError` when an answer holds no listing or no total: the probe cannot vouch for
+    the stored snapshot, so only a full snapshot is sure."""
+
+    def read(listing: tuple[str, str]) -> tuple[int, set[str]]:
+        path, collection = listing
+        response = client._request("GET", path, params={"limit": 1, "offset": 0, "total": "true"})
+        body = parse_body(response, "GET", path)
+        items, total = body.get(collection), body.get("total")
+        if not isinstance(items, list) or not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise IncrementalReadError(
+                f"GET {path}?total=true answered without a {collection!r} list and a total ({total!r}): "
+                "the listing totals cannot vouch for the stored snapshot"
+            )
+        named: set[str] = set()
+        for item in items:
+            client.note_account(item)
+            subdomain = subdomain_from_html_url(item.get("html_url")) if isinstance(item, dict) else None
+            if subdomain is not None:
+                named.add(subdomain)
+        return total, named
+
+    (users, from_users), (teams, from_teams) = client._map_concurrently(read, PROBE_LISTINGS)
+    return AccountProbe(client.api_url, frozenset(from_users | from_teams), users, teams)
 
 
 def read_planned(client: PagerDutyClient, plan: IncrementalRead) -> ObservedState:

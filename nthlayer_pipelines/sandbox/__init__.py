@@ -10,6 +10,7 @@ client's models shares its misunderstandings.
 A seed file::
 
     pagerduty:
+      subdomain: acme          # optional: the account's, in every html_url (https://acme.pagerduty.com/...)
       users: [{name: Alice Example, email: alice@example.com, role: user}]          # id optional
       teams: [{name: Payments, description: "...", members: [{email: alice@example.com, role: manager}]}]
       escalation_policies: [{name: Payments On-Call, teams: [Payments], targets: [alice@example.com]}]
@@ -18,6 +19,10 @@ A seed file::
                members: [{email: grace@example.com, name: Grace, roles: [oncall-manager]}]}]
     slack:
       channels: [ops-changes]
+
+Without `subdomain`, every org built from a seed or generated is a new account with a subdomain of its
+own (`sandbox-` and a random token): a sandbox started afresh is not the account an earlier start served,
+as a client that kept a snapshot of that one must be able to tell.
 
 Tokens: each provider accepts exactly the token in the pipeline's own variable (PAGERDUTY_API_TOKEN,
 CORTEX_API_TOKEN, SLACK_BOT_TOKEN), else `DEFAULT_PAGERDUTY_TOKEN`, `DEFAULT_CORTEX_TOKEN`,

@@ -48,7 +48,10 @@ def admin_routes(sandbox: SandboxState) -> list[Route]:
                 "slack_channels": len(org.slack.channels),
                 "slack_messages": len(org.slack.messages),
             }
-        return json_response({"status": "ok", "providers": list(PROVIDERS), "counts": counts})
+            accounts = {"pagerduty": {"subdomain": org.pagerduty.subdomain}}
+        return json_response(
+            {"status": "ok", "providers": list(PROVIDERS), "accounts": accounts, "counts": counts}
+        )
 
     async def list_requests(request: Request) -> Response:
         provider = request.query_params.get("provider")

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-HTML_BASE = "https://sandbox.pagerduty.com"
-
 # `root_resource_types[]` values and the reference type of each.
 ROOT_RESOURCE_TYPES = {
     "users": "user_reference",
@@ -432,44 +430,51 @@ def decode_cursor(cursor: str) -> tuple[datetime, datetime, tuple[datetime, int]
 # -- rendering -------------------------------------------------------------------------------------------
 
 
-def render_reference(base: str, ref: AuditRef) -> dict[str, Any]:
+def render_reference(base: str, ref: AuditRef, *, html_base: str) -> dict[str, Any]:
+    """`base`: the API's URL (for `self`); `html_base`: the account's web UI (for `html_url`)."""
     rendered: dict[str, Any] = {"id": ref.id, "type": ref.type, "summary": ref.summary}
     collection = _COLLECTIONS.get(ref.type)
     if collection is not None:
         rendered["self"] = f"{base}/{collection}/{ref.id}"
-        rendered["html_url"] = f"{HTML_BASE}/{collection}/{ref.id}"
+        rendered["html_url"] = f"{html_base}/{collection}/{ref.id}"
     return rendered
 
 
-def render_record(base: str, record: AuditRecord) -> dict[str, Any]:
+def render_record(base: str, record: AuditRecord, *, html_base: str) -> dict[str, Any]:
     """A record in PagerDuty's shape; optional parts are left out when empty, as PagerDuty does."""
     origin = record.origin
+
+    def reference(ref: AuditRef) -> dict[str, Any]:
+        return render_reference(base, ref, html_base=html_base)
+
     method: dict[str, Any] = {"type": origin.method}
     if origin.truncated_token is not None:
         method["truncated_token"] = origin.truncated_token
-    details: dict[str, Any] = {"resource": render_reference(base, record.resource)}
+    details: dict[str, Any] = {"resource": reference(record.resource)}
     if record.fields:
         details["fields"] = [_render_field(field) for field in record.fields]
     if record.references:
-        details["references"] = [_render_references(base, change) for change in record.references]
+        details["references"] = [_render_references(reference, change) for change in record.references]
     return {
         "id": record.id,
         "execution_time": format_time(record.execution_time),
         "execution_context": {"request_id": record.request_id, "remote_address": origin.remote_address},
-        "actors": [render_reference(base, origin.actor)] if origin.actor is not None else [],
+        "actors": [reference(origin.actor)] if origin.actor is not None else [],
         "method": method,
-        "root_resource": render_reference(base, record.root),
+        "root_resource": reference(record.root),
         "action": record.action,
         "details": details,
     }
 
 
-def _render_references(base: str, change: AuditReferences) -> dict[str, Any]:
+def _render_references(
+    reference: Callable[[AuditRef], dict[str, Any]], change: AuditReferences
+) -> dict[str, Any]:
     rendered: dict[str, Any] = {"name": change.name}
     if change.added:
-        rendered["added"] = [render_reference(base, ref) for ref in change.added]
+        rendered["added"] = [reference(ref) for ref in change.added]
     if change.removed:
-        rendered["removed"] = [render_reference(base, ref) for ref in change.removed]
+        rendered["removed"] = [reference(ref) for ref in change.removed]
     return rendered
 
 

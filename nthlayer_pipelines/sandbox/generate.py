@@ -32,13 +32,20 @@ def default_user_count(teams: int, members_per_team: int) -> int:
 
 
 def generate_org(
-    teams: int, members_per_team: int = 10, users: int | None = None, seed: int = 0
+    teams: int,
+    members_per_team: int = 10,
+    users: int | None = None,
+    seed: int = 0,
+    *,
+    subdomain: str | None = None,
 ) -> SandboxOrg:
     """An org of `teams` PagerDuty teams with `members_per_team` members each, drawn from `users` users.
 
     Each team has a manager, a responder and an observer (when it has three members or more) and an
     escalation policy targeting its first manager. Users default to
     min(20000, max(teams * 4, members_per_team)). A Slack channel `ops-changes` is created too.
+    The same arguments give the same ids and names; the account's subdomain is a new one each time
+    unless `subdomain` pins it (see `org.new_subdomain`).
     """
     if teams < 0:
         raise ValueError(f"teams must be >= 0, got {teams}")
@@ -49,7 +56,7 @@ def generate_org(
         raise ValueError(f"users ({user_count}) must be at least members_per_team ({members_per_team})")
 
     rng = random.Random(seed)
-    org = SandboxOrg(seed)
+    org = SandboxOrg(seed, subdomain=subdomain)
     pagerduty = org.pagerduty
     width = max(5, len(str(user_count)))
     user_ids = []

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import re
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -36,6 +38,25 @@ _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ID_SPACE = 36**6
 # Coprime with 36**6 (odd, not a multiple of 3), so counter -> id is a bijection: ids never repeat.
 _ID_STRIDE = 1_234_567_891
+
+
+# A PagerDuty account's subdomain, the `acme` of https://acme.pagerduty.com: a DNS label.
+_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def is_subdomain(value: str) -> bool:
+    return bool(_SUBDOMAIN.match(value))
+
+
+def new_subdomain() -> str:
+    """A subdomain for an account created now: `sandbox-` and a token of this instance.
+
+    Why random and not fixed: a real account never changes its subdomain, and nthlayer binds its stored
+    snapshot to it. An org built afresh (from a seed or a generator) is a new account, even with the same
+    users, teams and ids (ids are deterministic for a seed) on the same URL; only a fresh subdomain lets a
+    client tell it from the account an earlier start served, whose snapshot it may still hold. A seed
+    that wants a fixed identity pins `pagerduty.subdomain`."""
+    return f"sandbox-{secrets.token_hex(4)}"
 
 
 def is_pagerduty_id(value: str) -> bool:
@@ -133,9 +154,15 @@ class EscalationPolicy:
 class PagerDutyOrg:
     """Users, teams, memberships and escalation policies, with the indexes the API needs."""
 
-    def __init__(self, ids: IdAllocator, lock: threading.RLock) -> None:
+    def __init__(self, ids: IdAllocator, lock: threading.RLock, subdomain: str | None = None) -> None:
+        subdomain = new_subdomain() if subdomain is None else subdomain
+        if not is_subdomain(subdomain):
+            raise ValueError(
+                f"subdomain {subdomain!r} is not a DNS label (lowercase letters, digits and inner hyphens)"
+            )
         self._ids = ids
         self.lock = lock
+        self.subdomain = subdomain  # the account's: every object's html_url names it
         self.audit = AuditTrail(lock)
         self.users: dict[str, PagerDutyUser] = {}
         self.teams: dict[str, PagerDutyTeam] = {}
@@ -151,6 +178,11 @@ class PagerDutyOrg:
         self.users_by_name: list[PagerDutyUser] = []
         self.teams_by_name: list[PagerDutyTeam] = []
         self.policies_by_name: list[EscalationPolicy] = []
+
+    @property
+    def html_base(self) -> str:
+        """Where the account's web UI lives: the base of every object's `html_url`."""
+        return f"https://{self.subdomain}.pagerduty.com"
 
     # -- users ---------------------------------------------------------------------------------------
     def add_user(
@@ -602,12 +634,15 @@ class SlackOrg:
 
 
 class SandboxOrg:
-    """One organisation across the emulated providers."""
+    """One organisation across the emulated providers.
 
-    def __init__(self, seed: int = 0) -> None:
+    `subdomain` is the PagerDuty account's (see `new_subdomain`): None gives this org one of its own, so
+    two orgs built from one seed are two accounts unless the seed pins it."""
+
+    def __init__(self, seed: int = 0, *, subdomain: str | None = None) -> None:
         self.seed = seed
         self.lock = threading.RLock()
-        self.pagerduty = PagerDutyOrg(IdAllocator(seed), self.lock)
+        self.pagerduty = PagerDutyOrg(IdAllocator(seed), self.lock, subdomain)
         self.cortex = CortexOrg(seed, self.lock)
         self.slack = SlackOrg(seed, self.lock)
 

@@ -31,7 +31,6 @@ from nthlayer_pipelines.sandbox.org import (
     PagerDutyUser,
 )
 
-HTML_BASE = "https://sandbox.pagerduty.com"
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
 MAX_OFFSET_PLUS_LIMIT = 10_000
@@ -126,14 +125,19 @@ class PagerDutyApi:
         host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
         return f"{request.url.scheme}://{host}{self.prefix}"
 
-    @staticmethod
-    def _reference(base: str, kind: str, collection: str, object_id: str, summary: str) -> dict[str, Any]:
+    def _html_url(self, collection: str, object_id: str) -> str:
+        """In the account's web UI: its subdomain is how a client tells one account from another."""
+        return f"{self._org.html_base}/{collection}/{object_id}"
+
+    def _reference(
+        self, base: str, kind: str, collection: str, object_id: str, summary: str
+    ) -> dict[str, Any]:
         return {
             "id": object_id,
             "type": f"{kind}_reference",
             "summary": summary,
             "self": f"{base}/{collection}/{object_id}",
-            "html_url": f"{HTML_BASE}/{collection}/{object_id}",
+            "html_url": self._html_url(collection, object_id),
         }
 
     def _team_ref(self, base: str, team: PagerDutyTeam) -> dict[str, Any]:
@@ -148,7 +152,7 @@ class PagerDutyApi:
             "type": "team",
             "summary": team.name,
             "self": f"{base}/teams/{team.id}",
-            "html_url": f"{HTML_BASE}/teams/{team.id}",
+            "html_url": self._html_url("teams", team.id),
             "name": team.name,
             "description": team.description,
             "default_role": team.default_role,
@@ -162,7 +166,7 @@ class PagerDutyApi:
             "type": "user",
             "summary": user.name,
             "self": f"{base}/users/{user.id}",
-            "html_url": f"{HTML_BASE}/users/{user.id}",
+            "html_url": self._html_url("users", user.id),
             "name": user.name,
             "email": user.email,
             "time_zone": user.time_zone,
@@ -185,7 +189,7 @@ class PagerDutyApi:
             "type": "escalation_policy",
             "summary": policy.name,
             "self": f"{base}/escalation_policies/{policy.id}",
-            "html_url": f"{HTML_BASE}/escalation_policies/{policy.id}",
+            "html_url": self._html_url("escalation_policies", policy.id),
             "name": policy.name,
             "description": policy.description,
             "num_loops": policy.num_loops,
@@ -355,10 +359,10 @@ class PagerDutyApi:
         except AuditQueryError as error:
             raise PagerDutyError(400, error.code, error.message, error.errors) from None
         records, next_cursor = trail.select(query)
-        base = self._base(ctx)
+        base, trail_html = self._base(ctx), self._org.html_base
         return json_response(
             {
-                "records": [render_record(base, record) for record in records],
+                "records": [render_record(base, record, html_base=trail_html) for record in records],
                 "limit": query.limit,
                 "next_cursor": next_cursor,
             }

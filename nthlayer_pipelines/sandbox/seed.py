@@ -16,6 +16,7 @@ from nthlayer_pipelines.sandbox.org import (
     CortexRole,
     SandboxOrg,
     is_pagerduty_id,
+    is_subdomain,
 )
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -54,6 +55,7 @@ def org_from_seed(data: Any, *, source: str = "<seed>", seed: int = 0) -> Sandbo
 class _SeedReader:
     def __init__(self, source: str, seed: int) -> None:
         self.source = source
+        self.seed = seed
         self.org = SandboxOrg(seed)
 
     def fail(self, field: str, reason: str) -> SeedError:
@@ -62,8 +64,12 @@ class _SeedReader:
     def read(self, data: Any) -> SandboxOrg:
         root = self.mapping(data, "", {"pagerduty", "cortex", "slack"})
         pagerduty = self.mapping(
-            _or_empty(root.get("pagerduty")), "pagerduty", {"users", "teams", "escalation_policies"}
+            _or_empty(root.get("pagerduty")),
+            "pagerduty",
+            {"subdomain", "users", "teams", "escalation_policies"},
         )
+        # Unpinned, the org is a new account with a subdomain of its own (see org.new_subdomain).
+        self.org = SandboxOrg(self.seed, subdomain=self.subdomain(pagerduty.get("subdomain")))
         self.each(pagerduty, "pagerduty", "users", self.user)
         self.each(pagerduty, "pagerduty", "teams", self.team)
         self.each(pagerduty, "pagerduty", "escalation_policies", self.policy)
@@ -132,6 +138,18 @@ class _SeedReader:
         return user.id
 
     # -- PagerDuty -----------------------------------------------------------------------------------
+    def subdomain(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        text = self.text(value, "pagerduty.subdomain")
+        if not is_subdomain(text):
+            raise self.fail(
+                "pagerduty.subdomain",
+                f"{text!r} is not an account subdomain (lowercase letters, digits and inner hyphens, "
+                "as in acme for https://acme.pagerduty.com)",
+            )
+        return text
+
     def user(self, item: Any, field: str) -> None:
         allowed = {"id", "name", "email", "role", "time_zone", "job_title"}
         item = self.mapping(item, field, allowed, ("name", "email"))

@@ -123,12 +123,13 @@ class RunningSandbox:
 
 
 @contextlib.contextmanager
-def running_sandbox(org: SandboxOrg, **create_app_kwargs: Any) -> Iterator[RunningSandbox]:
-    """Serve `org` on a free loopback port in a background thread until the block ends."""
+def running_sandbox(org: SandboxOrg, *, port: int = 0, **create_app_kwargs: Any) -> Iterator[RunningSandbox]:
+    """Serve `org` on a loopback port in a background thread until the block ends: a free one, or `port`
+    (the port an earlier sandbox used, to start another on the same URL)."""
     app = create_app(org, **create_app_kwargs)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5
@@ -173,7 +174,7 @@ def run_cli(
     tokens = sandbox_state(app).tokens
     url = f"http://{host}:{port}"
     print(f"Sandbox on {url}")
-    print(f"  PagerDuty  {url}/pagerduty")
+    print(f"  PagerDuty  {url}/pagerduty  (account {org.pagerduty.html_base})")
     print(f"  Cortex     {url}/cortex")
     print(f"  Slack      {url}/slack/api/")
     print(f"  Admin      {url}/_admin/requests  {url}/_admin/state  {url}/_admin/faults")

@@ -97,12 +97,17 @@ def test_a_change_after_a_full_refresh_shows_up_after_an_incremental_one_for_a_f
 
     sandbox.clear_requests()
     second = refresh(sandbox, ledger_url)
-    served = [(r["method"], r["endpoint"]) for r in sandbox.requests("pagerduty")]
-    assert served == [("GET", "GET /audit/records")], "the records state both outcomes"
+    served = sorted((r["endpoint"], r["query"]["limit"]) for r in sandbox.requests("pagerduty"))
+    assert served == [
+        ("GET /audit/records", ["100"]),  # the records state both outcomes
+        ("GET /teams", ["1"]),  # the totals probe: the account and its listing totals
+        ("GET /users", ["1"]),
+    ]
     incremental = metadata(second)
     for table in TABLES:
         assert incremental[table]["refresh"] == "incremental"
         assert incremental[table]["api_calls"] == len(served)
+        assert incremental[table]["probe_api_calls"] == 2
         assert "api_calls_minimum" not in incremental[table]
     members = incremental["pagerduty_memberships"]
     assert members["teams_reread"] == 0
@@ -128,8 +133,8 @@ def test_a_user_created_and_added_in_the_ui_shows_up_without_a_full_listing(
     org.set_membership(team, created.id, "observer")
     sandbox.clear_requests()
     result = refresh(sandbox, ledger_url)
-    endpoints = sorted({r["endpoint"] for r in sandbox.requests("pagerduty")})
-    assert "GET /teams" not in endpoints and "GET /users" not in endpoints, "no full listing"
+    listings = [r for r in sandbox.requests("pagerduty") if r["endpoint"] in ("GET /teams", "GET /users")]
+    assert [r["query"]["limit"] for r in listings] == [["1"], ["1"]], "no full listing, only the probe"
     assert metadata(result)["pagerduty_users"]["refresh"] == "incremental"
     assert_same_snapshot(outputs(result), fresh_full_snapshot(sandbox))
 
@@ -164,7 +169,8 @@ def test_refused_audit_records_fall_back_to_a_full_snapshot(
     members = metadata(result)["pagerduty_memberships"]
     assert (members["refresh"], members["refresh_reason"]) == ("full", reason)
     assert members["api_calls"] == members["api_calls_minimum"] == 20
-    assert members["refresh_api_calls"] == sum(metadata(result)[t]["api_calls"] for t in TABLES) + 1
+    assert members["probe_api_calls"] == 2, "the totals probe comes before the refused audit records"
+    assert members["refresh_api_calls"] == sum(metadata(result)[t]["api_calls"] for t in TABLES) + 2 + 1
 
 
 def shift_cursor(ledger_url: str, **changes: datetime) -> None:

@@ -1,4 +1,5 @@
-"""The refresh cursor in the ledger, on SQLite and on Postgres: stored, replaced, forgotten, per provider."""
+"""The refresh cursor in the ledger, on SQLite and on Postgres: stored, replaced, forgotten, per provider;
+the snapshot beside it with the account it was read from."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from nthlayer_pipelines.incremental import RefreshCursor
+from nthlayer_pipelines.incremental import RefreshCursor, SnapshotAccount
+from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
 from nthlayer_pipelines.resources.ledger import Ledger
+from nthlayer_pipelines.resources.ledger.schema import observed_snapshots
 
 STARTED = datetime(2026, 3, 10, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -62,3 +66,25 @@ def test_a_cursor_saved_without_a_time_of_update_gets_one(ledger: Ledger) -> Non
     stored = ledger.refresh_cursor("pagerduty")
     assert stored is not None and stored.updated_at is not None
     assert before <= stored.updated_at <= datetime.now(UTC)
+
+
+def test_a_snapshot_is_stored_with_the_account_it_was_read_from(ledger: Ledger) -> None:
+    snapshot = ObservedState(
+        users=users_frame([{"user_id": "PU1", "email": "alice@example.com", "name": "Alice"}]),
+        teams=teams_frame([{"team_id": "PT1", "name": "Payments", "description": None}]),
+        memberships=memberships_frame([{"team_id": "PT1", "user_id": "PU1", "role": "manager"}]),
+    )
+    cursor = RefreshCursor("pagerduty", STARTED, STARTED, updated_at=STARTED)
+    account = SnapshotAccount("https://api.pagerduty.com", "acme", users=1, teams=1)
+    ledger.save_refresh(cursor, snapshot, account=account)
+    stored = ledger.stored_snapshot("pagerduty")
+    assert stored is not None
+    assert (stored.account, stored.taken_at) == (account, STARTED)
+    assert list(stored.state.users["email"]) == ["alice@example.com"]
+
+    ledger.save_refresh(cursor, snapshot, account=None)
+    stored = ledger.stored_snapshot("pagerduty")
+    assert stored is not None and stored.account is None, "no account is stored as none, never kept"
+    with ledger.engine.connect() as conn:
+        column = conn.execute(sa.select(observed_snapshots.c.account)).scalar_one()
+    assert column is None, "SQL NULL, as revision 0002 leaves the snapshots saved before it"

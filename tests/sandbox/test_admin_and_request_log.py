@@ -104,6 +104,7 @@ def test_state_dump_shows_the_live_org(sandbox: RunningSandbox, org: SandboxOrg)
 def test_health_counts_the_org(sandbox: RunningSandbox) -> None:
     health = httpx.get(sandbox.url + "/_admin/health").json()
     assert health["status"] == "ok"
+    assert health["accounts"] == {"pagerduty": {"subdomain": sandbox.state.pagerduty.subdomain}}
     assert health["counts"]["pagerduty_users"] == 4
     assert health["counts"]["pagerduty_memberships"] == 5
     assert health["counts"]["cortex_teams"] == 3

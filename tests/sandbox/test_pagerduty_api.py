@@ -118,7 +118,7 @@ def test_team_and_user_objects_carry_id_type_summary_self_html_url(
         "type": "team",
         "summary": "Payments",
         "self": f"{sandbox.pagerduty_url}/teams/{payments}",
-        "html_url": f"https://sandbox.pagerduty.com/teams/{payments}",
+        "html_url": f"https://{org.pagerduty.subdomain}.pagerduty.com/teams/{payments}",
         "name": "Payments",
         "description": "Money in, money out",
         "default_role": "manager",
@@ -133,6 +133,51 @@ def test_team_and_user_objects_carry_id_type_summary_self_html_url(
     assert {t["summary"] for t in alice["teams"]} == {"Payments", "Search"}
     assert {t["type"] for t in alice["teams"]} == {"team_reference"}
     assert all(PD_ID.match(t["id"]) for t in alice["teams"])
+
+
+def html_urls(value: object) -> list[str]:
+    """Every `html_url` anywhere in an answer."""
+    if isinstance(value, dict):
+        found = [value["html_url"]] if "html_url" in value else []
+        return found + [url for item in value.values() for url in html_urls(item)]
+    if isinstance(value, list):
+        return [url for item in value for url in html_urls(item)]
+    return []
+
+
+def test_every_html_url_names_the_accounts_subdomain(
+    sandbox: RunningSandbox, pd: httpx.Client, org: SandboxOrg
+) -> None:
+    payments = team_id(org, "Payments")
+    pd.put(f"/teams/{payments}/users/{user_id(org, 'dave@example.com')}", json={"role": "observer"})
+    answers = [
+        pd.get("/users", params={"include[]": "teams"}).json(),
+        pd.get(f"/users/{user_id(org, 'alice@example.com')}").json(),
+        pd.get("/teams").json(),
+        pd.get(f"/teams/{payments}").json(),
+        pd.get(f"/teams/{payments}/members", params={"include[]": "users"}).json(),
+        pd.get(f"/teams/{payments}/members").json(),
+        pd.get("/escalation_policies").json(),
+        pd.get("/audit/records").json(),
+    ]
+    urls = [url for answer in answers for url in html_urls(answer)]
+    assert len(urls) > 30
+    account = re.compile(
+        rf"^https://{re.escape(org.pagerduty.subdomain)}\.pagerduty\.com/[a-z_]+/P[0-9A-Z]+$"
+    )
+    assert [url for url in urls if not account.match(url)] == []
+
+
+def test_a_sandbox_started_afresh_is_another_account_unless_the_seed_pins_one() -> None:
+    first, second = generate_org(3, 2, seed=4), generate_org(3, 2, seed=4)
+    assert first.to_dict() == second.to_dict(), "the same users, teams and ids ..."
+    assert first.pagerduty.subdomain != second.pagerduty.subdomain, "... of another account"
+    assert re.fullmatch(r"sandbox-[0-9a-f]{8}", first.pagerduty.subdomain)
+    pinned = [generate_org(3, 2, seed=4, subdomain="acme").pagerduty for _ in range(2)]
+    assert [p.subdomain for p in pinned] == ["acme", "acme"]
+    assert pinned[0].html_base == "https://acme.pagerduty.com"
+    with pytest.raises(ValueError, match="'Acme Corp' is not a DNS label"):
+        generate_org(1, 1, subdomain="Acme Corp")
 
 
 def test_unknown_team_is_404_code_2100(pd: httpx.Client) -> None:

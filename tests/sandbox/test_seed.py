@@ -63,6 +63,16 @@ def test_a_good_seed_becomes_an_org(tmp_path: Path) -> None:
     assert org.slack.resolve("#ops-changes") is not None
 
 
+def test_a_seed_may_pin_the_accounts_subdomain_else_each_load_is_a_new_account(tmp_path: Path) -> None:
+    unpinned = write(tmp_path, GOOD_SEED)
+    first, second = load_seed(unpinned).pagerduty, load_seed(unpinned).pagerduty
+    assert first.subdomain != second.subdomain
+    assert all(p.subdomain.startswith("sandbox-") for p in (first, second))
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(GOOD_SEED.replace("pagerduty:\n", "pagerduty:\n  subdomain: acme-corp\n", 1))
+    assert [load_seed(pinned).pagerduty.subdomain for _ in range(2)] == ["acme-corp", "acme-corp"]
+
+
 def test_an_empty_seed_is_an_empty_org(tmp_path: Path) -> None:
     org = load_seed(write(tmp_path, ""))
     assert org.to_dict() == {
@@ -81,6 +91,13 @@ USERS = "pagerduty:\n  users:\n    - {name: Alice, email: alice@example.com}\n"
         ("- a list", "(top level)", "expected a mapping, got a list"),
         ("pagerdooty: {}", "(top level)", "unknown key 'pagerdooty' (allowed: cortex, pagerduty, slack)"),
         ("pagerduty:\n  users: {}", "pagerduty.users", "expected a list, got a mapping"),
+        (
+            "pagerduty:\n  subdomain: Acme Corp",
+            "pagerduty.subdomain",
+            "'Acme Corp' is not an account subdomain (lowercase letters, digits and inner hyphens, as in "
+            "acme for https://acme.pagerduty.com)",
+        ),
+        ("pagerduty:\n  subdomain: 7", "pagerduty.subdomain", "expected a non-empty string, got a number"),
         ("pagerduty:\n  users:\n    - {name: A}", "pagerduty.users[0].email", "is required"),
         (
             "pagerduty:\n  users:\n    - {name: A, email: not-an-email}",

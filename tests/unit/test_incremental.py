@@ -617,7 +617,9 @@ def test_merging_the_records_of_random_changes_equals_reading_everything_again(
     rng.shuffle(shuffled)
     opaque = {r.id: f"R{n:06d}" for r, n in zip(trail.records(), shuffled, strict=True)}
     listed = [
-        AuditRecord.from_api(render_record("http://sandbox", r) | {"id": opaque[r.id]})
+        AuditRecord.from_api(
+            render_record("http://sandbox", r, html_base="https://acme.pagerduty.com") | {"id": opaque[r.id]}
+        )
         for r in reversed(trail.records())
     ]
     read = plan_incremental_read(

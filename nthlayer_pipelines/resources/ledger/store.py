@@ -4,7 +4,8 @@ Beside the plans it keeps each plan's blast-radius verdict, the approvals and re
 pre-approval policy) gave, and the intent log: one row per approved change, pending, then applied,
 skipped, stale, blocked or failed. A crash mid-apply resumes from that log and writes nothing twice.
 It also keeps each provider's refresh cursor (where the next incremental refresh reads audit records from)
-and the snapshot that cursor belongs to, written together so the two never disagree.
+and the snapshot that cursor belongs to, written together so the two never disagree, with the account the
+snapshot was read from (an incremental refresh trusts it for that account only).
 
 The ledger is ours, not Dagster's: plans, approvals and change outcomes must outlive any run-storage
 retention policy and be readable without the Dagster instance.
@@ -41,7 +42,7 @@ from pydantic import Field
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from nthlayer_pipelines.incremental import RefreshCursor
+from nthlayer_pipelines.incremental import RefreshCursor, SnapshotAccount
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Finding, Plan, Role
 from nthlayer_pipelines.reconcile.observed import (
     ObservedState,
@@ -122,6 +123,16 @@ def upgrade_ledger(url: str) -> tuple[migrate.Revision, migrate.Revision]:
         return before, ledger.revision()
     finally:
         ledger.dispose()
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """A provider's stored snapshot and the account it was read from (None: saved before snapshots named
+    their account, ledger revision 0001, or unreadable)."""
+
+    state: ObservedState
+    account: SnapshotAccount | None
+    taken_at: datetime
 
 
 @dataclass(frozen=True)
@@ -728,29 +739,41 @@ class Ledger:
             _upsert(conn, refresh_cursors, cursor.provider, values)
 
     @_reconnecting
-    def observed_snapshot(self, provider: str) -> ObservedState | None:
-        """The snapshot the provider's refresh cursor belongs to; None before the first refresh."""
+    def stored_snapshot(self, provider: str) -> StoredSnapshot | None:
+        """The snapshot the provider's refresh cursor belongs to, with the account it was read from; None
+        before the first refresh."""
         query = sa.select(observed_snapshots).where(observed_snapshots.c.provider == provider)
         with self._begin() as conn:
             row = conn.execute(query).mappings().first()
         if row is None:
             return None
-        return ObservedState(
+        state = ObservedState(
             users=users_frame(row["users"]),
             teams=teams_frame(row["teams"]),
             memberships=memberships_frame(row["memberships"]),
         )
+        return StoredSnapshot(state, SnapshotAccount.from_json(row["account"]), _utc(row["taken_at"]))
+
+    def observed_snapshot(self, provider: str) -> ObservedState | None:
+        """The stored snapshot's tables alone (see `stored_snapshot`)."""
+        stored = self.stored_snapshot(provider)
+        return None if stored is None else stored.state
 
     @_reconnecting
-    def save_refresh(self, cursor: RefreshCursor, snapshot: ObservedState) -> None:
-        """Store a refresh's snapshot and the cursor the next refresh starts from, in one transaction:
-        a cursor never moves past changes its snapshot does not hold."""
+    def save_refresh(
+        self, cursor: RefreshCursor, snapshot: ObservedState, *, account: SnapshotAccount | None
+    ) -> None:
+        """Store a refresh's snapshot, the account it was read from and the cursor the next refresh starts
+        from, in one transaction: a cursor never moves past changes its snapshot does not hold, and a
+        snapshot never loses the account it belongs to."""
         cursor_values = _cursor_values(cursor)
         snapshot_values = {
             "users": _rows(snapshot.users),
             "teams": _rows(snapshot.teams),
             "memberships": _rows(snapshot.memberships),
             "taken_at": cursor_values["updated_at"],
+            # No account is SQL NULL, as revision 0002 left the snapshots saved before it.
+            "account": sa.null() if account is None else account.to_json(),
         }
         with self._begin(write=True) as conn:
             _upsert(conn, observed_snapshots, cursor.provider, snapshot_values)
