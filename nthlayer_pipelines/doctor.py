@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from nthlayer_pipelines.model import SourceError
+from nthlayer_pipelines.resources.http import Redactor
 
 if TYPE_CHECKING:
     from nthlayer_pipelines.resources.ledger.migrate import Revision
@@ -30,7 +31,6 @@ DAEMON_MAX_AGE_SECONDS = 60.0  # the daemon beats every 30 s: two missed beats i
 TIMEOUT_SECONDS = 10.0
 SECRET_VARIABLES = ("PAGERDUTY_API_TOKEN", "CORTEX_API_TOKEN", "SLACK_BOT_TOKEN")
 URL_VARIABLES = ("NTHLAYER_LEDGER_URL", "DAGSTER_POSTGRES_URL")
-REDACTED = "[REDACTED]"
 
 
 class Status(StrEnum):
@@ -145,10 +145,9 @@ def assess_ledger_schema(
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """The text with every secret value replaced; short values are left, since they would mangle words."""
-    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+    """The text with every form of every secret value replaced, by the clients' own redactor (short values
+    are left, since they would mangle words)."""
+    return Redactor(secrets)(text)
 
 
 def secrets_of(environ: Mapping[str, str]) -> list[str]:
@@ -236,10 +235,9 @@ def check_cortex(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) -
 
 
 def check_slack(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) -> CheckResult:
-    from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError, SlackClientError
 
-    from nthlayer_pipelines.resources.slack import SLACK_PUBLIC_API
+    from nthlayer_pipelines.resources.slack import SLACK_PUBLIC_API, RedactedWebClient
 
     token = environ.get("SLACK_BOT_TOKEN", "").strip()
     channel = environ.get("NTHLAYER_SLACK_CHANNEL", "").strip()
@@ -253,7 +251,7 @@ def check_slack(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) ->
         return CheckResult("slack", Status.OK, "off (SLACK_BOT_TOKEN and NTHLAYER_SLACK_CHANNEL are not set)")
     url = environ.get("SLACK_API_URL") or SLACK_PUBLIC_API
     try:
-        answer = WebClient(token, base_url=url, timeout=int(timeout)).auth_test()
+        answer = RedactedWebClient(token, base_url=url, timeout=int(timeout)).auth_test()
     except SlackApiError as error:
         reason = error.response.get("error", "unknown error") if error.response is not None else "refused"
         return CheckResult("slack", Status.FAIL, f"{url} refused the token in SLACK_BOT_TOKEN: {reason}")

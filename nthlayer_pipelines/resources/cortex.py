@@ -14,7 +14,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nthlayer_pipelines.model import Role, SourceError
-from nthlayer_pipelines.resources.http import ApiClient, RequestFailed, RetryPolicy, send_with_retries
+from nthlayer_pipelines.resources.http import ApiClient, RequestFailed, RetryPolicy
 
 logger = logging.getLogger("nthlayer_pipelines.cortex")
 
@@ -162,6 +162,7 @@ class CortexClient(ApiClient):
             ),
             RetryPolicy(max_attempts, backoff_base_seconds, max_backoff_seconds),
             sleep,
+            secrets=[api_token],
         )
 
     def __repr__(self) -> str:
@@ -173,14 +174,8 @@ class CortexClient(ApiClient):
         request = self._http.build_request("GET", TEAMS_PATH, params=params)
         where = f"GET {TEAMS_PATH}"
         try:
-            response, attempts = send_with_retries(
-                lambda: self._http.send(request),
-                method="GET",
-                path=TEAMS_PATH,
-                policy=self.policy,
-                stats=self.stats,
-                logger=logger,
-                sleep=self._sleep,
+            response, attempts = self.send(
+                lambda: self._http.send(request), method="GET", path=TEAMS_PATH, logger=logger
             )
         except RequestFailed as failure:
             raise SourceError(f"Cortex {where}: {failure.reason}") from failure

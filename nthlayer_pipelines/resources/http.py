@@ -1,22 +1,31 @@
-"""HTTP plumbing every provider client shares: the retry policy, its decisions, and request counters.
+"""HTTP plumbing every provider client shares: the retry policy, its decisions, request counters, and the
+redaction of the client's secrets from everything a provider answers.
 
 The decisions (`should_retry_status`, `should_retry_error`, `retry_wait_seconds`) are pure functions so a
 concurrent reader can reuse them unchanged; `send_with_retries` is the one place that loops on them.
+
+A provider, or a proxy in front of it, may repeat the request's `Authorization` header in its error text.
+`ApiClient` owns a `Redactor` built from the secrets it was configured with, and `send_with_retries` hands
+back every answer (body and reason phrase) and every transport failure already redacted, so any error
+message, log line or ledger row a client builds from them holds no secret, whichever client built it.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import json
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+from urllib.parse import quote, quote_plus
 
 import httpx
 import tenacity
@@ -43,6 +52,117 @@ RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
 )
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+REDACTED = "[REDACTED]"
+# No provider's credential is this short, and replacing a shorter value would garble ordinary words (an
+# empty one would be "found" between every two characters).
+MIN_SECRET_LENGTH = 4
+# Headers that describe the body as it came over the wire; a redacted body is a new, plain one.
+_WIRE_BODY_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+
+
+# ---- redaction: pure ------------------------------------------------------------------------------------
+
+
+def secret_forms(secret: str) -> set[str]:
+    """Every way a text can carry `secret`: as it is; URL-encoded as a path, a query or a form writes it
+    (hex escapes in either case); JSON-escaped, with or without non-ASCII escaped, and with `/` written
+    `\\/` as some encoders do. A header's `Token token=<v>` or `Bearer <v>` holds the value in each of these
+    forms when the header is encoded, so redacting the value's forms redacts the header's."""
+    forms = {secret}
+    for encoded in (quote(secret, safe=""), quote(secret), quote_plus(secret, safe="")):
+        forms |= {encoded, _lowercase_escapes(encoded)}
+    for ensure_ascii in (True, False):
+        escaped = json.dumps(secret, ensure_ascii=ensure_ascii)[1:-1]
+        forms |= {escaped, escaped.replace("/", "\\/")}
+    return forms
+
+
+def _lowercase_escapes(encoded: str) -> str:
+    parts = encoded.split("%")
+    return parts[0] + "".join("%" + part[:2].lower() + part[2:] for part in parts[1:])
+
+
+def basic_auth_secrets(user: str, password: str) -> tuple[str, ...]:
+    """What to redact for HTTP Basic: the password, and the header's base64 of `user:password`, padded and
+    bare (a text may drop the `=`)."""
+    encoded = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return password, encoded, encoded.rstrip("=")
+
+
+def redaction_forms(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Every form of every secret, longest first, so that a secret inside another is replaced only after
+    the longer one and never leaves the rest of it showing. A value shorter than `MIN_SECRET_LENGTH` (an
+    unset one is empty) is left out; one with stray whitespace is redacted with and without it."""
+    forms = {
+        form
+        for secret in secrets
+        if len(secret.strip()) >= MIN_SECRET_LENGTH
+        for value in {secret, secret.strip()}
+        for form in secret_forms(value)
+    }
+    return tuple(sorted(forms, key=lambda form: (-len(form), form)))
+
+
+def redact(text: str, forms: Iterable[str]) -> str:
+    """`text` with each form, in the order given (see `redaction_forms`), replaced by `REDACTED`."""
+    for form in forms:
+        text = text.replace(form, REDACTED)
+    return text
+
+
+class Redactor:
+    """Replaces every form of some secrets in text, bytes and HTTP answers. `Redactor()` redacts nothing."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.forms = redaction_forms(secrets)
+        self._encoded = tuple(form.encode() for form in self.forms)
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self.forms)} forms)"  # never the secrets themselves
+
+    def __call__(self, text: str) -> str:
+        return redact(text, self.forms)
+
+    def content(self, data: bytes) -> bytes:
+        """Bytes as a body holds them: the forms as UTF-8."""
+        for form in self._encoded:
+            data = data.replace(form, REDACTED.encode())
+        return data
+
+    def response(self, response: httpx.Response) -> httpx.Response:
+        """The answer with its body and reason phrase redacted; the answer itself when neither holds a
+        secret. The body must have been read (httpx.Client.send reads it unless asked to stream)."""
+        content, reason = self.content(response.content), self(response.reason_phrase)
+        if content == response.content and reason == response.reason_phrase:
+            return response
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _WIRE_BODY_HEADERS]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=content,
+            request=response.request,
+            extensions={**response.extensions, "reason_phrase": reason.encode("ascii", "replace")},
+        )
+
+
+class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger whose lines are redacted before any handler sees them: for the retries' own lines, and for
+    a library that logs what a server answered (slack_sdk logs a body it cannot parse)."""
+
+    def __init__(self, logger: logging.Logger, redactor: Redactor) -> None:
+        super().__init__(logger, {})
+        self.redactor = redactor
+
+    @property
+    def level(self) -> int:
+        # slack_sdk reads its logger's `level` to decide whether to build its debug lines.
+        return self.logger.level
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            text = str(msg) % args if args else str(msg)
+            self.logger.log(level, self.redactor(text), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -77,15 +197,20 @@ class RequestStats:
 
 
 class RequestFailed(Exception):
-    """No HTTP answer: the retries ran out, or none was made because the write may have been applied."""
+    """No HTTP answer: the retries ran out, or none was made because the write may have been applied.
 
-    def __init__(self, method: str, path: str, cause: httpx.TransportError, attempts: int) -> None:
+    `reason` is redacted: a transport error's own text may quote what the server sent (h11 quotes a
+    malformed header line). `cause` keeps the error itself for its type; do not show its text."""
+
+    def __init__(
+        self, method: str, path: str, cause: httpx.TransportError, attempts: int, *, redactor: Redactor
+    ) -> None:
         self.method = method
         self.path = path
         self.cause = cause
         self.attempts = attempts
         self.may_have_been_applied = may_have_been_applied(method, cause)
-        self.reason = describe_failure(method, cause, attempts)
+        self.reason = redactor(describe_failure(method, cause, attempts))
         super().__init__(f"{method} {path} {self.reason}")
 
 
@@ -192,14 +317,17 @@ def send_with_retries(
     policy: RetryPolicy,
     stats: RequestStats,
     logger: logging.Logger,
+    redactor: Redactor,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[httpx.Response, int]:
     """Call `send` until it answers with a final status or the policy gives up.
 
-    Returns the last response (which may still be a 429 or 5xx once attempts run out) and the number of
-    attempts. Raises `RequestFailed` when the last attempt got no answer at all.
+    Returns the last response (which may still be a 429 or 5xx once attempts run out), redacted by
+    `redactor`, and the number of attempts. Raises `RequestFailed` when the last attempt got no answer at
+    all. `redactor` has no default: a client must say which secrets it sends.
     """
     method = method.upper()
+    log = RedactingLogger(logger, redactor)
 
     attempts = 0
 
@@ -232,7 +360,7 @@ def send_with_retries(
             reason = "unknown"
         delay = state.next_action.sleep if state.next_action else 0.0
         # Method and path only: headers (and the token in them) never reach a log line.
-        logger.warning(
+        log.warning(
             "%s %s: %s on attempt %d of %d, retrying in %.2fs",
             method,
             path,
@@ -257,18 +385,46 @@ def send_with_retries(
     try:
         response = retrying(attempt)
     except httpx.TransportError as error:
-        raise RequestFailed(method, path, error, attempts) from error
-    return response, attempts
+        # Not chained: the error's unredacted text would reach a traceback (Dagster stores the chain);
+        # its type and redacted text are in the message.
+        raise RequestFailed(method, path, error, attempts, redactor=redactor) from None
+    return redactor.response(response), attempts
 
 
 class ApiClient:
-    """What every provider client shares: one pooled httpx client, its retry policy and request counters."""
+    """What every provider client shares: one pooled httpx client, its retry policy, request counters, and
+    the redactor of the secrets it sends. Send through `send`: what comes back holds none of them."""
 
-    def __init__(self, http: httpx.Client, policy: RetryPolicy, sleep: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        policy: RetryPolicy,
+        sleep: Callable[[float], None],
+        *,
+        secrets: Iterable[str],
+    ) -> None:
         self._http = http
         self.policy = policy
         self.stats = RequestStats()
         self._sleep = sleep
+        self.redactor = Redactor(secrets)
+
+    def send(
+        self, send: Callable[[], httpx.Response], *, method: str, path: str, logger: logging.Logger
+    ) -> tuple[httpx.Response, int]:
+        """`send_with_retries` with this client's policy, counters and redactor: every error text built
+        from the answer (message, an errors list, the reason phrase, a parse failure quoting the body)
+        is redacted, and so is a failure without an answer."""
+        return send_with_retries(
+            send,
+            method=method,
+            path=path,
+            policy=self.policy,
+            stats=self.stats,
+            logger=logger,
+            redactor=self.redactor,
+            sleep=self._sleep,
+        )
 
     def __enter__(self) -> Self:
         return self

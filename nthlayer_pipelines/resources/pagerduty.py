@@ -32,13 +32,7 @@ from nthlayer_pipelines.incremental import (
     subdomain_from_html_url,
 )
 from nthlayer_pipelines.model import Role
-from nthlayer_pipelines.resources.http import (
-    ApiClient,
-    RequestFailed,
-    RetryPolicy,
-    answer_may_follow_write,
-    send_with_retries,
-)
+from nthlayer_pipelines.resources.http import ApiClient, RequestFailed, RetryPolicy, answer_may_follow_write
 from nthlayer_pipelines.resources.pagerduty_models import (
     PagerDutyEscalationPolicy,
     PagerDutyMember,
@@ -315,6 +309,7 @@ class PagerDutyClient(ApiClient):
             self._new_http(),
             RetryPolicy(max_attempts, backoff_base_seconds, max_backoff_seconds),
             sleep,
+            secrets=[api_token],
         )
         self._lanes = [self._http]  # httpx clients; each worker thread sticks to one
         self._lanes_lock = threading.Lock()
@@ -545,14 +540,8 @@ class PagerDutyClient(ApiClient):
         http: httpx.Client = getattr(self._thread, "http", self._http)
         request = http.build_request(method, path, params=params, json=body, headers=headers)
         try:
-            response, attempts = send_with_retries(
-                partial(self._send, http, request),
-                method=method,
-                path=path,
-                policy=self.policy,
-                stats=self.stats,
-                logger=logger,
-                sleep=self._sleep,
+            response, attempts = self.send(
+                partial(self._send, http, request), method=method, path=path, logger=logger
             )
         except RequestFailed as failure:
             kind = WriteOutcomeUnknownError if failure.may_have_been_applied else PagerDutyError

@@ -1,4 +1,8 @@
-"""Slack announcements through dagster-slack's resource, pointed at any Web API base URL."""
+"""Slack announcements through dagster-slack's resource, pointed at any Web API base URL.
+
+slack_sdk does its own HTTP, so the shared layer's `ApiClient` cannot redact its answers; `RedactedWebClient`
+applies the same `Redactor` at slack_sdk's one door for answers, and to slack_sdk's log lines.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,42 @@ from pydantic import Field
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from nthlayer_pipelines.resources.http import RedactingLogger, Redactor
+
 logger = logging.getLogger("nthlayer_pipelines.slack")
 
 SLACK_PUBLIC_API = "https://slack.com/api/"
+DEFAULT_TIMEOUT_SECONDS = 30  # slack_sdk's own default
+
+
+class RedactedWebClient(WebClient):
+    """slack_sdk's client with the bot token redacted from every answer before slack_sdk reads it.
+
+    Everything slack_sdk says about an answer comes from its body: the `error` field, the message for a
+    body that is not JSON (which it cuts at 100 characters, possibly through the middle of a token, where
+    no redactor could find it afterwards), the text of `SlackApiError`. Its log lines, the debug line that
+    quotes a whole body included, go through the same redactor.
+    """
+
+    def __init__(self, token: str, *, base_url: str, timeout: int = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.redactor = Redactor([token])
+        sdk_logger = logging.getLogger("slack_sdk.web.base_client")
+        super().__init__(
+            token,
+            base_url=base_url,
+            timeout=timeout,
+            logger=RedactingLogger(sdk_logger, self.redactor),  # type: ignore[arg-type]
+        )
+
+    # slack_sdk 3.x (pinned in uv.lock): every answer, error statuses included, comes back through here.
+    def _perform_urllib_http_request(self, *, url: str, args: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        answer = super()._perform_urllib_http_request(url=url, args=args)
+        body = answer.get("body")
+        if isinstance(body, str):
+            answer["body"] = self.redactor(body)
+        elif isinstance(body, bytes):
+            answer["body"] = self.redactor.content(body)
+        return answer
 
 
 class SlackNotifier(SlackResource):
@@ -34,7 +71,7 @@ class SlackNotifier(SlackResource):
         return f"{self.dagster_url.rstrip('/')}/runs/{run_id}"
 
     def get_client(self) -> WebClient:
-        return WebClient(self.token, base_url=self.base_url)
+        return RedactedWebClient(self.token, base_url=self.base_url)
 
     def post(self, *, text: str, blocks: list[dict[str, Any]] | None = None) -> str | None:
         """Post to the channel; returns an error description instead of raising.

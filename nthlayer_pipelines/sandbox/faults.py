@@ -8,8 +8,11 @@ Kinds: `status` (429 with or without `ratelimit-*` headers and PagerDuty's code 
 503), `latency`, `timeout` (the answer hangs `hang_seconds`, past the client's timeout), `drop` (the
 connection closes mid-answer), `truncate` (a listing page loses its tail, `more` stays true: what was cut
 is read at the next offset), `lag` (a write opens a window of `lag_ms` in which reads of that resource
-get the answer they got before it) and `refuse_removal` (PagerDuty's 400 code 2001 to removing a team
-member). `when: before`: the endpoint never runs; `when: after`: it runs and its answer is lost.
+get the answer they got before it), `refuse_removal` (PagerDuty's 400 code 2001 to removing a team
+member) and `echo_headers` (a misbehaving proxy or provider: an error status, any 4xx or 5xx, whose body
+repeats the request's headers, `Authorization` included, in the provider's error shape or, with
+`echo_format: text`, as plain text). `when: before`: the endpoint never runs; `when: after`: it runs and
+its answer is lost.
 
 One request gets at most one fault. Its draw is a hash of the seed, the request (method, path, query)
 and how many times that same request was seen before, so a run replays the same faults whatever order
@@ -24,6 +27,7 @@ The sandbox carries a plan out through `FaultInjector` (sandbox/injection.py). A
       - {kind: status, status: 429, rate: 0.05, ratelimit_headers: false, rate_limit_body: false}
       - {kind: drop, rate: 0.05, provider: pagerduty, endpoint: "GET /teams/*"}
       - {kind: lag, rate: 1.0, endpoint: "PUT *", lag_ms: 800}
+      - {kind: echo_headers, status: 400, provider: pagerduty, endpoint: "PUT *"}
 """
 
 from __future__ import annotations
@@ -35,14 +39,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-FaultKind = Literal["status", "latency", "timeout", "drop", "truncate", "lag", "refuse_removal"]
+FaultKind = Literal[
+    "status", "latency", "timeout", "drop", "truncate", "lag", "refuse_removal", "echo_headers"
+]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 STATUSES = (429, 500, 502, 503)
+ECHO_STATUSES = range(400, 600)  # a proxy or provider echoing the request may answer any error status
 
-# Faults a retry gets past: every kind but the 2001 refusal, which stands until a person edits the policy.
-TRANSIENT_KINDS = frozenset(FAULT_KINDS) - {"refuse_removal"}
+# Faults a retry gets past: not the 2001 refusal, which stands until a person edits the policy, nor an
+# echo of the headers, which is the same answer each time.
+TRANSIENT_KINDS = frozenset(FAULT_KINDS) - {"refuse_removal", "echo_headers"}
 
 
 class FaultPlanError(ValueError):
@@ -61,8 +69,8 @@ class FaultRule(BaseModel):
     first_arrivals: int | None = Field(
         default=None, ge=1, description="hit only a request's first N arrivals (its retries come after)"
     )
-    # status
-    status: Literal[429, 500, 502, 503] = 503
+    # status, echo_headers
+    status: int = Field(default=503, description="status: 429, 500, 502, 503; echo_headers: 400-599")
     ratelimit_headers: bool = Field(default=True, description="429: send ratelimit-* headers")
     rate_limit_body: bool = Field(default=True, description="429: send PagerDuty's code 2020 body")
     reset_seconds: int = Field(default=1, ge=0, description="429: the ratelimit-reset header's value")
@@ -74,6 +82,19 @@ class FaultRule(BaseModel):
     when: Literal["before", "after"] = "before"
     # truncate
     keep_share: float = Field(default=0.5, ge=0.0, lt=1.0, description="truncate: share of a page kept")
+    # echo_headers
+    echo_format: Literal["json", "text"] = Field(
+        default="json", description="echo_headers: the provider's JSON error shape, or plain text"
+    )
+
+    @field_validator("status")
+    @classmethod
+    def _status_fits_the_kind(cls, status: int, info: ValidationInfo) -> int:
+        allowed = ECHO_STATUSES if info.data.get("kind") == "echo_headers" else STATUSES
+        if status not in allowed:
+            shown = "400 to 599" if allowed is ECHO_STATUSES else ", ".join(map(str, STATUSES))
+            raise ValueError(f"{info.data.get('kind')} answers {shown}, not {status}")
+        return status
 
     @property
     def label(self) -> str:

@@ -2,9 +2,10 @@
 
 The sandbox calls `before` ahead of the provider's gate and `after` once the endpoint answered. Before,
 a request may be answered with an error status, hang, lose its connection, be delayed, be refused with
-PagerDuty's 2001, or (a read) be answered from the state before a recent write. After, the endpoint has
-run: the answer may hang, be cut off mid-body, or (a listing) lose part of its page; a write may open a
-lag window.
+PagerDuty's 2001, be answered with an error repeating its headers, or (a read) be answered from the state
+before a recent write. After, the endpoint has run: the answer may hang, be cut off mid-body, be replaced
+by an error (repeating the headers or not), or (a listing) lose part of its page; a write may open a lag
+window.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from starlette.responses import Response
@@ -151,7 +153,7 @@ class FaultInjector:
         elif rule.kind == "lag" and response.status_code < 300:
             self._open_window(ctx, rule)
             self._note(ctx, rule.label)
-        elif rule.when == "after" and rule.kind in ("status", "timeout", "drop"):
+        elif rule.when == "after" and rule.kind in ("status", "timeout", "drop", "echo_headers"):
             return await self._interrupt(ctx, rule, response)
         return response
 
@@ -175,6 +177,10 @@ class FaultInjector:
                 return DroppedResponse(bytes(answer.body), answer.status_code, dict(answer.headers))
             case "refuse_removal":
                 return invalid_input(EP_BLOCKS_REMOVAL).response()
+            case "echo_headers":
+                request = ctx.request
+                headers = list(request.headers.items())
+                return echo_headers_response(ctx.provider, request.method, request.url.path, headers, rule)
         raise AssertionError(f"{rule.kind} does not interrupt a request")  # pragma: no cover
 
     # -- read-after-write lag --------------------------------------------------------------------------
@@ -226,6 +232,37 @@ def status_response(rule: FaultRule) -> Response:
         return Response(b"", 429, headers)
     messages = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
     return json_response({"error": {"message": messages[rule.status]}}, rule.status)
+
+
+def echo_headers_response(
+    provider: str, method: str, path: str, headers: list[tuple[str, str]], rule: FaultRule
+) -> Response:
+    """An error answer that repeats the request's headers as they arrived, as a gateway that names the
+    credential it refused, or a provider's debugging error page, does: `Authorization` first, then every
+    header. In the provider's error shape (PagerDuty's `message` and `errors`, Cortex's `details`, Slack's
+    `response_metadata.messages`), or in plain text."""
+    lines = [f"{name}: {value}" for name, value in headers]
+    refused = next((line for line in lines if line.lower().startswith("authorization:")), "no authorization")
+    said = f"refused {refused} for {method} {path}; the request carried {'; '.join(lines)}"
+    if rule.echo_format == "text":
+        try:
+            phrase = HTTPStatus(rule.status).phrase
+        except ValueError:  # a status without a standard name
+            phrase = "Error"
+        text = f"{rule.status} {phrase}: {said}\n\nRequest headers:\n" + "\n".join(lines) + "\n"
+        return Response(text.encode(), rule.status, media_type="text/plain; charset=utf-8")
+    body: dict[str, Any]
+    if provider == "pagerduty":
+        body = {"error": {"message": f"Arguments Caused Error: {said}", "code": 2002, "errors": lines}}
+    elif provider == "cortex":
+        body = {"type": "BAD_REQUEST", "message": "Bad request", "details": said, "httpStatus": rule.status}
+    else:  # Slack: its error slug, and the detail where Slack puts its own, response_metadata.messages
+        body = {
+            "ok": False,
+            "error": "invalid_request",
+            "response_metadata": {"messages": [f"[ERROR] {said}", *(f"[ERROR] {line}" for line in lines)]},
+        }
+    return json_response(body, rule.status)
 
 
 def truncated_page(response: Response, keep_share: float) -> Response | None:

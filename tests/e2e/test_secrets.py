@@ -1,12 +1,15 @@
 """No token leaks: the whole pipeline runs on the daemon with distinctive tokens, one run fails on a 401,
-and then every place a person or a log reader can look is searched for the tokens.
+a refresh fails on a Cortex that echoes the request's headers in its error, an apply fails on a PagerDuty
+that echoes them to every write (its Slack summary refused by a proxy echoing them too, its failure
+announced in Slack), and then every place a person or a log reader can look is searched for the tokens.
 
 The places: every table of the deployment's Postgres database (event log, runs with their config, ticks,
 the ledger), every file under DAGSTER_HOME (captured compute logs), the webserver's and the daemon's stdout
 and stderr (which the run workers inherit), the GraphQL answers the UI reads (runs and their config, every
 event with its errors, materialization metadata, captured logs, sensor ticks), the sandbox's request log,
-and the output of the CLI, `nthlayer doctor` included. Each search is first shown to reach what it should
-hold (the run ids, a step's log line), so a search of nothing cannot pass.
+the messages Slack received, and the output of the CLI, `nthlayer doctor` included. Each search is first
+shown to reach what it should hold (the run ids, a step's log line, the echoed errors), so a search of
+nothing cannot pass.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from starlette.responses import JSONResponse
 
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.sandbox import RequestContext, RunningSandbox, load_seed, running_sandbox
+from nthlayer_pipelines.sandbox.faults import parse_plan
 from tests.e2e.deployment import (
     STARTUP_TIMEOUT_SECONDS,
     DagsterUi,
@@ -122,9 +126,58 @@ def revoke_pagerduty_token(sandbox: RunningSandbox) -> None:
     sandbox.hooks.add_before(revoked, provider="pagerduty")
 
 
-def run_everything(deployment: Deployment, sandbox: RunningSandbox) -> list[str]:
-    """Refresh, the policy's apply, a person's approval and its apply, then a refresh refused with a 401.
-    Returns the run ids."""
+def fail_on_echoed_headers(ui: DagsterUi, sandbox: RunningSandbox, ledger: Ledger) -> dict[str, int]:
+    """A refresh refused by a Cortex echoing the request's headers; then drift the policy approves, whose
+    apply meets a PagerDuty echoing them to every write and a proxy echoing them to its first Slack
+    summary, fails, and is announced in Slack. Returns the echoes injected."""
+    injected: dict[str, int] = {}
+
+    def use(*rules: dict[str, object]) -> None:
+        for label, count in sandbox.faults.injected().items():
+            injected[label] = injected.get(label, 0) + count
+        sandbox.faults.set_plan(parse_plan({"rules": list(rules)}))
+
+    echo = {"kind": "echo_headers", "status": 400}
+    use({**echo, "provider": "cortex"})
+    refused = ui.wait_for_run(ui.launch_run("refresh"))
+    assert refused.status == "FAILURE"
+    assert any("Cortex GET /api/v1/teams" in m for m in failure_messages(ui, refused.run_id))
+
+    # Carol leaves Payments through the API (so the audit trail has it): the next plan adds her back.
+    org = sandbox.state.pagerduty
+    team = org.team_by_name("Payments")
+    carol = next(u for u in org.users.values() if u.email == "carol@example.com")
+    assert team is not None
+    headers = {"Authorization": f"Token token={TOKENS['pagerduty']}"}
+    removed = httpx.delete(f"{sandbox.pagerduty_url}/teams/{team.id}/users/{carol.id}", headers=headers)
+    assert removed.status_code == 204
+    use(
+        {**echo, "provider": "pagerduty", "endpoint": "[!G]* *"},
+        {**echo, "provider": "slack", "echo_format": "text", "first_arrivals": 1},
+    )
+    try:
+        assert ui.wait_for_run(ui.launch_run("refresh")).status == "SUCCESS"
+        plan_id = ledger.latest_plan_id()
+        policy = ledger.latest_approval(plan_id)
+        assert policy is not None and policy.source == "policy"
+        failed = ui.wait_for_tagged_run(
+            "apply_plan", {"nthlayer/approval_id": policy.id}, timeout_seconds=180
+        )
+        assert failed.status == "FAILURE"
+
+        def announced() -> bool:
+            messages = sandbox.state.to_dict()["slack"]["messages"]
+            return any(f"applying plan {plan_id} failed" in m["text"] for m in messages)
+
+        wait_until("the failed apply to be announced in Slack", announced, timeout_seconds=120)
+    finally:
+        use()
+    return injected
+
+
+def run_everything(deployment: Deployment, sandbox: RunningSandbox, reliability: Reliability) -> list[str]:
+    """Refresh, the policy's apply, a person's approval and its apply, the runs failed by echoed headers,
+    then a refresh refused with a 401. Returns the run ids."""
     ui, ledger = deployment.ui, Ledger(deployment.database_url)
     try:
         assert ui.wait_for_run(ui.launch_run("refresh")).status == "SUCCESS"
@@ -136,6 +189,7 @@ def run_everything(deployment: Deployment, sandbox: RunningSandbox) -> list[str]
         approval = ledger.latest_approval(plan_id)
         assert approval is not None and approval.approver == "alice"
         assert ui.wait_for_tagged_run("apply_plan", {"nthlayer/approval_id": approval.id}).status == "SUCCESS"
+        reliability.count_faults("token_leaks", fail_on_echoed_headers(ui, sandbox, ledger))
 
         revoke_pagerduty_token(sandbox)
         try:
@@ -218,8 +272,10 @@ def cli_output(environ: dict[str, str], *args: str) -> str:
 def test_no_token_reaches_any_place_a_person_or_a_log_can_read(
     deployment: Deployment, canary_sandbox: RunningSandbox, reliability: Reliability
 ) -> None:
-    run_ids = run_everything(deployment, canary_sandbox)
-    assert len(run_ids) >= 6  # refresh, apply, refresh after, approve, apply, refresh after, refused refresh
+    run_ids = run_everything(deployment, canary_sandbox, reliability)
+    # refresh, apply, refresh after, approve, apply, refresh after, two refreshes and the failed apply of
+    # the echoes, refused refresh
+    assert len(run_ids) >= 10
 
     places: dict[str, dict[str, str]] = {
         "postgres": database_text(deployment.database_url),
@@ -227,6 +283,7 @@ def test_no_token_reaches_any_place_a_person_or_a_log_can_read(
         "webserver and daemon output": files_text(LOGS),
         "GraphQL": ui_answers(deployment.ui, run_ids),
         "sandbox request log": {"requests": str(canary_sandbox.requests())},
+        "Slack": {"messages": json.dumps(canary_sandbox.state.to_dict()["slack"]["messages"])},
     }
 
     # Each search reaches what it should: the event log holds every run, the compute logs a step's lines.
@@ -238,6 +295,10 @@ def test_no_token_reaches_any_place_a_person_or_a_log_can_read(
     )
     assert any("change_plan" in text for name, text in places["GraphQL"].items() if "captured" in name)
     assert "Token token=[REDACTED]" in places["sandbox request log"]["requests"]
+    # ... and the echoed errors: the refused writes and the Slack refusal in the event log, the notice.
+    assert "(HTTP 400, code 2002)" in everything_in_postgres
+    assert "Slack refused the message: Received a response in a non-JSON format" in everything_in_postgres
+    assert "PagerDuty apply failed" in places["Slack"]["messages"]
 
     # The CLI, with the same environment: a plan, the doctor, and the doctor facing a revoked token.
     environ = {**os.environ, **deployment.env}

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from sandbox_seed import PAGERDUTY_TOKEN, TOKENS, seeded_org
+from sandbox_seed import CORTEX_TOKEN, PAGERDUTY_TOKEN, SLACK_TOKEN, TOKENS, seeded_org
 
 from nthlayer_pipelines.cli import main
 from nthlayer_pipelines.sandbox import RunningSandbox, running_sandbox
@@ -180,6 +180,77 @@ def test_pagerduty_refuses_to_remove_an_escalation_policy_target(
     assert error["code"] == 2001
     assert error["errors"] == ["User cannot be removed as they belong to an escalation policy on this team"]
     assert "carol@example.com" in members(sandbox, "Payments")
+
+
+def test_an_echo_repeats_the_request_headers_in_pagerdutys_error_shape(
+    sandbox: RunningSandbox, pd: httpx.Client
+) -> None:
+    use(sandbox, {"kind": "echo_headers", "status": 400, "provider": "pagerduty", "endpoint": "PUT *"})
+    team_id, user_id = team_and_user(sandbox, "Search", "carol@example.com")
+
+    answer = pd.put(f"/teams/{team_id}/users/{user_id}", json={"role": "responder"})
+
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert set(error) == {"message", "code", "errors"} and isinstance(error["code"], int)
+    said = f"authorization: Token token={PAGERDUTY_TOKEN}"
+    assert said in error["message"] and f"PUT /pagerduty/teams/{team_id}/users/{user_id}" in error["message"]
+    assert said in error["errors"] and "accept: application/vnd.pagerduty+json;version=2" in error["errors"]
+    assert "carol@example.com" not in members(sandbox, "Search")  # answered instead of the endpoint
+    assert pd.get("/teams").status_code == 200
+    assert faults_logged(sandbox) == ["echo_headers", None]
+    assert sandbox.faults.injected() == {"echo_headers": 1}
+    # The sandbox's own log still keeps the token out.
+    assert {e["authorization"] for e in sandbox.requests("pagerduty")} == {"Token token=[REDACTED]"}
+
+
+def test_an_echo_repeats_the_request_headers_in_cortexs_and_slacks_error_shapes(
+    sandbox: RunningSandbox, cortex: httpx.Client
+) -> None:
+    use(sandbox, {"kind": "echo_headers", "status": 403})
+
+    teams = cortex.get("/api/v1/teams")
+    assert teams.status_code == 403
+    body = teams.json()
+    assert body["httpStatus"] == 403 and body["message"]
+    assert f"authorization: Bearer {CORTEX_TOKEN}" in body["details"]
+
+    posted = httpx.post(
+        sandbox.slack_url + "chat.postMessage",
+        json={"channel": "ops-changes", "text": "hello"},
+        headers={"Authorization": f"Bearer {SLACK_TOKEN}"},
+    )
+    assert posted.status_code == 403
+    answer = posted.json()
+    assert answer["ok"] is False and answer["error"] == "invalid_request"
+    assert f"[ERROR] authorization: Bearer {SLACK_TOKEN}" in answer["response_metadata"]["messages"]
+    assert sandbox.state.slack.messages == []
+
+
+def test_an_echo_in_plain_text_names_the_refused_credential_first(
+    sandbox: RunningSandbox, pd: httpx.Client
+) -> None:
+    use(sandbox, {"kind": "echo_headers", "status": 502, "echo_format": "text", "endpoint": "GET /users"})
+
+    answer = pd.get("/users")
+
+    assert answer.status_code == 502 and answer.headers["content-type"].startswith("text/plain")
+    first, *rest = answer.text.splitlines()
+    assert first.startswith(f"502 Bad Gateway: refused authorization: Token token={PAGERDUTY_TOKEN} ")
+    assert f"authorization: Token token={PAGERDUTY_TOKEN}" in rest and "Request headers:" in rest
+
+
+def test_an_echo_after_the_endpoint_replaces_the_answer_of_a_write_that_was_applied(
+    sandbox: RunningSandbox, pd: httpx.Client
+) -> None:
+    use(sandbox, {"kind": "echo_headers", "status": 500, "when": "after", "endpoint": "PUT *"})
+    team_id, user_id = team_and_user(sandbox, "Search", "carol@example.com")
+
+    answer = pd.put(f"/teams/{team_id}/users/{user_id}", json={"role": "observer"})
+
+    assert answer.status_code == 500
+    assert PAGERDUTY_TOKEN in answer.json()["error"]["message"]
+    assert members(sandbox, "Search")["carol@example.com"] == "observer"
 
 
 def test_rules_are_per_provider_and_endpoint(

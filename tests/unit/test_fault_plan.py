@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 
 from nthlayer_pipelines.sandbox.faults import (
+    TRANSIENT_KINDS,
     FaultPlanError,
     parse_plan,
     request_key,
@@ -102,3 +103,22 @@ def test_a_bad_plan_names_every_problem() -> None:
         )
     message = str(raised.value)
     assert "rules.0.status" in message and "rules.1.lag_ms" in message and "rules.1.surprise" in message
+
+
+def test_an_echo_of_the_headers_answers_any_error_status_and_a_status_fault_only_its_own() -> None:
+    echo = parse_plan({"rules": [{"kind": "echo_headers", "status": 400, "echo_format": "text"}]}).rules[0]
+    assert (echo.status, echo.echo_format, echo.label) == (400, "text", "echo_headers")
+    assert echo.matches("slack", "POST /api/chat.postMessage") and echo.matches("cortex", "GET /api/v1/teams")
+    assert "echo_headers" not in TRANSIENT_KINDS  # the same answer each time: no retry gets past it
+    with pytest.raises(FaultPlanError) as raised:
+        parse_plan(
+            {
+                "rules": [
+                    {"kind": "status", "status": 400},
+                    {"kind": "echo_headers", "status": 302},
+                    {"kind": "echo_headers", "echo_format": "html"},
+                ]
+            }
+        )
+    message = str(raised.value)
+    assert "rules.0.status" in message and "rules.1.status" in message and "rules.2.echo_format" in message

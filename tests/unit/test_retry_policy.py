@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from nthlayer_pipelines.resources.http import (
+    Redactor,
     RequestFailed,
     RequestStats,
     RetryPolicy,
@@ -140,6 +141,7 @@ def test_the_loop_waits_as_told_and_counts_every_call():
         policy=RetryPolicy(max_attempts=6, backoff_base_seconds=0.0),
         stats=stats,
         logger=LOG,
+        redactor=Redactor(),
         sleep=sleeps.append,
     )
     assert (response.status_code, attempts) == (200, 4)
@@ -156,6 +158,7 @@ def test_out_of_attempts_the_last_answer_is_returned():
         policy=RetryPolicy(max_attempts=3, backoff_base_seconds=0.0),
         stats=stats,
         logger=LOG,
+        redactor=Redactor(),
         sleep=lambda _: None,
     )
     assert (response.status_code, attempts, stats.api_calls, stats.retries) == (503, 3, 3, 2)
@@ -171,6 +174,7 @@ def test_a_post_that_timed_out_is_not_sent_again():
             policy=RetryPolicy(backoff_base_seconds=0.0),
             stats=stats,
             logger=LOG,
+            redactor=Redactor(),
             sleep=lambda _: None,
         )
     assert caught.value.may_have_been_applied is True
@@ -190,6 +194,7 @@ def test_a_post_that_never_connected_is_retried():
         policy=RetryPolicy(backoff_base_seconds=0.0),
         stats=stats,
         logger=LOG,
+        redactor=Redactor(),
         sleep=lambda _: None,
     )
     assert (response.status_code, attempts, stats.rate_limited) == (201, 3, 1)
