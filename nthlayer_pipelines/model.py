@@ -1,6 +1,7 @@
 """The domain model every layer speaks: desired teams, observed snapshots, divergences, changes, plans.
 
-Pure data, no I/O. Emails are the join key across providers and are always stored lowercased.
+Pure data, no I/O. Emails are the join key across providers and are always stored in one form
+(`normalize_email`).
 """
 
 from __future__ import annotations
@@ -9,14 +10,28 @@ import hashlib
 from enum import StrEnum
 from typing import Annotated
 
+import idna
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
-def _lower(value: str) -> str:
-    return value.strip().lower()
+def normalize_email(value: str) -> str:
+    """The email as it is joined across providers: trimmed, lowercased, its domain in IDNA's Unicode form,
+    so `user@bücher.example` and `user@xn--bcher-kva.example` are one person.
+
+    A domain that is not valid IDNA is only lowercased: refusing it is the sources' validation's job, which
+    says where the address was written.
+    """
+    email = value.strip().lower()
+    local, at, domain = email.rpartition("@")
+    if not at or (domain.isascii() and "xn--" not in domain):
+        return email  # an ASCII domain without punycode labels is already in its one form
+    try:
+        return f"{local}@{idna.decode(idna.encode(domain, uts46=True))}"
+    except UnicodeError:  # idna.IDNAError is one
+        return email
 
 
-Email = Annotated[str, AfterValidator(_lower)]
+Email = Annotated[str, AfterValidator(normalize_email)]
 
 
 class Role(StrEnum):

@@ -18,6 +18,7 @@ from nthlayer_pipelines.model import (
     Service,
     Team,
     ValidationProblem,
+    normalize_email,
 )
 
 from .git_schema import (
@@ -196,7 +197,7 @@ def _check_members(team: _Declared) -> list[Issue]:
         email = member.get("email") if isinstance(member, dict) else None
         if not isinstance(email, str):
             continue
-        key = email.strip().lower()
+        key = normalize_email(email)
         if key in first_index:
             first = format_location(team.at("spec", "members", first_index[key]))
             message = (

@@ -16,6 +16,7 @@ from nthlayer_pipelines.model import (
     Role,
     SourceError,
     Team,
+    normalize_email,
 )
 from nthlayer_pipelines.reconcile.diff import compute_divergences
 from nthlayer_pipelines.reconcile.observed import (
@@ -178,6 +179,33 @@ def test_rendered_plan_reads_like_terraform() -> None:
     assert "  + ops: carol@x.io as observer" in text
     assert "  ~ ops: alice@x.io responder -> manager" in text
     assert "  - ops: bob@x.io (was observer)" in text
+
+
+# Emails -------------------------------------------------------------------------------------------------
+
+
+def test_internationalised_domains_join_in_one_form() -> None:
+    """`user@bücher.example` and `user@xn--bcher-kva.example` are one person, whichever side writes which."""
+    desired = DesiredState(
+        teams=(team("ops", {"Alice@BÜCHER.example": "manager", "bob@xn--bcher-kva.example": "responder"}),)
+    )
+    obs = observed(
+        ["alice@xn--bcher-kva.example", "BOB@Bücher.Example"],
+        {"Ops": {"alice@xn--bcher-kva.example": "manager", "BOB@Bücher.Example": "responder"}},
+    )
+    plan = plan_of(desired, obs)
+    assert plan.changes == () and plan.findings == ()
+    assert Member(email="user@XN--BCHER-KVA.example", role=Role.OBSERVER).email == "user@bücher.example"
+    assert list(obs.users["email"]) == ["alice@bücher.example", "bob@bücher.example"]
+
+
+def test_a_domain_that_is_not_valid_idna_is_only_lowercased() -> None:
+    # Refusing it is the definitions loader's job, which says where (tests/unit/test_bad_definitions.py).
+    assert normalize_email(" A@Exa_mple.COM ") == "a@exa_mple.com"
+    assert normalize_email("a@XN--ABC.com") == "a@xn--abc.com"
+    assert list(users_frame([{"user_id": "U1", "email": "A@xn--abc.com", "name": "A"}])["email"]) == [
+        "a@xn--abc.com"
+    ]
 
 
 def test_merge_takes_a_team_from_the_first_source_in_precedence() -> None:
