@@ -7,6 +7,7 @@ Pure data, no I/O. Emails are the join key across providers and are always store
 from __future__ import annotations
 
 import hashlib
+import json
 from enum import StrEnum
 from typing import Annotated
 
@@ -117,12 +118,13 @@ class ChangeKind(StrEnum):
 
 
 class Change(Frozen):
-    """One write a plan proposes. `id` is stable: the same drift seen twice is the same change."""
+    """One write a plan proposes. `id` is stable: the same drift seen twice is the same change, and a
+    change that would write anything else (another team, user or role) has another id."""
 
     id: str
     kind: ChangeKind
     team: str  # desired team name (slug); for a removal from an unpinned team, still the slug
-    team_name: str  # PagerDuty display name, used to create or find the team
+    team_name: str  # the PagerDuty team's name; for a team the plan creates, the name it is created with
     team_id: str | None = None  # None until the team exists
     email: str | None = None
     user_id: str | None = None
@@ -130,9 +132,61 @@ class Change(Frozen):
     from_role: Role | None = None
 
     @staticmethod
-    def make_id(provider: str, kind: ChangeKind, team: str, email: str | None, role: Role | None) -> str:
-        key = "|".join([provider, kind.value, team, email or "", role.value if role else ""])
+    def make_id(
+        provider: str,
+        kind: ChangeKind,
+        *,
+        team: str,
+        team_id: str | None,
+        team_name: str,
+        email: str | None,
+        user_id: str | None,
+        role: Role | None,
+    ) -> str:
+        """A hash of everything the apply writes or writes to. The team's name counts only while the team
+        has no id (its creation, and members of a team the plan creates): the apply then finds it by name.
+        """
+        by_name = team_name if team_id is None else ""
+        fields = [provider, kind.value, team, team_id or "", by_name, email or "", user_id or ""]
+        key = json.dumps([*fields, role.value if role else ""])  # JSON: no separator a value could hold
         return "chg-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    @classmethod
+    def planned(
+        cls,
+        provider: str,
+        kind: ChangeKind,
+        *,
+        team: str,
+        team_name: str,
+        team_id: str | None = None,
+        email: str | None = None,
+        user_id: str | None = None,
+        role: Role | None = None,
+        from_role: Role | None = None,
+    ) -> Change:
+        """The change with its id made from its own fields."""
+        change_id = cls.make_id(
+            provider,
+            kind,
+            team=team,
+            team_id=team_id,
+            team_name=team_name,
+            email=email,
+            user_id=user_id,
+            role=role,
+        )
+        return cls(
+            id=change_id,
+            kind=kind,
+            team=team,
+            team_name=team_name,
+            team_id=team_id,
+            email=email,
+            user_id=user_id,
+            role=role,
+            from_role=from_role,
+        )
 
 
 class FindingKind(StrEnum):

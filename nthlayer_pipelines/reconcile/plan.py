@@ -61,17 +61,16 @@ def build_plan(divergences: pd.DataFrame, desired: DesiredState) -> Plan:
                 )
                 continue
         change_kind = _CHANGE_FOR[kind]
-        role = _role(row, "desired_role") if change_kind is not ChangeKind.REMOVE_MEMBER else None
         changes.append(
-            Change(
-                id=Change.make_id(PROVIDER, change_kind, team, email, role),
-                kind=change_kind,
+            Change.planned(
+                PROVIDER,
+                change_kind,
                 team=team,
                 team_name=str(row["team_name"]),
                 team_id=_value(row, "team_id"),
                 email=email,
                 user_id=_value(row, "user_id"),
-                role=role,
+                role=_role(row, "desired_role") if change_kind is not ChangeKind.REMOVE_MEMBER else None,
                 from_role=_role(row, "observed_role"),
             )
         )

@@ -22,9 +22,9 @@ def change(
     from_role: Role | None = None,
     team_id: str | None = "PTEAM01",
 ) -> Change:
-    return Change(
-        id=Change.make_id("pagerduty", kind, team, email, role),
-        kind=kind,
+    return Change.planned(
+        "pagerduty",
+        kind,
         team=team,
         team_name=team.title(),
         team_id=team_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -9,10 +11,12 @@ from hypothesis import strategies as st
 
 from nthlayer_pipelines.desired.merge import merge_sources, parse_precedence
 from nthlayer_pipelines.model import (
+    Change,
     ChangeKind,
     DesiredState,
     FindingKind,
     Member,
+    Plan,
     Role,
     SourceError,
     Team,
@@ -179,6 +183,69 @@ def test_rendered_plan_reads_like_terraform() -> None:
     assert "  + ops: carol@x.io as observer" in text
     assert "  ~ ops: alice@x.io responder -> manager" in text
     assert "  - ops: bob@x.io (was observer)" in text
+
+
+# Change ids ---------------------------------------------------------------------------------------------
+
+IDENTITY = {
+    "team": "payments",
+    "team_id": "PABC123",
+    "team_name": "Payments",
+    "email": "bob@example.com",
+    "user_id": "PBOB001",
+    "role": Role.RESPONDER,
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "edited"),
+    [
+        ("team", "billing"),
+        ("team_id", "PXYZ999"),
+        ("team_id", None),
+        ("email", "robert@example.com"),
+        ("user_id", "PMAL001"),
+        ("role", Role.MANAGER),
+    ],
+)
+def test_a_change_that_would_write_anything_else_has_another_id(field: str, edited: object) -> None:
+    """An edited ledger row pointing the same change at another user or team cannot keep its id."""
+    original = Change.make_id("pagerduty", ChangeKind.ADD_MEMBER, **IDENTITY)
+    assert Change.make_id("pagerduty", ChangeKind.ADD_MEMBER, **{**IDENTITY, field: edited}) != original
+    assert Change.make_id("pagerduty", ChangeKind.SET_ROLE, **IDENTITY) != original
+    assert re.fullmatch(r"chg-[0-9a-f]{12}", original)
+
+
+def test_the_team_name_counts_in_the_id_only_while_the_team_is_found_by_it() -> None:
+    renamed = {**IDENTITY, "team_name": "Payments EU"}
+    kind = ChangeKind.ADD_MEMBER
+    # With an id the apply writes to the id: a renamed team is the same change.
+    assert Change.make_id("pagerduty", kind, **renamed) == Change.make_id("pagerduty", kind, **IDENTITY)
+    # Without one (a team the plan creates, and its members) the apply finds the team by name.
+    unborn, unborn_renamed = {**IDENTITY, "team_id": None}, {**renamed, "team_id": None}
+    assert Change.make_id("pagerduty", kind, **unborn) != Change.make_id("pagerduty", kind, **unborn_renamed)
+
+
+def test_change_and_plan_ids_are_pinned() -> None:
+    """These ids are what approvals, the intent log and CI readers hold on to: a change to how they are
+    made must be deliberate, so it fails here first."""
+    desired = DesiredState(
+        teams=(
+            team("payments", {"alice@x.io": "manager", "carol@x.io": "responder"}, display="Payments"),
+            team("search", {"bob@x.io": "manager"}, display="Search"),
+        )
+    )
+    obs = observed(USERS, {"Payments": {"alice@x.io": "observer", "mallory@x.io": "responder"}})
+    plan = plan_of(desired, obs)
+    assert [(c.id, c.kind.value, c.team, c.team_id, c.email) for c in plan.changes] == [
+        ("chg-29e24479f307", "create_team", "search", None, None),
+        ("chg-ff9bace5183d", "add_member", "payments", "T0", "carol@x.io"),
+        ("chg-47b79b7a769b", "add_member", "search", None, "bob@x.io"),
+        ("chg-1ce8b7a8e84d", "set_role", "payments", "T0", "alice@x.io"),
+        ("chg-49c8821f3ba2", "remove_member", "payments", "T0", "mallory@x.io"),
+    ]
+    assert plan.id == "plan-9513e29d5ff9"
+    assert plan.id == Plan.make_id(plan.changes)
 
 
 # Emails -------------------------------------------------------------------------------------------------
