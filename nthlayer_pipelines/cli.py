@@ -62,6 +62,9 @@ def plan(definitions_path: str | None, as_json: bool) -> None:
     try:
         result = plan_in_process(environ)
     except (PlanFailed, DefinitionsError, SourceError) as error:
+        made = error.plan if isinstance(error, PlanFailed) else None
+        if made is not None:  # a check of the plan failed: the plan is still what the reader needs
+            click.echo(plan_to_json_text(made) if as_json else render_plan_text(made))
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_ERROR)
     click.echo(plan_to_json_text(result) if as_json else render_plan_text(result))

@@ -1,13 +1,14 @@
 """The domain model every layer speaks: desired teams, observed snapshots, divergences, changes, plans.
 
 Pure data, no I/O. Emails are the join key across providers and are always stored in one form
-(`normalize_email`).
+(`normalize_email`); team names are compared in one form (`team_name_key`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from enum import StrEnum
 from typing import Annotated
 
@@ -33,6 +34,15 @@ def normalize_email(value: str) -> str:
 
 
 Email = Annotated[str, AfterValidator(normalize_email)]
+
+
+def team_name_key(name: str) -> str:
+    """A team name as names are compared: NFKC-normalised and case-folded, invisible format characters
+    (zero-width spaces, soft hyphens) dropped, whitespace trimmed and collapsed. 'Payments', ' payments ',
+    'Pay\u200bments' and 'Payments' in full-width letters read as one name, so they are one name here."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    visible = "".join(c for c in folded if unicodedata.category(c) != "Cf")
+    return " ".join(visible.split())
 
 
 class Role(StrEnum):
@@ -92,6 +102,8 @@ class DesiredState(Frozen):
 
 
 class DivergenceKind(StrEnum):
+    AMBIGUOUS_TEAM = "ambiguous_team"  # several PagerDuty teams carry an unpinned team's name
+    PINNED_TEAM_NAME_MISMATCH = "pinned_team_name_mismatch"  # the pinned team has another name
     MISSING_TEAM = "missing_team"
     MISSING_MEMBER = "missing_member"
     ROLE_MISMATCH = "role_mismatch"
@@ -195,6 +207,13 @@ class FindingKind(StrEnum):
     MISSING_PINNED_TEAM = (
         "missing_pinned_team"  # a pinned team id that PagerDuty does not know: a person decides
     )
+    AMBIGUOUS_TEAM = "ambiguous_team"  # several PagerDuty teams match the name: the team is not planned
+    PINNED_TEAM_NAME_MISMATCH = "pinned_team_name_mismatch"  # its removals wait for a person
+
+    @property
+    def blocking(self) -> bool:
+        """The finding's team gets no changes at all until a person settles it."""
+        return self is FindingKind.AMBIGUOUS_TEAM
 
 
 class Finding(Frozen):
@@ -204,6 +223,10 @@ class Finding(Frozen):
     team: str | None = None
     email: str | None = None
     detail: str = ""
+
+    @property
+    def blocking(self) -> bool:
+        return self.kind.blocking
 
 
 class Plan(Frozen):
@@ -219,6 +242,11 @@ class Plan(Frozen):
     @property
     def has_drift(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def blocking_findings(self) -> tuple[Finding, ...]:
+        """Teams the plan leaves out because their identity is not settled."""
+        return tuple(f for f in self.findings if f.blocking)
 
     def count(self, kind: ChangeKind) -> int:
         return sum(1 for c in self.changes if c.kind is kind)

@@ -99,10 +99,34 @@ def change_plan_within_blast_radius(
     )
 
 
+@dg.asset_check(
+    asset="change_plan",
+    blocking=True,
+    description=(
+        "Every team's PagerDuty team is known: a team whose name several PagerDuty teams carry gets no "
+        "changes until a person pins it; the other teams' changes are planned as usual."
+    ),
+)
+def change_plan_identifies_every_team(change_plan: Plan) -> dg.AssetCheckResult:
+    blocked = change_plan.blocking_findings
+    return dg.AssetCheckResult(
+        passed=not blocked,
+        metadata={
+            "plan_id": change_plan.id,
+            "blocked_team_count": len(blocked),
+            "teams": ", ".join(f.team or "" for f in blocked[:50]),
+            "blocked": dg.MetadataValue.md(
+                "\n".join(f"- **{f.team}**: {f.detail}" for f in blocked[:50]) or "every team identified"
+            ),
+        },
+    )
+
+
 ALL_CHECKS = [
     pagerduty_users_have_unique_emails,
     pagerduty_memberships_name_known_users,
     desired_teams_have_a_manager,
     unresolved_users_below_threshold,
     change_plan_within_blast_radius,
+    change_plan_identifies_every_team,
 ]

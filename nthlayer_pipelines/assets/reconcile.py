@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from nthlayer_pipelines.model import DesiredState, DivergenceKind, Plan
-from nthlayer_pipelines.reconcile.diff import compute_divergences
+from nthlayer_pipelines.reconcile.diff import TeamIdentityConflict, compute_divergences
 from nthlayer_pipelines.reconcile.observed import ObservedState
 from nthlayer_pipelines.reconcile.plan import build_plan, plan_summary, render_plan_markdown
 from nthlayer_pipelines.reconcile.policy import pre_approved_changes
@@ -31,7 +31,14 @@ def divergences(
     if unknown:
         raise dg.Failure(f"team filter names teams that no source declares: {', '.join(unknown)}")
     observed = ObservedState(users=pagerduty_users, teams=pagerduty_teams, memberships=pagerduty_memberships)
-    frame = compute_divergences(desired_state, observed, scope=scope)
+    try:
+        frame = compute_divergences(desired_state, observed, scope=scope)
+    except TeamIdentityConflict as conflict:
+        # Nothing is planned: whichever definition a plan followed, it would undo the other's team.
+        raise dg.Failure(
+            description=f"two definitions resolve to one PagerDuty team; nothing is planned\n{conflict}",
+            metadata={"conflicts": dg.MetadataValue.md(f"```\n{conflict}\n```")},
+        ) from conflict
     by_kind = frame["kind"].value_counts()
     if scope:
         context.log.info("scoped to teams: %s", ", ".join(sorted(scope)))
@@ -85,6 +92,8 @@ def change_plan(
     context.log.info("plan %s: %d changes, %d findings", plan.id, len(plan.changes), len(plan.findings))
     for reason in verdict.reasons:
         context.log.warning("blast radius: %s", reason)
+    for finding in plan.blocking_findings:
+        context.log.warning("blocked: %s: %s", finding.team, finding.detail)
     return dg.Output(
         plan,
         metadata={

@@ -2,14 +2,15 @@
 
 Removals and role changes need a person by default: a removal can take someone off call, and a role
 change to manager is a privilege grant. For the same reason an addition as manager always needs a person,
-whatever the policy says.
+whatever the policy says. So does a removal from a pinned team whose name in PagerDuty is not the
+definition's: the pin may name the wrong team.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nthlayer_pipelines.model import Change, ChangeKind, Plan, Role
+from nthlayer_pipelines.model import Change, ChangeKind, FindingKind, Plan, Role
 
 PRE_APPROVED_ENV_VAR = "NTHLAYER_PRE_APPROVED_KINDS"
 DEFAULT_PRE_APPROVED = frozenset({ChangeKind.ADD_MEMBER, ChangeKind.CREATE_TEAM})
@@ -44,11 +45,13 @@ def parse_pre_approved(text: str) -> frozenset[ChangeKind]:
 def pre_approved_changes(plan: Plan, policy: ApprovalPolicy) -> tuple[Change, ...]:
     """The plan's changes the policy approves, in plan order.
 
-    Left out: additions as manager (a privilege grant), and the members of a team the plan creates when
-    the creation itself is not pre-approved (they could only fail until a person approves it).
+    Left out: additions as manager (a privilege grant), the members of a team the plan creates when
+    the creation itself is not pre-approved (they could only fail until a person approves it), and removals
+    from a pinned team PagerDuty names otherwise.
     """
     created = {c.team for c in plan.changes if c.kind is ChangeKind.CREATE_TEAM}
     creation_approved = ChangeKind.CREATE_TEAM in policy.pre_approved
+    held_teams = {f.team for f in plan.findings if f.kind is FindingKind.PINNED_TEAM_NAME_MISMATCH}
     approved: list[Change] = []
     for change in plan.changes:
         if change.kind not in policy.pre_approved:
@@ -56,6 +59,8 @@ def pre_approved_changes(plan: Plan, policy: ApprovalPolicy) -> tuple[Change, ..
         if change.kind is ChangeKind.ADD_MEMBER and change.role is Role.MANAGER:
             continue
         if change.kind is not ChangeKind.CREATE_TEAM and change.team in created and not creation_approved:
+            continue
+        if change.kind is ChangeKind.REMOVE_MEMBER and change.team in held_teams:
             continue
         approved.append(change)
     return tuple(approved)

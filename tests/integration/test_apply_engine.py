@@ -171,8 +171,11 @@ def test_an_approved_plan_is_applied_once_and_converges(pipeline_env, example_sa
     ]
     assert all(o.attempts == 1 and o.api_calls >= 1 for o in outcomes)
     table = report.markdown()
-    assert "| applied | - payments: mallory@example.com (was responder) | remove (responder) |" in table
-    assert "| applied | ~ payments: bob@example.com observer -> responder | observer -> responder |" in table
+    payments = f"payments (Payments, {ids(example_sandbox)['Payments']})"
+    assert f"| applied | - {payments}: mallory@example.com (was responder) | remove (responder) |" in table
+    assert (
+        f"| applied | ~ {payments}: bob@example.com observer -> responder | observer -> responder |" in table
+    )
 
     # A second apply of the same approval writes nothing: the intent log says it is done.
     example_sandbox.clear_requests()
@@ -452,8 +455,10 @@ def test_what_never_shows_after_apply_is_reported_unconverged(example_sandbox, c
         ledger=ledger, approval=approval, client=client, verify_attempts=3, sleep=lambda _seconds: None
     )
 
+    carol = plan.changes[0]
     assert report.unconverged == (
-        f"{plan.changes[0].id} + payments: carol@example.com as responder: found no membership",
+        f"{carol.id} + payments (Payments, {carol.team_id}): carol@example.com as responder: "
+        "found no membership",
     )
     assert not report.succeeded
     assert "Not converged after apply:" in report.markdown()

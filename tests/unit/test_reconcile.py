@@ -29,7 +29,7 @@ from nthlayer_pipelines.reconcile.observed import (
     teams_frame,
     users_frame,
 )
-from nthlayer_pipelines.reconcile.plan import build_plan, plan_to_json, render_plan_text
+from nthlayer_pipelines.reconcile.plan import build_plan, describe_change, plan_to_json, render_plan_text
 
 
 def team(name: str, members: dict[str, str], *, prune: bool = True, display: str | None = None, **kw) -> Team:
@@ -145,7 +145,10 @@ def test_pinned_team_id_wins_over_name_and_a_missing_pin_is_not_created() -> Non
     obs = observed(USERS, {"Operations": {"alice@x.io": "manager"}})
     plan = plan_of(desired, obs)
     assert plan.changes == ()
-    assert [(f.kind, f.team) for f in plan.findings] == [(FindingKind.MISSING_PINNED_TEAM, "gone")]
+    assert [(f.kind, f.team) for f in plan.findings] == [
+        (FindingKind.MISSING_PINNED_TEAM, "gone"),
+        (FindingKind.PINNED_TEAM_NAME_MISMATCH, "ops"),  # the pin wins, and the other name is said
+    ]
 
 
 def test_change_ids_are_stable_across_runs_and_plan_id_follows_changes() -> None:
@@ -160,18 +163,37 @@ def test_change_ids_are_stable_across_runs_and_plan_id_follows_changes() -> None
 
 def test_plan_json_contract() -> None:
     desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager"}),))
-    obs = observed(USERS, {"Ops": {"alice@x.io": "responder", "bob@x.io": "observer"}})
+    obs = observed(USERS, {"Ops": {"alice@x.io": "responder", "bob@x.io": "observer"}, "Spare": {}})
     payload = plan_to_json(plan_of(desired, obs))
     assert set(payload) == {"plan_id", "changes", "findings"}
     assert [{k: v for k, v in c.items() if k != "id"} for c in payload["changes"]] == [
         {
             "kind": "set_role",
             "team": "ops",
+            "team_name": "Ops",
+            "team_id": "T0",
             "email": "alice@x.io",
             "role": "manager",
             "from_role": "responder",
         },
-        {"kind": "remove_member", "team": "ops", "email": "bob@x.io", "role": None, "from_role": "observer"},
+        {
+            "kind": "remove_member",
+            "team": "ops",
+            "team_name": "Ops",
+            "team_id": "T0",
+            "email": "bob@x.io",
+            "role": None,
+            "from_role": "observer",
+        },
+    ]
+    assert payload["findings"] == [
+        {
+            "kind": "unmanaged_team",
+            "team": "Spare",
+            "email": None,
+            "detail": "no definition claims this team",
+            "blocking": False,
+        }
     ]
 
 
@@ -180,9 +202,25 @@ def test_rendered_plan_reads_like_terraform() -> None:
     obs = observed(USERS, {"Ops": {"alice@x.io": "responder", "bob@x.io": "observer"}})
     text = render_plan_text(plan_of(desired, obs))
     assert "0 to create, 1 to add, 1 to change, 1 to remove." in text
-    assert "  + ops: carol@x.io as observer" in text
-    assert "  ~ ops: alice@x.io responder -> manager" in text
-    assert "  - ops: bob@x.io (was observer)" in text
+    assert "  + ops (Ops, T0): carol@x.io as observer" in text
+    assert "  ~ ops (Ops, T0): alice@x.io responder -> manager" in text
+    assert "  - ops (Ops, T0): bob@x.io (was observer)" in text
+
+
+def test_every_change_names_the_pagerduty_team_it_writes_to() -> None:
+    """By its name in PagerDuty and its id; a team the plan creates has no id yet, and says so."""
+    desired = DesiredState(
+        teams=(
+            team("ops", {"alice@x.io": "manager"}, display="Operations", pagerduty_team_id="T0"),
+            team("search", {"bob@x.io": "manager"}, display="Search"),
+        )
+    )
+    obs = observed(USERS, {"Ops Legacy": {"alice@x.io": "responder"}})
+    assert [describe_change(c) for c in plan_of(desired, obs).changes] == [
+        "+ search (Search, no id yet): create the team",
+        "+ search (Search, no id yet): bob@x.io as manager",
+        "~ ops (Ops Legacy, T0): alice@x.io responder -> manager",  # PagerDuty's name, not displayName
+    ]
 
 
 # Change ids ---------------------------------------------------------------------------------------------
