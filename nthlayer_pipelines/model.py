@@ -209,6 +209,7 @@ class FindingKind(StrEnum):
     )
     AMBIGUOUS_TEAM = "ambiguous_team"  # several PagerDuty teams match the name: the team is not planned
     PINNED_TEAM_NAME_MISMATCH = "pinned_team_name_mismatch"  # its removals wait for a person
+    POSSIBLE_EMAIL_RENAME = "possible_email_rename"  # a removal beside an unresolved addition: waits too
 
     @property
     def blocking(self) -> bool:

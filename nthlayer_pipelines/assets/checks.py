@@ -7,9 +7,8 @@ computed from a snapshot that cannot be trusted.
 import dagster as dg
 import pandas as pd
 
-from nthlayer_pipelines.assets.reconcile import team_sizes
 from nthlayer_pipelines.model import DesiredState, DivergenceKind, Plan, Role
-from nthlayer_pipelines.reconcile.safety import assess_blast_radius
+from nthlayer_pipelines.reconcile.safety import assess_blast_radius, rosters_from_memberships
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
 
@@ -79,15 +78,15 @@ def unresolved_users_below_threshold(
     additional_ins={"pagerduty_memberships": dg.AssetIn("pagerduty_memberships")},
     blocking=True,
     description=(
-        "The plan removes no more than the blast-radius limits allow; a plan over them is never applied "
-        "unless its approval says allow_blast_radius: true."
+        "The plan removes no more than the blast-radius limits allow and leaves every team a manager and a "
+        "member; a plan over them is never applied unless its approval says allow_blast_radius: true."
     ),
 )
 def change_plan_within_blast_radius(
     reconcile: ReconcileSettings, change_plan: Plan, pagerduty_memberships: pd.DataFrame
 ) -> dg.AssetCheckResult:
     verdict = assess_blast_radius(
-        change_plan, team_sizes(pagerduty_memberships), reconcile.blast_radius_limits()
+        change_plan, rosters_from_memberships(pagerduty_memberships), reconcile.blast_radius_limits()
     )
     return dg.AssetCheckResult(
         passed=not verdict.exceeded,

@@ -7,8 +7,8 @@ from nthlayer_pipelines.model import DesiredState, DivergenceKind, Plan
 from nthlayer_pipelines.reconcile.diff import TeamIdentityConflict, compute_divergences
 from nthlayer_pipelines.reconcile.observed import ObservedState
 from nthlayer_pipelines.reconcile.plan import build_plan, plan_summary, render_plan_markdown
-from nthlayer_pipelines.reconcile.policy import pre_approved_changes
-from nthlayer_pipelines.reconcile.safety import assess_blast_radius
+from nthlayer_pipelines.reconcile.policy import over_volume_cap, pre_approved_changes
+from nthlayer_pipelines.reconcile.safety import assess_blast_radius, rosters_from_memberships
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
@@ -55,11 +55,6 @@ def divergences(
     )
 
 
-def team_sizes(memberships: pd.DataFrame) -> dict[str, int]:
-    """PagerDuty team id -> member count, what a removal's share is measured against."""
-    return {str(k): int(v) for k, v in memberships.groupby("team_id").size().items()}
-
-
 @dg.asset(
     group_name="reconcile",
     kinds={"python"},
@@ -77,8 +72,12 @@ def change_plan(
     pagerduty_memberships: pd.DataFrame,
 ) -> dg.Output[Plan]:
     plan = build_plan(divergences, desired_state)
-    verdict = assess_blast_radius(plan, team_sizes(pagerduty_memberships), reconcile.blast_radius_limits())
-    pre_approved = pre_approved_changes(plan, reconcile.approval_policy())
+    verdict = assess_blast_radius(
+        plan, rosters_from_memberships(pagerduty_memberships), reconcile.blast_radius_limits()
+    )
+    policy = reconcile.approval_policy()
+    pre_approved = pre_approved_changes(plan, policy)
+    held = over_volume_cap(plan, policy)
     with ledger.open() as store:
         is_new = store.record_plan(plan, run_id=context.run_id, blast_radius=verdict)
         policy_approval = None
@@ -92,6 +91,8 @@ def change_plan(
     context.log.info("plan %s: %d changes, %d findings", plan.id, len(plan.changes), len(plan.findings))
     for reason in verdict.reasons:
         context.log.warning("blast radius: %s", reason)
+    if held:
+        context.log.warning("pre-approval: %s", held)
     for finding in plan.blocking_findings:
         context.log.warning("blocked: %s: %s", finding.team, finding.detail)
     return dg.Output(
@@ -106,6 +107,7 @@ def change_plan(
             ),
             "pre_approved_changes": len(pre_approved) if policy_approval else 0,
             "policy_approval_id": policy_approval.id if policy_approval else "",
+            "pre_approval_held": held or "within the volume cap",
             "plan": dg.MetadataValue.md(render_plan_markdown(plan)),
         },
     )

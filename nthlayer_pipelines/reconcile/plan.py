@@ -78,10 +78,37 @@ def build_plan(divergences: pd.DataFrame, desired: DesiredState) -> Plan:
                 from_role=_role(row, "observed_role"),
             )
         )
+    findings += possible_renames(changes, findings)
     changes.sort(key=lambda c: (c.kind.order, c.team, c.email or ""))
     findings.sort(key=lambda f: (not f.blocking, f.kind.value, f.team or "", f.email or ""))
     ordered = tuple(changes)
     return Plan(id=Plan.make_id(ordered), changes=ordered, findings=tuple(findings))
+
+
+def possible_renames(changes: list[Change], findings: list[Finding]) -> list[Finding]:
+    """A removal from a team that also wants an address PagerDuty does not know, one finding each: an
+    address renamed in PagerDuty looks exactly like a departure plus a newcomer without an account."""
+    unresolved: dict[str, list[str]] = {}
+    for finding in findings:
+        if finding.kind is FindingKind.UNRESOLVED_USER and finding.team and finding.email:
+            unresolved.setdefault(finding.team, []).append(finding.email)
+    paired = []
+    for change in changes:
+        wanted = sorted(unresolved.get(change.team, ()))
+        if change.kind is not ChangeKind.REMOVE_MEMBER or not wanted:
+            continue
+        who = change.email or change.user_id
+        plural = "has no PagerDuty account" if len(wanted) == 1 else "have no PagerDuty account"
+        detail = (
+            f"{who} is removed while {' and '.join(wanted)} {plural}: "
+            "if the address was renamed in PagerDuty, this removes the person"
+        )
+        paired.append(
+            Finding(
+                kind=FindingKind.POSSIBLE_EMAIL_RENAME, team=change.team, email=change.email, detail=detail
+            )
+        )
+    return paired
 
 
 def plan_summary(plan: Plan) -> dict[str, int]:

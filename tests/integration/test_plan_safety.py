@@ -1,4 +1,4 @@
-"""Team identity through the public surface: the refresh job's assets and checks against
+"""Team identity and small teams through the public surface: the refresh job's assets and checks against
 the sandbox over loopback, the ledger's policy approval, and `nthlayer plan`."""
 
 from __future__ import annotations
@@ -274,3 +274,89 @@ def test_emails_of_internationalised_domains_join_in_either_form(
     )
     assert [(c.kind.value, c.email) for c in plan.changes] == [("add_member", "ivan@bücher.example")]
     assert [f.kind for f in plan.findings] == [FindingKind.UNMANAGED_TEAM, FindingKind.UNMANAGED_TEAM]
+
+
+# ---- small teams ---------------------------------------------------------------------------------------
+
+
+def test_a_plan_removing_a_teams_only_manager_is_over_the_blast_radius(
+    sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reliability: Reliability
+) -> None:
+    """Platform's one manager, judy@example.com, appears in the definitions as judy@new.example.com, which
+    has no PagerDuty account: the plan would remove her and leave the team without a manager."""
+    folder = definitions(
+        tmp_path / "definitions", team("platform", "Platform", {"judy@new.example.com": "manager"})
+    )
+    environ = environment(sandbox, tmp_path, monkeypatch, folder, NTHLAYER_PRE_APPROVED_KINDS=ALL_KINDS)
+    result = refresh(environ)
+    plan: Plan = result.output_for_node("change_plan")
+    check = check_evaluation(result, "change_plan_within_blast_radius")
+    reliability.count("small teams", small_team_scenarios=1, small_team_plans_let_through=int(check.passed))
+
+    assert [(c.kind.value, c.email) for c in plan.changes] == [("remove_member", "judy@example.com")]
+    assert not check.passed
+    assert check.metadata["reasons"].value == (
+        "- platform (PPLT001): the plan removes every member (1 of 1)\n"
+        "- platform (PPLT001): the plan leaves no manager (removes judy@example.com, the only one)"
+    )
+    ledger = Ledger(environ["NTHLAYER_LEDGER_URL"])
+    assert ledger.blast_radius(plan.id).exceeded
+    ledger.dispose()
+    assert policy_approved(environ, plan) == []
+    (rename,) = [f for f in plan.findings if f.kind is FindingKind.POSSIBLE_EMAIL_RENAME]
+    assert rename.detail == (
+        "judy@example.com is removed while judy@new.example.com has no PagerDuty account: "
+        "if the address was renamed in PagerDuty, this removes the person"
+    )
+
+
+def test_a_removal_beside_an_unresolved_address_waits_for_a_person(
+    sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reliability: Reliability
+) -> None:
+    """Checkout's bob@old.example.com is bob@new.example.com in the definitions: within the blast radius
+    (one of four), and still never removed on the policy's word."""
+    folder = definitions(
+        tmp_path / "definitions",
+        team("checkout", "Checkout", {**CHECKOUT, "bob@new.example.com": "responder"}),
+        team("payments", "Payments", {"alice@example.com": "manager", "bob@example.com": "responder"}),
+    )
+    environ = environment(sandbox, tmp_path, monkeypatch, folder, NTHLAYER_PRE_APPROVED_KINDS=ALL_KINDS)
+    result = refresh(environ)
+    assert result.success, failure_messages(result)
+    plan: Plan = result.output_for_node("change_plan")
+    approved = policy_approved(environ, plan)
+    reliability.count(
+        "small teams",
+        small_team_scenarios=1,
+        small_team_plans_let_through=sum(1 for _, _, email in approved if email == "bob@old.example.com"),
+    )
+
+    assert [(c.kind.value, c.team, c.email) for c in plan.changes] == [
+        ("remove_member", "checkout", "bob@old.example.com"),
+        ("remove_member", "payments", "mallory@example.com"),
+    ]
+    # Payments' removal has no unresolved address beside it: this deployment's policy approves it.
+    assert approved == [("remove_member", "payments", "mallory@example.com")]
+    assert [(f.team, f.email) for f in plan.findings if f.kind is FindingKind.POSSIBLE_EMAIL_RENAME] == [
+        ("checkout", "bob@old.example.com")
+    ]
+
+
+def test_past_the_volume_cap_the_policy_approves_nothing(pipeline_env, tmp_path, monkeypatch) -> None:
+    """The example org's drift has four pre-approvable changes (a creation, three additions)."""
+    result = refresh(pipeline_env)
+    plan: Plan = result.output_for_node("change_plan")
+    assert len(policy_approved(pipeline_env, plan)) == 4
+
+    capped = {**pipeline_env, "NTHLAYER_MAX_PRE_APPROVED_CHANGES": "3"}
+    capped["NTHLAYER_LEDGER_URL"] = f"sqlite:///{tmp_path / 'capped.db'}"
+    for name, value in capped.items():
+        monkeypatch.setenv(name, value)
+    result = refresh(capped)
+    assert result.success
+    assert policy_approved(capped, plan) == []
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["change_plan"]]
+    assert event.materialization.metadata["pre_approval_held"].value == (
+        "4 changes would be pre-approved, more than NTHLAYER_MAX_PRE_APPROVED_CHANGES (3): "
+        "the policy approves none of them, a person approves the plan"
+    )

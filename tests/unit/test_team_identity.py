@@ -175,6 +175,42 @@ def test_two_unpinned_definitions_whose_names_look_alike_are_one_team_to_the_mer
     assert merged.overridden == ("cortex:pay overridden by git:payments",)
 
 
+def test_a_removal_beside_an_unresolved_address_is_paired_and_waits(reliability: Reliability) -> None:
+    desired = DesiredState(
+        teams=(
+            team(
+                "payments", {"alice@x.io": "manager", "bob@new.example.com": "responder"}, display="Payments"
+            ),
+            team("search", {"carol@x.io": "manager"}, display="Search"),
+        )
+    )
+    obs = observed(
+        [*USERS, "bob@old.example.com"],
+        {
+            "Payments": {"alice@x.io": "manager", "bob@old.example.com": "responder"},
+            "Search": {"carol@x.io": "manager", "mallory@x.io": "observer"},
+        },
+    )
+    plan = plan_of(desired, obs)
+    renames = [f for f in plan.findings if f.kind is FindingKind.POSSIBLE_EMAIL_RENAME]
+    assert [(f.team, f.email, f.detail) for f in renames] == [
+        (
+            "payments",
+            "bob@old.example.com",
+            "bob@old.example.com is removed while bob@new.example.com has no PagerDuty account: "
+            "if the address was renamed in PagerDuty, this removes the person",
+        )
+    ]
+    approved = pre_approved_changes(plan, EVERYTHING)
+    reliability.count(
+        "identity",
+        identity_scenarios=1,
+        held_removals_pre_approved=sum(c.email == "bob@old.example.com" for c in approved),
+    )
+    # Search's removal has no unresolved address beside it: the policy may approve it.
+    assert [(c.team, c.email) for c in approved] == [("search", "mallory@x.io")]
+
+
 def test_team_names_compare_in_one_form() -> None:
     assert {team_name_key(n) for n in ("Payments", " PAYMENTS ", "pay\u00adments", "Pay\u200bments")} == {
         "payments"
