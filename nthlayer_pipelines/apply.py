@@ -24,6 +24,12 @@ from typing import Protocol
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, DesiredState, Plan, Role
 from nthlayer_pipelines.reconcile.outcome import Action, converged, decide, unwanted_reason
 from nthlayer_pipelines.reconcile.plan import describe_change
+from nthlayer_pipelines.reconcile.safety import (
+    BlastRadiusLimits,
+    assess_blast_radius,
+    reduces_a_team,
+    rosters_from_members,
+)
 from nthlayer_pipelines.resources.ledger import Approval, Ledger
 from nthlayer_pipelines.resources.ledger.store import changes_digest
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyError, WriteOutcomeUnknownError
@@ -123,6 +129,7 @@ def apply_approval(
     approval: Approval,
     client: PagerDutyClient,
     desired: DesiredState,
+    limits: BlastRadiusLimits | None = None,
     run_id: str | None = None,
     log: RunLog | None = None,
     verify_attempts: int = 5,
@@ -132,8 +139,8 @@ def apply_approval(
     """Apply the changes `approval` covers that `desired` (the definitions as they stand now) still
     wants. Raises `ApplyRefused` before any write when the approval is not in the ledger, is a rejection,
     its plan was rejected or is unknown, the approved changes are not those recorded when it was given
-    (their digest differs), or the plan's blast radius is exceeded and the approval covers a removal
-    without `allow_blast_radius`.
+    (their digest differs), or what it would write exceeds the blast radius (`limits`, judged on the
+    teams as PagerDuty holds them now) without `allow_blast_radius`.
 
     A provider error fails that change and the run goes on. Anything else (the ledger unreachable, a
     bug) propagates and leaves the change pending: `Ledger.retry` then re-reads it before any write.
@@ -150,14 +157,12 @@ def apply_approval(
         done = {o.change_id for o in ledger.outcomes(plan.id) if o.status.terminal}
         approved = set(recorded.change_ids)
         run = _ApplyRun(ledger, client, plan, recorded, desired, run_id, log)
-        already_done = 0
-        for change in plan.changes:
-            if change.id not in approved:
-                continue
-            if change.id in done:
-                already_done += 1
-                continue
+        approved_changes = [c for c in plan.changes if c.id in approved]
+        todo = [c for c in approved_changes if c.id not in done]
+        _check_blast_radius(run, todo, limits or BlastRadiusLimits(), recorded.allow_blast_radius)
+        for change in todo:
             run.carry_out(change)
+        already_done = len(approved_changes) - len(todo)
         unconverged = run.verify(verify_attempts, verify_delay_seconds, sleep)
     report = ApplyReport(
         plan_id=plan.id,
@@ -211,15 +216,24 @@ def _check_may_apply(ledger: Ledger, approval: Approval) -> tuple[Approval, Plan
             "digest differs: a row was changed or removed since): nothing was written; approve the latest "
             "plan again"
         )
-    verdict = ledger.blast_radius(plan.id)
-    approved = set(recorded.change_ids)
-    removes = any(c.kind is ChangeKind.REMOVE_MEMBER and c.id in approved for c in plan.changes)
-    if verdict is not None and verdict.exceeded and removes and not recorded.allow_blast_radius:
-        raise ApplyRefused(
-            f"plan {plan.id} exceeds the blast radius ({'; '.join(verdict.reasons)}) and approval "
-            f"{recorded.id} does not say `allow_blast_radius: true`: nothing was written"
-        )
     return recorded, plan
+
+
+def _check_blast_radius(run: _ApplyRun, todo: list[Change], limits: BlastRadiusLimits, allow: bool) -> None:
+    """Judge what this apply would write against the teams as PagerDuty holds them now, before any write:
+    the verdict is computed here, never read back from a row someone could have deleted."""
+    writing = [c for c in todo if unwanted_reason(c, run.desired) is None]
+    if allow or not any(reduces_a_team(c) for c in writing):
+        return
+    team_ids = sorted({c.team_id for c in writing if c.team_id and reduces_a_team(c)})
+    live = {team_id: run.read_members(team_id) for team_id in team_ids}
+    rosters = rosters_from_members({t: members for t, members in live.items() if members is not None})
+    verdict = assess_blast_radius(Plan(id=run.plan.id, changes=tuple(writing)), rosters, limits)
+    if verdict.exceeded:
+        raise ApplyRefused(
+            f"plan {run.plan.id} exceeds the blast radius ({'; '.join(verdict.reasons)}) and approval "
+            f"{run.approval.id} does not say `allow_blast_radius: true`: nothing was written"
+        )
 
 
 @dataclass
@@ -269,7 +283,7 @@ class _ApplyRun:
         if change.kind is ChangeKind.CREATE_TEAM:
             return self._create_team(change)
         team_id = self._team_id(change)
-        members = self._read_members(team_id) if team_id else None
+        members = self.read_members(team_id) if team_id else None
         current = members.get(change.user_id or "") if members is not None else None
         decision = decide(change, team_exists=members is not None, current_role=current)
         if decision.action is not Action.WRITE:
@@ -330,7 +344,7 @@ class _ApplyRun:
             self._team_ids[change.team] = found.id
         return self._team_ids[change.team]
 
-    def _read_members(self, team_id: str) -> dict[str, Role] | None:
+    def read_members(self, team_id: str) -> dict[str, Role] | None:
         """The team's members, read once per run until a write to the team; None when it is gone."""
         if team_id not in self._members:
             self._members[team_id] = _members_of(self.client, team_id)

@@ -62,6 +62,9 @@ def plan(definitions_path: str | None, as_json: bool) -> None:
     try:
         result = plan_in_process(environ)
     except (PlanFailed, DefinitionsError, SourceError) as error:
+        made = error.plan if isinstance(error, PlanFailed) else None
+        if made is not None:  # a check of the plan failed: the plan is still what the reader needs
+            click.echo(plan_to_json_text(made) if as_json else render_plan_text(made))
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_ERROR)
     click.echo(plan_to_json_text(result) if as_json else render_plan_text(result))
@@ -113,7 +116,10 @@ def approve(
     plan_id: str, approver: str, change_ids: tuple[str, ...], comment: str, allow_blast_radius: bool
 ) -> None:
     """Approve the latest plan (or some of its changes); the sensor applies it."""
+    from nthlayer_pipelines.definitions import build_resources
+
     approver = _checked_approver(approver)
+    limits = build_resources(os.environ)["reconcile"].blast_radius_limits()
     _record(
         lambda ledger: ledger.approve(
             plan_id,
@@ -121,6 +127,7 @@ def approve(
             comment=comment,
             change_ids=list(change_ids) or None,
             allow_blast_radius=allow_blast_radius,
+            limits=limits,
         )
     )
 

@@ -24,6 +24,7 @@ from nthlayer_pipelines.jobs import (
     refresh_job,
     reject_plan_job,
 )
+from nthlayer_pipelines.reconcile.policy import DEFAULT_MAX_PRE_APPROVED
 from nthlayer_pipelines.resources.cortex import CortexResource
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.pagerduty import DEFAULT_API_URL, PagerDutyResource
@@ -79,6 +80,9 @@ def build_resources(
             source_precedence=environ.get("NTHLAYER_SOURCE_PRECEDENCE", "git,cortex"),
             max_unresolved_users=int(environ.get("NTHLAYER_MAX_UNRESOLVED_USERS", "10")),
             pre_approved_kinds=environ.get("NTHLAYER_PRE_APPROVED_KINDS", "add_member,create_team"),
+            max_pre_approved_changes=int(
+                environ.get("NTHLAYER_MAX_PRE_APPROVED_CHANGES", str(DEFAULT_MAX_PRE_APPROVED))
+            ),
             max_team_removal_share=float(environ.get("NTHLAYER_MAX_TEAM_REMOVAL_SHARE", "0.2")),
             min_team_removals=int(environ.get("NTHLAYER_MIN_TEAM_REMOVALS", "2")),
             max_total_removals=int(environ.get("NTHLAYER_MAX_TOTAL_REMOVALS", "50")),

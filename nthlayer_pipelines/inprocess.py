@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 
 
 class PlanFailed(Exception):
-    """The pipeline did not produce a plan; the message says which step failed and why."""
+    """The run failed; the message says which step or check failed and why. `plan` is the plan when it was
+    made and only a check of it failed (a blocked team, the blast radius): a reader still sees it."""
+
+    def __init__(self, message: str, plan: Plan | None = None) -> None:
+        super().__init__(message)
+        self.plan = plan
 
 
 def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
@@ -38,7 +43,8 @@ def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
     )
     if not result.success:
-        raise PlanFailed(_failure_summary(result))
+        planned = result.is_node_success("change_plan")
+        raise PlanFailed(_failure_summary(result), result.output_for_node("change_plan") if planned else None)
     return result.output_for_node("change_plan")
 
 
@@ -57,6 +63,8 @@ def _failure_summary(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
             error = event.step_failure_data.error
+            if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
+                continue  # the failed check's own evaluation below names it
             user = event.step_failure_data.user_failure_data
             lines.append(f"{event.step_key}: {_user_message(error) if error else 'failed'}")
             if user is not None:

@@ -101,6 +101,7 @@ def approve(
     config: ApproveConfig,
     ledger: LedgerResource,
     approvers: dg.ResourceParam[Approvers],
+    reconcile: ReconcileSettings,
 ) -> dg.Output[str]:
     approver = _checked_approver(context, approvers, config.approver)
     with ledger.open() as store, _ledger_refusal_fails_the_op():
@@ -110,6 +111,7 @@ def approve(
             comment=config.comment,
             change_ids=config.change_ids or None,
             allow_blast_radius=config.allow_blast_radius,
+            limits=reconcile.blast_radius_limits(),
         )
     context.log.info("approval %s of plan %s by %s", approval.id, approval.plan_id, approval.approver)
     return dg.Output(
@@ -193,6 +195,7 @@ def apply_changes(
                     approval=approval,
                     client=client,
                     desired=desired,
+                    limits=reconcile.blast_radius_limits(),
                     run_id=context.run_id,
                     log=context.log,
                 )

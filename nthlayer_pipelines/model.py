@@ -1,22 +1,48 @@
 """The domain model every layer speaks: desired teams, observed snapshots, divergences, changes, plans.
 
-Pure data, no I/O. Emails are the join key across providers and are always stored lowercased.
+Pure data, no I/O. Emails are the join key across providers and are always stored in one form
+(`normalize_email`); team names are compared in one form (`team_name_key`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import unicodedata
 from enum import StrEnum
 from typing import Annotated
 
+import idna
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
-def _lower(value: str) -> str:
-    return value.strip().lower()
+def normalize_email(value: str) -> str:
+    """The email as it is joined across providers: trimmed, lowercased, its domain in IDNA's Unicode form,
+    so `user@bücher.example` and `user@xn--bcher-kva.example` are one person.
+
+    A domain that is not valid IDNA is only lowercased: refusing it is the sources' validation's job, which
+    says where the address was written.
+    """
+    email = value.strip().lower()
+    local, at, domain = email.rpartition("@")
+    if not at or (domain.isascii() and "xn--" not in domain):
+        return email  # an ASCII domain without punycode labels is already in its one form
+    try:
+        return f"{local}@{idna.decode(idna.encode(domain, uts46=True))}"
+    except UnicodeError:  # idna.IDNAError is one
+        return email
 
 
-Email = Annotated[str, AfterValidator(_lower)]
+Email = Annotated[str, AfterValidator(normalize_email)]
+
+
+def team_name_key(name: str) -> str:
+    """A team name as names are compared: NFKC-normalised and case-folded, invisible format characters
+    (zero-width spaces, soft hyphens) dropped, whitespace trimmed and collapsed. 'Payments', ' payments ',
+    'Pay\u200bments' and 'Payments' in full-width letters read as one name, so they are one name here."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    visible = "".join(c for c in folded if unicodedata.category(c) != "Cf")
+    return " ".join(visible.split())
 
 
 class Role(StrEnum):
@@ -76,6 +102,8 @@ class DesiredState(Frozen):
 
 
 class DivergenceKind(StrEnum):
+    AMBIGUOUS_TEAM = "ambiguous_team"  # several PagerDuty teams carry an unpinned team's name
+    PINNED_TEAM_NAME_MISMATCH = "pinned_team_name_mismatch"  # the pinned team has another name
     MISSING_TEAM = "missing_team"
     MISSING_MEMBER = "missing_member"
     ROLE_MISMATCH = "role_mismatch"
@@ -102,12 +130,13 @@ class ChangeKind(StrEnum):
 
 
 class Change(Frozen):
-    """One write a plan proposes. `id` is stable: the same drift seen twice is the same change."""
+    """One write a plan proposes. `id` is stable: the same drift seen twice is the same change, and a
+    change that would write anything else (another team, user or role) has another id."""
 
     id: str
     kind: ChangeKind
     team: str  # desired team name (slug); for a removal from an unpinned team, still the slug
-    team_name: str  # PagerDuty display name, used to create or find the team
+    team_name: str  # the PagerDuty team's name; for a team the plan creates, the name it is created with
     team_id: str | None = None  # None until the team exists
     email: str | None = None
     user_id: str | None = None
@@ -115,9 +144,61 @@ class Change(Frozen):
     from_role: Role | None = None
 
     @staticmethod
-    def make_id(provider: str, kind: ChangeKind, team: str, email: str | None, role: Role | None) -> str:
-        key = "|".join([provider, kind.value, team, email or "", role.value if role else ""])
+    def make_id(
+        provider: str,
+        kind: ChangeKind,
+        *,
+        team: str,
+        team_id: str | None,
+        team_name: str,
+        email: str | None,
+        user_id: str | None,
+        role: Role | None,
+    ) -> str:
+        """A hash of everything the apply writes or writes to. The team's name counts only while the team
+        has no id (its creation, and members of a team the plan creates): the apply then finds it by name.
+        """
+        by_name = team_name if team_id is None else ""
+        fields = [provider, kind.value, team, team_id or "", by_name, email or "", user_id or ""]
+        key = json.dumps([*fields, role.value if role else ""])  # JSON: no separator a value could hold
         return "chg-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    @classmethod
+    def planned(
+        cls,
+        provider: str,
+        kind: ChangeKind,
+        *,
+        team: str,
+        team_name: str,
+        team_id: str | None = None,
+        email: str | None = None,
+        user_id: str | None = None,
+        role: Role | None = None,
+        from_role: Role | None = None,
+    ) -> Change:
+        """The change with its id made from its own fields."""
+        change_id = cls.make_id(
+            provider,
+            kind,
+            team=team,
+            team_id=team_id,
+            team_name=team_name,
+            email=email,
+            user_id=user_id,
+            role=role,
+        )
+        return cls(
+            id=change_id,
+            kind=kind,
+            team=team,
+            team_name=team_name,
+            team_id=team_id,
+            email=email,
+            user_id=user_id,
+            role=role,
+            from_role=from_role,
+        )
 
 
 class FindingKind(StrEnum):
@@ -126,6 +207,14 @@ class FindingKind(StrEnum):
     MISSING_PINNED_TEAM = (
         "missing_pinned_team"  # a pinned team id that PagerDuty does not know: a person decides
     )
+    AMBIGUOUS_TEAM = "ambiguous_team"  # several PagerDuty teams match the name: the team is not planned
+    PINNED_TEAM_NAME_MISMATCH = "pinned_team_name_mismatch"  # its removals wait for a person
+    POSSIBLE_EMAIL_RENAME = "possible_email_rename"  # a removal beside an unresolved addition: waits too
+
+    @property
+    def blocking(self) -> bool:
+        """The finding's team gets no changes at all until a person settles it."""
+        return self is FindingKind.AMBIGUOUS_TEAM
 
 
 class Finding(Frozen):
@@ -135,6 +224,10 @@ class Finding(Frozen):
     team: str | None = None
     email: str | None = None
     detail: str = ""
+
+    @property
+    def blocking(self) -> bool:
+        return self.kind.blocking
 
 
 class Plan(Frozen):
@@ -168,6 +261,11 @@ class Plan(Frozen):
     @property
     def has_drift(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def blocking_findings(self) -> tuple[Finding, ...]:
+        """Teams the plan leaves out because their identity is not settled."""
+        return tuple(f for f in self.findings if f.blocking)
 
     def count(self, kind: ChangeKind) -> int:
         return sum(1 for c in self.changes if c.kind is kind)

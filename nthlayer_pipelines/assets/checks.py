@@ -7,9 +7,8 @@ computed from a snapshot that cannot be trusted.
 import dagster as dg
 import pandas as pd
 
-from nthlayer_pipelines.assets.reconcile import team_sizes
 from nthlayer_pipelines.model import DesiredState, DivergenceKind, Plan, Role
-from nthlayer_pipelines.reconcile.safety import assess_blast_radius
+from nthlayer_pipelines.reconcile.safety import assess_blast_radius, rosters_from_memberships
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
 
@@ -79,15 +78,15 @@ def unresolved_users_below_threshold(
     additional_ins={"pagerduty_memberships": dg.AssetIn("pagerduty_memberships")},
     blocking=True,
     description=(
-        "The plan removes no more than the blast-radius limits allow; a plan over them is never applied "
-        "unless its approval says allow_blast_radius: true."
+        "The plan removes no more than the blast-radius limits allow and leaves every team a manager and a "
+        "member; a plan over them is never applied unless its approval says allow_blast_radius: true."
     ),
 )
 def change_plan_within_blast_radius(
     reconcile: ReconcileSettings, change_plan: Plan, pagerduty_memberships: pd.DataFrame
 ) -> dg.AssetCheckResult:
     verdict = assess_blast_radius(
-        change_plan, team_sizes(pagerduty_memberships), reconcile.blast_radius_limits()
+        change_plan, rosters_from_memberships(pagerduty_memberships), reconcile.blast_radius_limits()
     )
     return dg.AssetCheckResult(
         passed=not verdict.exceeded,
@@ -99,10 +98,34 @@ def change_plan_within_blast_radius(
     )
 
 
+@dg.asset_check(
+    asset="change_plan",
+    blocking=True,
+    description=(
+        "Every team's PagerDuty team is known: a team whose name several PagerDuty teams carry gets no "
+        "changes until a person pins it; the other teams' changes are planned as usual."
+    ),
+)
+def change_plan_identifies_every_team(change_plan: Plan) -> dg.AssetCheckResult:
+    blocked = change_plan.blocking_findings
+    return dg.AssetCheckResult(
+        passed=not blocked,
+        metadata={
+            "plan_id": change_plan.id,
+            "blocked_team_count": len(blocked),
+            "teams": ", ".join(f.team or "" for f in blocked[:50]),
+            "blocked": dg.MetadataValue.md(
+                "\n".join(f"- **{f.team}**: {f.detail}" for f in blocked[:50]) or "every team identified"
+            ),
+        },
+    )
+
+
 ALL_CHECKS = [
     pagerduty_users_have_unique_emails,
     pagerduty_memberships_name_known_users,
     desired_teams_have_a_manager,
     unresolved_users_below_threshold,
     change_plan_within_blast_radius,
+    change_plan_identifies_every_team,
 ]

@@ -4,11 +4,15 @@ import dagster as dg
 import pandas as pd
 
 from nthlayer_pipelines.model import DesiredState, DivergenceKind, Plan
-from nthlayer_pipelines.reconcile.diff import compute_divergences
+from nthlayer_pipelines.reconcile.diff import TeamIdentityConflict, compute_divergences
 from nthlayer_pipelines.reconcile.observed import ObservedState
 from nthlayer_pipelines.reconcile.plan import build_plan, plan_summary, render_plan_markdown
-from nthlayer_pipelines.reconcile.policy import pre_approved_changes
-from nthlayer_pipelines.reconcile.safety import assess_blast_radius
+from nthlayer_pipelines.reconcile.policy import over_volume_cap, pre_approved_changes
+from nthlayer_pipelines.reconcile.safety import (
+    assess_blast_radius,
+    rosters_as_json,
+    rosters_from_memberships,
+)
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
@@ -31,7 +35,14 @@ def divergences(
     if unknown:
         raise dg.Failure(f"team filter names teams that no source declares: {', '.join(unknown)}")
     observed = ObservedState(users=pagerduty_users, teams=pagerduty_teams, memberships=pagerduty_memberships)
-    frame = compute_divergences(desired_state, observed, scope=scope)
+    try:
+        frame = compute_divergences(desired_state, observed, scope=scope)
+    except TeamIdentityConflict as conflict:
+        # Nothing is planned: whichever definition a plan followed, it would undo the other's team.
+        raise dg.Failure(
+            description=f"two definitions resolve to one PagerDuty team; nothing is planned\n{conflict}",
+            metadata={"conflicts": dg.MetadataValue.md(f"```\n{conflict}\n```")},
+        ) from conflict
     by_kind = frame["kind"].value_counts()
     if scope:
         context.log.info("scoped to teams: %s", ", ".join(sorted(scope)))
@@ -46,11 +57,6 @@ def divergences(
             else dg.MetadataValue.md("No divergences."),
         },
     )
-
-
-def team_sizes(memberships: pd.DataFrame) -> dict[str, int]:
-    """PagerDuty team id -> member count, what a removal's share is measured against."""
-    return {str(k): int(v) for k, v in memberships.groupby("team_id").size().items()}
 
 
 @dg.asset(
@@ -70,27 +76,35 @@ def change_plan(
     pagerduty_memberships: pd.DataFrame,
 ) -> dg.Output[Plan]:
     computed = build_plan(divergences, desired_state)
-    verdict = assess_blast_radius(
-        computed, team_sizes(pagerduty_memberships), reconcile.blast_radius_limits()
-    )
+    rosters = rosters_from_memberships(pagerduty_memberships)
+    verdict = assess_blast_radius(computed, rosters, reconcile.blast_radius_limits())
+    policy = reconcile.approval_policy()
+    held = over_volume_cap(computed, policy)
     with ledger.open() as store:
         if ledger.read_only:  # `nthlayer plan`: the instance a refresh would record, nothing recorded
             recorded = store.preview_plan(computed)
         else:
-            recorded = store.record_plan(computed, run_id=context.run_id, blast_radius=verdict)
+            recorded = store.record_plan(
+                computed, run_id=context.run_id, blast_radius=verdict, basis=rosters_as_json(rosters)
+            )
         plan = recorded.plan  # the instance: a drift seen again after it was applied or rejected is new
-        pre_approved = pre_approved_changes(plan, reconcile.approval_policy())
+        pre_approved = pre_approved_changes(plan, policy)
         policy_approval = None
         if pre_approved and not verdict.exceeded and not ledger.read_only:
             # Once per plan, however many refreshes see it at once: checked in the approval's transaction.
             policy_approval = store.approve_by_policy(
                 plan.id,
                 change_ids=[c.id for c in pre_approved],
+                limits=reconcile.blast_radius_limits(),
                 comment=f"pre-approved kinds: {reconcile.pre_approved_kinds}",
             )
     context.log.info("plan %s: %d changes, %d findings", plan.id, len(plan.changes), len(plan.findings))
     for reason in verdict.reasons:
         context.log.warning("blast radius: %s", reason)
+    if held:
+        context.log.warning("pre-approval: %s", held)
+    for finding in plan.blocking_findings:
+        context.log.warning("blocked: %s: %s", finding.team, finding.detail)
     return dg.Output(
         plan,
         metadata={
@@ -107,6 +121,7 @@ def change_plan(
             ),
             "pre_approved_changes": len(policy_approval.change_ids) if policy_approval else 0,
             "policy_approval_id": policy_approval.id if policy_approval else "",
+            "pre_approval_held": held or "within the volume cap",
             "plan": dg.MetadataValue.md(render_plan_markdown(plan)),
         },
     )

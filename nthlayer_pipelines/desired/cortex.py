@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from nthlayer_pipelines.model import Member, Role, SourceError, Team
+from nthlayer_pipelines.model import Member, Role, SourceError, Team, normalize_email
 from nthlayer_pipelines.resources.cortex import CortexMember, CortexTeam
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?$")
@@ -55,7 +55,7 @@ def teams_from_cortex(
             problems.append(f"{where}: metadata.name is empty")
         roles_by_email: dict[str, Role] = {}
         for index, member in enumerate(team.members):
-            email = (member.email or "").strip().lower()
+            email = normalize_email(member.email or "")
             if not email or not EMAIL.match(email):
                 who = f"member {index} ({member.name})" if member.name else f"member {index}"
                 reason = "has no email" if not email else f"has an invalid email {member.email!r}"

@@ -18,6 +18,8 @@ from nthlayer_pipelines.model import (
     Service,
     Team,
     ValidationProblem,
+    normalize_email,
+    team_name_key,
 )
 
 from .git_schema import (
@@ -196,7 +198,7 @@ def _check_members(team: _Declared) -> list[Issue]:
         email = member.get("email") if isinstance(member, dict) else None
         if not isinstance(email, str):
             continue
-        key = email.strip().lower()
+        key = normalize_email(email)
         if key in first_index:
             first = format_location(team.at("spec", "members", first_index[key]))
             message = (
@@ -225,7 +227,7 @@ def _check_teams(teams: list[_Declared]) -> list[Issue]:
                 continue  # the same team twice: its display name and id would only repeat the news
         display_name = team.text("spec", "displayName")
         if display_name and display_name.strip():
-            first = by_display_name.setdefault(display_name.strip().casefold(), team)
+            first = by_display_name.setdefault(team_name_key(display_name), team)
             if first is not team:
                 message = (
                     f"displayName {display_name!r} is also used by team {first.text('metadata', 'name')!r} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nthlayer_pipelines.model import DesiredState, Service, SourceError, Team
+from nthlayer_pipelines.model import DesiredState, Service, SourceError, Team, team_name_key
 
 DEFAULT_PRECEDENCE = ("git", "cortex")
 
@@ -50,12 +50,12 @@ def merge_sources(
         if not teams:
             raise SourceError(f"source {source!r} returned no teams; refusing to treat that as 'nobody'")
         for team in teams:
-            winner = chosen.get(team.name) or by_display.get(team.display_name.lower())
+            winner = chosen.get(team.name) or by_display.get(team_name_key(team.display_name))
             if winner is not None:
                 overridden.append(f"{source}:{team.name} overridden by {winner.source}:{winner.name}")
                 continue
             chosen[team.name] = team
-            by_display[team.display_name.lower()] = team
+            by_display[team_name_key(team.display_name)] = team
     teams_sorted = tuple(sorted(chosen.values(), key=lambda t: t.name))
     return MergeResult(
         desired=DesiredState(teams=teams_sorted, services=tuple(services), sources=tuple(enabled)),

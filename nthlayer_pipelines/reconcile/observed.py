@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from nthlayer_pipelines.model import normalize_email
+
 USER_COLUMNS = ["user_id", "email", "name"]
 TEAM_COLUMNS = ["team_id", "name", "description"]
 MEMBERSHIP_COLUMNS = ["team_id", "user_id", "role"]
@@ -21,8 +23,9 @@ def _frame(rows: list[dict[str, object]] | None, columns: list[str]) -> pd.DataF
 
 
 def users_frame(rows: list[dict[str, object]] | None = None) -> pd.DataFrame:
+    """Users with their emails in the one form definitions use (`normalize_email`), so they join."""
     frame = _frame(rows, USER_COLUMNS)
-    frame["email"] = frame["email"].str.strip().str.lower()
+    frame["email"] = frame["email"].map(normalize_email, na_action="ignore").astype("string")
     return frame
 
 

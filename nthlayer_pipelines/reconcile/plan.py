@@ -38,20 +38,24 @@ def _role(row: pd.Series, column: str) -> Role | None:
     return Role(value) if value else None
 
 
+_FINDING_FOR = {
+    DivergenceKind.UNRESOLVED_USER: FindingKind.UNRESOLVED_USER,
+    DivergenceKind.UNMANAGED_TEAM: FindingKind.UNMANAGED_TEAM,
+    DivergenceKind.AMBIGUOUS_TEAM: FindingKind.AMBIGUOUS_TEAM,
+    DivergenceKind.PINNED_TEAM_NAME_MISMATCH: FindingKind.PINNED_TEAM_NAME_MISMATCH,
+}
+
+
 def build_plan(divergences: pd.DataFrame, desired: DesiredState) -> Plan:
-    """Changes in plan order (creates, adds, role changes, removals; then team, email); findings after."""
+    """Changes in plan order (creates, adds, role changes, removals; then team, email); findings after,
+    blocking ones first."""
     changes: list[Change] = []
     findings: list[Finding] = []
     for _, row in divergences.iterrows():
         kind = DivergenceKind(row["kind"])
         team, email = str(row["team"]), _value(row, "email")
-        if kind is DivergenceKind.UNRESOLVED_USER:
-            findings.append(
-                Finding(kind=FindingKind.UNRESOLVED_USER, team=team, email=email, detail=row["detail"])
-            )
-            continue
-        if kind is DivergenceKind.UNMANAGED_TEAM:
-            findings.append(Finding(kind=FindingKind.UNMANAGED_TEAM, team=team, detail=row["detail"]))
+        if kind in _FINDING_FOR:
+            findings.append(Finding(kind=_FINDING_FOR[kind], team=team, email=email, detail=row["detail"]))
             continue
         if kind is DivergenceKind.MISSING_TEAM:
             declared = desired.team(team)
@@ -61,24 +65,50 @@ def build_plan(divergences: pd.DataFrame, desired: DesiredState) -> Plan:
                 )
                 continue
         change_kind = _CHANGE_FOR[kind]
-        role = _role(row, "desired_role") if change_kind is not ChangeKind.REMOVE_MEMBER else None
         changes.append(
-            Change(
-                id=Change.make_id(PROVIDER, change_kind, team, email, role),
-                kind=change_kind,
+            Change.planned(
+                PROVIDER,
+                change_kind,
                 team=team,
                 team_name=str(row["team_name"]),
                 team_id=_value(row, "team_id"),
                 email=email,
                 user_id=_value(row, "user_id"),
-                role=role,
+                role=_role(row, "desired_role") if change_kind is not ChangeKind.REMOVE_MEMBER else None,
                 from_role=_role(row, "observed_role"),
             )
         )
+    findings += possible_renames(changes, findings)
     changes.sort(key=lambda c: (c.kind.order, c.team, c.email or ""))
-    findings.sort(key=lambda f: (f.kind.value, f.team or "", f.email or ""))
+    findings.sort(key=lambda f: (not f.blocking, f.kind.value, f.team or "", f.email or ""))
     ordered = tuple(changes)
     return Plan(id=Plan.make_id(ordered), changes=ordered, findings=tuple(findings))
+
+
+def possible_renames(changes: list[Change], findings: list[Finding]) -> list[Finding]:
+    """A removal from a team that also wants an address PagerDuty does not know, one finding each: an
+    address renamed in PagerDuty looks exactly like a departure plus a newcomer without an account."""
+    unresolved: dict[str, list[str]] = {}
+    for finding in findings:
+        if finding.kind is FindingKind.UNRESOLVED_USER and finding.team and finding.email:
+            unresolved.setdefault(finding.team, []).append(finding.email)
+    paired = []
+    for change in changes:
+        wanted = sorted(unresolved.get(change.team, ()))
+        if change.kind is not ChangeKind.REMOVE_MEMBER or not wanted:
+            continue
+        who = change.email or change.user_id
+        plural = "has no PagerDuty account" if len(wanted) == 1 else "have no PagerDuty account"
+        detail = (
+            f"{who} is removed while {' and '.join(wanted)} {plural}: "
+            "if the address was renamed in PagerDuty, this removes the person"
+        )
+        paired.append(
+            Finding(
+                kind=FindingKind.POSSIBLE_EMAIL_RENAME, team=change.team, email=change.email, detail=detail
+            )
+        )
+    return paired
 
 
 def plan_summary(plan: Plan) -> dict[str, int]:
@@ -90,41 +120,59 @@ def plan_summary(plan: Plan) -> dict[str, int]:
         "roles_to_change": plan.count(ChangeKind.SET_ROLE),
         "members_to_remove": plan.count(ChangeKind.REMOVE_MEMBER),
         "findings": len(plan.findings),
+        "teams_blocked": len(plan.blocking_findings),
     }
 
 
 def render_plan_text(plan: Plan) -> str:
-    """A `terraform plan`-like view: `+` add, `~` change, `-` remove, `!` finding."""
+    """A `terraform plan`-like view: `+` add, `~` change, `-` remove, `!` finding; teams left out for a
+    person to settle (`!!`) come first, so no reader takes a short plan for the whole story."""
     counts = plan_summary(plan)
+    blocked = plan.blocking_findings
     if not plan.changes:
-        lines = [f"Plan {plan.id}: no changes. PagerDuty matches the desired state."]
+        outcome = (
+            f"{len(blocked)} team(s) blocked (below)" if blocked else "PagerDuty matches the desired state"
+        )
+        lines = [f"Plan {plan.id}: no changes. {outcome}."]
     else:
         lines = [
             f"Plan {plan.id}: {counts['teams_to_create']} to create, {counts['members_to_add']} to add, "
             f"{counts['roles_to_change']} to change, {counts['members_to_remove']} to remove.",
-            "",
         ]
-        for change in plan.changes:
-            lines.append("  " + describe_change(change))
-    if plan.findings:
-        lines += ["", f"Findings ({len(plan.findings)}), not changed by this plan:"]
-        for finding in plan.findings:
-            subject = " ".join(x for x in (finding.team, finding.email) if x)
-            lines.append(f"  ! {finding.kind.value}  {subject}: {finding.detail}")
+    if blocked:
+        lines += [
+            "",
+            f"Blocked ({len(blocked)}): nothing is planned for these teams until a person settles them:",
+        ]
+        lines += [f"  !! {f.kind.value}  {_subject(f)}: {f.detail}" for f in blocked]
+    if plan.changes:
+        lines.append("")
+        lines += ["  " + describe_change(change) for change in plan.changes]
+    others = [f for f in plan.findings if not f.blocking]
+    if others:
+        lines += ["", f"Findings ({len(others)}), not changed by this plan:"]
+        lines += [f"  ! {f.kind.value}  {_subject(f)}: {f.detail}" for f in others]
     return "\n".join(lines)
 
 
+def _subject(finding: Finding) -> str:
+    return " ".join(x for x in (finding.team, finding.email) if x)
+
+
 def describe_change(change: Change) -> str:
+    """One line naming the PagerDuty team written to, e.g. `+ payments (Payments, PABC123): alice@example.com
+    as responder`; a team the plan creates has no id yet, and says so."""
     symbol = change.kind.symbol
+    target = f"{change.team} ({change.team_name}, {change.team_id or 'no id yet'})"
     match change.kind:
         case ChangeKind.CREATE_TEAM:
-            return f"{symbol} team {change.team_name!r} ({change.team})"
+            return f"{symbol} {target}: create the team"
         case ChangeKind.ADD_MEMBER:
-            return f"{symbol} {change.team}: {change.email} as {change.role}"
+            return f"{symbol} {target}: {change.email} as {change.role}"
         case ChangeKind.SET_ROLE:
-            return f"{symbol} {change.team}: {change.email} {change.from_role} -> {change.role}"
+            return f"{symbol} {target}: {change.email} {change.from_role} -> {change.role}"
         case ChangeKind.REMOVE_MEMBER:
-            return f"{symbol} {change.team}: {change.email or change.user_id} (was {change.from_role})"
+            return f"{symbol} {target}: {change.email or change.user_id} (was {change.from_role})"
 
 
 def render_plan_markdown(plan: Plan, *, limit: int = 200) -> str:
@@ -146,6 +194,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
                 "id": c.id,
                 "kind": c.kind.value,
                 "team": c.team,
+                "team_name": c.team_name,
+                "team_id": c.team_id,
                 "email": c.email,
                 "role": c.role.value if c.role else None,
                 "from_role": c.from_role.value if c.from_role else None,
@@ -153,7 +203,13 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             for c in plan.changes
         ],
         "findings": [
-            {"kind": f.kind.value, "team": f.team, "email": f.email, "detail": f.detail}
+            {
+                "kind": f.kind.value,
+                "team": f.team,
+                "email": f.email,
+                "detail": f.detail,
+                "blocking": f.blocking,
+            }
             for f in plan.findings
         ],
     }

@@ -2,24 +2,38 @@
 
 Removals and role changes need a person by default: a removal can take someone off call, and a role
 change to manager is a privilege grant. For the same reason an addition as manager always needs a person,
-whatever the policy says.
+whatever the policy says. So does a removal the plan itself has doubts about (a pinned team whose name in
+PagerDuty is not the definition's, an address that may have been renamed), and a plan with more
+pre-approvable changes than the volume cap is left whole to a person.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nthlayer_pipelines.model import Change, ChangeKind, Plan, Role
+from nthlayer_pipelines.model import Change, ChangeKind, FindingKind, Plan, Role
 
 PRE_APPROVED_ENV_VAR = "NTHLAYER_PRE_APPROVED_KINDS"
 DEFAULT_PRE_APPROVED = frozenset({ChangeKind.ADD_MEMBER, ChangeKind.CREATE_TEAM})
+MAX_PRE_APPROVED_ENV_VAR = "NTHLAYER_MAX_PRE_APPROVED_CHANGES"
+# The most writes no person reads in one plan: as many as the removals a plan may make without an
+# override (NTHLAYER_MAX_TOTAL_REMOVALS); the README says why.
+DEFAULT_MAX_PRE_APPROVED = 50
+
+# Findings that hold the removals they name (their team's, or their team's and email's) for a person.
+_HOLDS_REMOVALS = frozenset({FindingKind.PINNED_TEAM_NAME_MISMATCH, FindingKind.POSSIBLE_EMAIL_RENAME})
 
 
 @dataclass(frozen=True)
 class ApprovalPolicy:
-    """The change kinds a plan may apply on the policy's word alone."""
+    """The change kinds a plan may apply on the policy's word alone, and how many changes at most."""
 
     pre_approved: frozenset[ChangeKind] = DEFAULT_PRE_APPROVED
+    max_changes: int = DEFAULT_MAX_PRE_APPROVED
+
+    def __post_init__(self) -> None:
+        if self.max_changes < 0:
+            raise ValueError(f"{MAX_PRE_APPROVED_ENV_VAR} must not be negative, not {self.max_changes}")
 
 
 def parse_pre_approved(text: str) -> frozenset[ChangeKind]:
@@ -42,13 +56,31 @@ def parse_pre_approved(text: str) -> frozenset[ChangeKind]:
 
 
 def pre_approved_changes(plan: Plan, policy: ApprovalPolicy) -> tuple[Change, ...]:
-    """The plan's changes the policy approves, in plan order.
+    """The plan's changes the policy approves, in plan order: none when more than `policy.max_changes`
+    would be (`over_volume_cap` says so in words)."""
+    eligible = _eligible(plan, policy)
+    return eligible if len(eligible) <= policy.max_changes else ()
 
-    Left out: additions as manager (a privilege grant), and the members of a team the plan creates when
-    the creation itself is not pre-approved (they could only fail until a person approves it).
-    """
+
+def over_volume_cap(plan: Plan, policy: ApprovalPolicy) -> str:
+    """Why the policy approves nothing of a plan it would otherwise approve some of; empty when it does."""
+    count = len(_eligible(plan, policy))
+    if count <= policy.max_changes:
+        return ""
+    return (
+        f"{count} changes would be pre-approved, more than {MAX_PRE_APPROVED_ENV_VAR} "
+        f"({policy.max_changes}): the policy approves none of them, a person approves the plan"
+    )
+
+
+def _eligible(plan: Plan, policy: ApprovalPolicy) -> tuple[Change, ...]:
+    """Left out: additions as manager (a privilege grant), the members of a team the plan creates when the
+    creation itself is not pre-approved (they could only fail until a person approves it), and removals a
+    finding holds."""
     created = {c.team for c in plan.changes if c.kind is ChangeKind.CREATE_TEAM}
     creation_approved = ChangeKind.CREATE_TEAM in policy.pre_approved
+    held_teams = {f.team for f in plan.findings if f.kind in _HOLDS_REMOVALS and f.email is None}
+    held_members = {(f.team, f.email) for f in plan.findings if f.kind in _HOLDS_REMOVALS}
     approved: list[Change] = []
     for change in plan.changes:
         if change.kind not in policy.pre_approved:
@@ -56,6 +88,10 @@ def pre_approved_changes(plan: Plan, policy: ApprovalPolicy) -> tuple[Change, ..
         if change.kind is ChangeKind.ADD_MEMBER and change.role is Role.MANAGER:
             continue
         if change.kind is not ChangeKind.CREATE_TEAM and change.team in created and not creation_approved:
+            continue
+        if change.kind is ChangeKind.REMOVE_MEMBER and (
+            change.team in held_teams or (change.team, change.email) in held_members
+        ):
             continue
         approved.append(change)
     return tuple(approved)

@@ -3,15 +3,21 @@
 Anchors for the defaults: Okta pauses an import that would unassign more than 20 % of an app's users;
 Entra Connect stops an export with more than 500 deletes. We cap far lower than Entra because these are
 on-call memberships, where every removal can leave an incident without a responder, not directory objects.
+Whatever a team's size, a plan that leaves it without a manager or removes every member is over the
+limits: those are exactly the plans a small team cannot survive, and no share catches them.
+
+Pure: the rosters are given, read from a snapshot when a plan is made (`rosters_from_memberships`) or from
+PagerDuty when it is applied (`rosters_from_members`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from nthlayer_pipelines.model import ChangeKind, Plan
+import pandas as pd
+
+from nthlayer_pipelines.model import Change, ChangeKind, Plan, Role
 
 
 @dataclass(frozen=True)
@@ -46,30 +52,101 @@ class BlastRadius:
     removals: int = 0
 
 
-def assess_blast_radius(
-    plan: Plan, team_sizes: Mapping[str, int], limits: BlastRadiusLimits | None = None
-) -> BlastRadius:
-    """Judge the plan's removals against the limits.
+@dataclass(frozen=True)
+class TeamRoster:
+    """A PagerDuty team as the blast radius sees it before the plan: how many members, how many managers."""
 
-    `team_sizes` maps a PagerDuty team id to its current member count. A team whose size is unknown is
-    taken to be no larger than what the plan removes from it: unknown is judged as everything.
+    members: int
+    managers: int
+
+
+def rosters_from_memberships(memberships: pd.DataFrame) -> dict[str, TeamRoster]:
+    """Team id -> roster, from a memberships table (columns team_id, user_id, role)."""
+    managers = memberships["role"] == Role.MANAGER.value
+    counts = memberships.assign(manager=managers).groupby("team_id")["manager"].agg(["size", "sum"])
+    return {str(t): TeamRoster(int(row["size"]), int(row["sum"])) for t, row in counts.iterrows()}
+
+
+def rosters_from_members(members: Mapping[str, Mapping[str, Role | str]]) -> dict[str, TeamRoster]:
+    """Team id -> roster, from each team's members as read from PagerDuty ({user id: role})."""
+    return {
+        team_id: TeamRoster(len(roles), sum(1 for r in roles.values() if Role(r) is Role.MANAGER))
+        for team_id, roles in members.items()
+    }
+
+
+def rosters_as_json(rosters: Mapping[str, TeamRoster]) -> dict[str, dict[str, int]]:
+    """Rosters as the ledger keeps them beside a plan."""
+    return {team: {"members": r.members, "managers": r.managers} for team, r in sorted(rosters.items())}
+
+
+def rosters_from_json(data: Mapping[str, Mapping[str, int]]) -> dict[str, TeamRoster]:
+    return {team: TeamRoster(int(r["members"]), int(r["managers"])) for team, r in data.items()}
+
+
+def reduces_a_team(change: Change) -> bool:
+    """Whether the change can take people or a manager away: what the blast radius is about."""
+    return change.kind is ChangeKind.REMOVE_MEMBER or (
+        change.from_role is Role.MANAGER and change.role is not Role.MANAGER
+    )
+
+
+def assess_blast_radius(
+    plan: Plan, rosters: Mapping[str, TeamRoster], limits: BlastRadiusLimits | None = None
+) -> BlastRadius:
+    """Judge the plan against the limits and the rosters it would change.
+
+    `rosters` is keyed by PagerDuty team id (by slug for a team without one). A team whose roster is
+    unknown is taken to be no larger than what the plan removes from it: unknown is judged as everything.
     """
     limits = limits or BlastRadiusLimits()
-    removals = [c for c in plan.changes if c.kind is ChangeKind.REMOVE_MEMBER]
-    removed_by_team = Counter(c.team_id or c.team for c in removals)
-    label_by_team = {c.team_id or c.team: c.team for c in removals}
+    by_team: dict[str, list[Change]] = {}
+    for change in plan.changes:
+        by_team.setdefault(change.team_id or change.team, []).append(change)
     reasons: list[str] = []
-    for team_key, removed in sorted(removed_by_team.items(), key=lambda item: label_by_team[item[0]]):
-        size = max(team_sizes.get(team_key, 0), removed)
-        share = removed / size
-        if removed >= limits.min_team_removals and share > limits.max_team_removal_share:
+    for team_key, changes in sorted(by_team.items(), key=lambda item: (item[1][0].team, item[0])):
+        reasons += _team_reasons(changes, rosters.get(team_key, TeamRoster(0, 0)), limits)
+    removals = plan.count(ChangeKind.REMOVE_MEMBER)
+    if removals > limits.max_total_removals:
+        reasons.append(f"{removals} removals in all > {limits.max_total_removals}")
+    return BlastRadius(exceeded=bool(reasons), reasons=tuple(reasons), removals=removals)
+
+
+def _team_reasons(changes: list[Change], roster: TeamRoster, limits: BlastRadiusLimits) -> list[str]:
+    """What is wrong with the state the plan leaves one team in, in words."""
+    first = changes[0]
+    label = f"{first.team} ({first.team_id or 'no id yet'})"
+    removed = [c for c in changes if c.kind is ChangeKind.REMOVE_MEMBER]
+    # Managers the plan takes away (removed, or demoted) and gives (added, or promoted).
+    lost = [c for c in changes if c.from_role is Role.MANAGER and c.role is not Role.MANAGER]
+    gained = [c for c in changes if c.role is Role.MANAGER and c.from_role is not Role.MANAGER]
+    members = max(roster.members, len(removed))
+    managers = max(roster.managers, len(lost))
+    reasons: list[str] = []
+    if removed and len(removed) == members:
+        reasons.append(f"{label}: the plan removes every member ({members} of {members})")
+    elif removed:
+        share = len(removed) / members
+        if len(removed) >= limits.min_team_removals and share > limits.max_team_removal_share:
             reasons.append(
-                f"{label_by_team[team_key]}: {removed} of {size} members removed "
+                f"{label}: {len(removed)} of {members} members removed "
                 f"({_percent(share)} > {_percent(limits.max_team_removal_share)})"
             )
-    if len(removals) > limits.max_total_removals:
-        reasons.append(f"{len(removals)} removals in all > {limits.max_total_removals}")
-    return BlastRadius(exceeded=bool(reasons), reasons=tuple(reasons), removals=len(removals))
+    if lost and managers - len(lost) + len(gained) <= 0:
+        reasons.append(f"{label}: the plan leaves no manager ({_taking(lost)}, {_all_of(len(lost))})")
+    return reasons
+
+
+def _taking(lost: list[Change]) -> str:
+    removes = [c.email or c.user_id or "?" for c in lost if c.kind is ChangeKind.REMOVE_MEMBER]
+    demotes = [f"{c.email or c.user_id} to {c.role}" for c in lost if c.kind is ChangeKind.SET_ROLE]
+    parts = [f"removes {', '.join(removes)}"] if removes else []
+    parts += [f"demotes {', '.join(demotes)}"] if demotes else []
+    return " and ".join(parts)
+
+
+def _all_of(count: int) -> str:
+    return "the only one" if count == 1 else "both of them" if count == 2 else f"all {count} of them"
 
 
 def _percent(share: float) -> str:

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from nthlayer_pipelines.desired.merge import parse_precedence
-from nthlayer_pipelines.reconcile.policy import ApprovalPolicy, parse_pre_approved
+from nthlayer_pipelines.reconcile.policy import DEFAULT_MAX_PRE_APPROVED, ApprovalPolicy, parse_pre_approved
 from nthlayer_pipelines.reconcile.safety import BlastRadiusLimits
 
 DEFAULT_DEFINITIONS = "examples/org"  # the example org, relative to the working directory
@@ -44,6 +44,10 @@ class ReconcileSettings(dg.ConfigurableResource):
         default="add_member,create_team",
         description="Change kinds applied without a person's approval; removals and role changes need one.",
     )
+    max_pre_approved_changes: int = Field(
+        default=DEFAULT_MAX_PRE_APPROVED,
+        description="A plan with more pre-approvable changes than this waits whole for a person's approval.",
+    )
     max_team_removal_share: float = Field(
         default=0.2, description="A plan removing more than this share of a team's members is blocked."
     )
@@ -56,7 +60,10 @@ class ReconcileSettings(dg.ConfigurableResource):
         return parse_precedence(self.source_precedence)
 
     def approval_policy(self) -> ApprovalPolicy:
-        return ApprovalPolicy(pre_approved=parse_pre_approved(self.pre_approved_kinds))
+        return ApprovalPolicy(
+            pre_approved=parse_pre_approved(self.pre_approved_kinds),
+            max_changes=self.max_pre_approved_changes,
+        )
 
     def blast_radius_limits(self) -> BlastRadiusLimits:
         return BlastRadiusLimits(

@@ -24,7 +24,7 @@ from nthlayer_pipelines.reconcile.observed import (
     users_frame,
 )
 from nthlayer_pipelines.reconcile.plan import build_plan
-from nthlayer_pipelines.reconcile.safety import BlastRadius, assess_blast_radius
+from nthlayer_pipelines.reconcile.safety import BlastRadius, assess_blast_radius, rosters_from_memberships
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
 from nthlayer_pipelines.resources.ledger.schema import plan_changes
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
@@ -71,8 +71,7 @@ def plan_and_verdict(client: PagerDutyClient, desired: DesiredState) -> tuple[Pl
     """What the refresh computes, through the same pure functions, read with the same client."""
     observed = observe(client)
     plan = build_plan(compute_divergences(desired, observed), desired)
-    sizes = observed.memberships.groupby("team_id").size().to_dict()
-    return plan, assess_blast_radius(plan, {str(k): int(v) for k, v in sizes.items()})
+    return plan, assess_blast_radius(plan, rosters_from_memberships(observed.memberships))
 
 
 def record_git_plan(client: PagerDutyClient, ledger: Ledger) -> Plan:
@@ -174,8 +173,11 @@ def test_an_approved_plan_is_applied_once_and_converges(pipeline_env, example_sa
     ]
     assert all(o.attempts == 1 and o.api_calls >= 1 for o in outcomes)
     table = report.markdown()
-    assert "| applied | - payments: mallory@example.com (was responder) | remove (responder) |" in table
-    assert "| applied | ~ payments: bob@example.com observer -> responder | observer -> responder |" in table
+    payments = f"payments (Payments, {ids(example_sandbox)['Payments']})"
+    assert f"| applied | - {payments}: mallory@example.com (was responder) | remove (responder) |" in table
+    assert (
+        f"| applied | ~ {payments}: bob@example.com observer -> responder | observer -> responder |" in table
+    )
 
     # A second apply of the same approval writes nothing: the intent log says it is done.
     example_sandbox.clear_requests()
@@ -469,8 +471,10 @@ def test_what_never_shows_after_apply_is_reported_unconverged(example_sandbox, c
         sleep=lambda _seconds: None,
     )
 
+    carol = plan.changes[0]
     assert report.unconverged == (
-        f"{plan.changes[0].id} + payments: carol@example.com as responder: found no membership",
+        f"{carol.id} + payments (Payments, {carol.team_id}): carol@example.com as responder: "
+        "found no membership",
     )
     assert not report.succeeded
     assert "Not converged after apply:" in report.markdown()
@@ -498,7 +502,8 @@ def removes_most_of_payments(client: PagerDutyClient) -> tuple[Plan, BlastRadius
 
 def test_a_mass_removal_needs_allow_blast_radius_to_be_approved(example_sandbox, client, ledger) -> None:
     plan, verdict = removes_most_of_payments(client)
-    assert verdict == BlastRadius(True, ("payments: 3 of 4 members removed (75 % > 20 %)",), 3)
+    payments = plan.changes[0].team_id
+    assert verdict == BlastRadius(True, (f"payments ({payments}): 3 of 4 members removed (75 % > 20 %)",), 3)
     ledger.record_plan(plan, blast_radius=verdict)
     with pytest.raises(LedgerError, match="allow_blast_radius: true"):
         ledger.approve(plan.id, approver="alice")
@@ -532,7 +537,8 @@ def test_apply_refuses_an_approval_that_does_not_allow_a_blast_radius_exceeded_s
         apply_approval(desired=ALICE_ONLY, ledger=ledger, approval=approval, client=client)
 
     assert str(refused.value) == (
-        f"plan {plan.id} exceeds the blast radius (payments: 3 of 4 members removed (75 % > 20 %)) and "
+        f"plan {plan.id} exceeds the blast radius "
+        f"(payments ({plan.changes[0].team_id}): 3 of 4 members removed (75 % > 20 %)) and "
         f"approval {approval.id} does not say `allow_blast_radius: true`: nothing was written"
     )
     assert example_sandbox.requests(provider="pagerduty") == []

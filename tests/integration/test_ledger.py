@@ -19,9 +19,9 @@ from tests.support import drop_ledger
 
 
 def change(kind: ChangeKind, team: str, email: str | None, role=None, from_role=None, team_id="PPAY001"):
-    return Change(
-        id=Change.make_id("pagerduty", kind, team, email, role),
-        kind=kind,
+    return Change.planned(
+        "pagerduty",
+        kind,
         team=team,
         team_name=team.title(),
         team_id=team_id,

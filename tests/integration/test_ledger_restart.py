@@ -28,11 +28,9 @@ RESTARTS = 2
 
 def additions(count: int) -> Plan:
     changes = tuple(
-        Change(
-            id=Change.make_id(
-                "pagerduty", ChangeKind.ADD_MEMBER, "payments", f"p{n}@example.com", Role.RESPONDER
-            ),
-            kind=ChangeKind.ADD_MEMBER,
+        Change.planned(
+            "pagerduty",
+            ChangeKind.ADD_MEMBER,
             team="payments",
             team_name="Payments",
             team_id="PPAY001",

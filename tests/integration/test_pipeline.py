@@ -103,7 +103,9 @@ def test_plan_metadata_is_readable_in_the_ui(pipeline_env) -> None:
     metadata = event.materialization.metadata
     assert metadata["changes_total"].value == len(EXPECTED_EXAMPLE_CHANGES)
     assert metadata["members_to_remove"].value == 1
-    assert "- payments: mallory@example.com (was responder)" in metadata["plan"].value
+    payments = result.output_for_node("change_plan").changes[-1].team_id
+    assert f"- payments (Payments, {payments}): mallory@example.com (was responder)" in metadata["plan"].value
+    assert "+ search (Search, no id yet): create the team" in metadata["plan"].value
     (users,) = [
         e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("pagerduty_users")
     ]
@@ -184,7 +186,13 @@ def test_cli_plan_exits_2_on_drift_with_the_json_contract(pipeline_env) -> None:
     assert [
         (c["kind"], c["team"], c["email"], c["role"], c["from_role"]) for c in payload["changes"]
     ] == EXPECTED_EXAMPLE_CHANGES
-    assert all(set(c) == {"id", "kind", "team", "email", "role", "from_role"} for c in payload["changes"])
+    fields = {"id", "kind", "team", "team_name", "team_id", "email", "role", "from_role"}
+    assert all(set(c) == fields for c in payload["changes"])
+    assert payload["changes"][0]["team_id"] is None  # search is created by the plan: no id yet
+    assert {
+        (c["team_name"], c["team_id"] is None) for c in payload["changes"] if c["team"] == "payments"
+    } == {("Payments", False)}
+    assert all(f["blocking"] is False for f in payload["findings"])
     assert [(f["kind"], f["team"], f["email"]) for f in payload["findings"]] == EXPECTED_EXAMPLE_FINDINGS
 
 

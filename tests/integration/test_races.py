@@ -58,9 +58,9 @@ def slow_sandbox() -> Iterator[RunningSandbox]:
 
 def addition_plan(number: int) -> Plan:
     email = f"person-{number}@example.com"
-    change = Change(
-        id=Change.make_id("pagerduty", ChangeKind.ADD_MEMBER, "payments", email, Role.RESPONDER),
-        kind=ChangeKind.ADD_MEMBER,
+    change = Change.planned(
+        "pagerduty",
+        ChangeKind.ADD_MEMBER,
         team="payments",
         team_name="Payments",
         team_id="PPAY001",

@@ -1,5 +1,7 @@
 """Properties of planning over random orgs: several teams, random roles, prune on and off, emails in any
-case, people without a PagerDuty account, teams pinned by id (present or gone), teams no definition claims.
+case, people without a PagerDuty account, teams pinned by id (present or gone, named alike or not), teams no
+definition claims, and PagerDuty teams whose names look like another's (case, whitespace, full-width letters,
+zero-width spaces).
 
 A reference interpreter carries a plan out over the observed tables, checking each change against the state
 it meets, so "applying the plan converges" is proved without the apply engine. tests/unit/test_reconcile.py
@@ -26,6 +28,7 @@ from nthlayer_pipelines.model import (
     Role,
     SourceError,
     Team,
+    team_name_key,
 )
 from nthlayer_pipelines.reconcile.diff import compute_divergences
 from nthlayer_pipelines.reconcile.observed import (
@@ -35,11 +38,19 @@ from nthlayer_pipelines.reconcile.observed import (
     users_frame,
 )
 from nthlayer_pipelines.reconcile.plan import build_plan
+from nthlayer_pipelines.reconcile.policy import ApprovalPolicy, pre_approved_changes
+from tests.reliability import Reliability
 
 SLUGS = ("alpha", "bravo", "charlie", "delta")
 PEOPLE = tuple(f"p{i}@x.io" for i in range(8))  # each has a PagerDuty account, user id U<i>
 GHOSTS = ("ghost0@x.io", "ghost1@x.io")  # declared, but without a PagerDuty account
 UNMANAGED = ("Legacy Ops", "Old Search")  # PagerDuty teams no definition claims
+FULL_WIDTH = str.maketrans({chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)})
+LOOK_ALIKES = (  # another PagerDuty team's name that reads as the same name
+    lambda name: f"  {name} ",
+    lambda name: name.translate(FULL_WIDTH),
+    lambda name: name.replace(" ", " \u200b"),
+)
 ROLES = tuple(Role)
 PROPERTY_SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -71,6 +82,7 @@ class Org:
     team_ids: dict[str, str]  # PagerDuty name -> team id, as observed
     rosters: dict[str, Roster]  # team id -> roster, as observed
     pins: dict[str, str | None]  # desired slug -> pinned id (possibly one PagerDuty lacks)
+    twins: dict[str, str]  # slug -> id of a second PagerDuty team named like the slug's
 
 
 @st.composite
@@ -82,7 +94,11 @@ def orgs(draw: st.DrawFn) -> Org:
     ]
     present = draw(st.lists(st.sampled_from(SLUGS), unique=True))
     unmanaged = draw(st.lists(st.sampled_from(UNMANAGED), unique=True))
-    pd_names = [draw(any_case(display_name(slug))) for slug in present] + unmanaged
+    twinned = draw(st.lists(st.sampled_from(present), unique=True)) if present else []
+    twin_names = {slug: draw(st.sampled_from(LOOK_ALIKES))(display_name(slug)) for slug in twinned}
+    pd_names = (
+        [draw(any_case(display_name(slug))) for slug in present] + unmanaged + list(twin_names.values())
+    )
     team_ids = {name: f"PT{index:05d}" for index, name in enumerate(pd_names)}
     observed_rosters = {
         team_id: {f"U{PEOPLE.index(e)}": r.value for e, r in draw(rosters(PEOPLE)).items()}
@@ -125,7 +141,8 @@ def orgs(draw: st.DrawFn) -> Org:
         )
         pins[slug] = pin
     desired = DesiredState(teams=tuple(sorted(teams, key=lambda t: t.name)), sources=("git",))
-    return Org(observed, desired, team_ids, observed_rosters, pins)
+    twins = {slug: team_ids[name] for slug, name in twin_names.items()}
+    return Org(observed, desired, team_ids, observed_rosters, pins, twins)
 
 
 def plan_of(desired: DesiredState, observed: ObservedState) -> Plan:
@@ -175,7 +192,7 @@ def carry_out(plan: Plan, observed: ObservedState) -> PagerDutyTables:
     for change in plan.changes:
         if change.kind is ChangeKind.CREATE_TEAM:
             assert change.team_id is None and change.team not in created
-            assert change.team_name.casefold() not in {n.casefold() for n in tables.names.values()}
+            assert team_name_key(change.team_name) not in {team_name_key(n) for n in tables.names.values()}
             created[change.team] = team_id = f"NEW-{change.team}"
             tables.names[team_id] = change.team_name
             tables.rosters[team_id] = {}
@@ -203,6 +220,11 @@ def resolved_roster(team: Team, emails: dict[str, str]) -> Roster:
     return {user_ids[m.email]: m.role.value for m in team.members if m.email in user_ids}
 
 
+def is_ambiguous(org: Org, team: Team) -> bool:
+    """An unpinned team whose name a look-alike PagerDuty team also carries."""
+    return org.pins[team.name] is None and team.name in org.twins
+
+
 def pagerduty_team_of(org: Org, team: Team, after: PagerDutyTables) -> str | None:
     """Where the desired team lives once the plan is carried out; None for a pin PagerDuty lacks."""
     pin = org.pins[team.name]
@@ -221,6 +243,9 @@ def test_carrying_out_the_plan_yields_the_desired_rosters(org: Org) -> None:
     after = carry_out(plan, org.observed)
     claimed: set[str] = set()
     for team in org.desired.teams:
+        if is_ambiguous(org, team):
+            assert not [c for c in plan.changes if c.team == team.name], "an ambiguous name is never guessed"
+            continue
         team_id = pagerduty_team_of(org, team, after)
         if team_id is None:
             assert not [c for c in plan.changes if c.team == team.name]
@@ -243,6 +268,37 @@ def test_carrying_out_the_plan_yields_the_desired_rosters(org: Org) -> None:
             assert after.rosters[team_id] == roster, "a team no definition claims is never touched"
     creations = {f"NEW-{c.team}" for c in plan.changes if c.kind is ChangeKind.CREATE_TEAM}
     assert set(after.names) - set(org.rosters) == creations
+
+
+@PROPERTY_SETTINGS
+@given(org=orgs())
+def test_team_identity_is_never_guessed(org: Org, reliability: Reliability) -> None:
+    """A name several PagerDuty teams carry plans nothing for its team and says which teams, by name and
+    id; a pin whose PagerDuty name is another's is said, and no policy pre-approves a removal from it."""
+    plan = plan_of(org.desired, org.observed)
+    blocked = {f.team: f for f in plan.blocking_findings}
+    ambiguous = [t for t in org.desired.teams if is_ambiguous(org, t)]
+    reliability.count(
+        "identity",
+        identity_scenarios=len(ambiguous),
+        changes_to_unsettled_teams=sum(1 for c in plan.changes if c.team in {t.name for t in ambiguous}),
+    )
+    assert set(blocked) == {t.name for t in ambiguous}
+    for team in ambiguous:
+        original = next(i for n, i in org.team_ids.items() if n.casefold() == team.display_name.casefold())
+        names = {i: n for n, i in org.team_ids.items()}
+        for team_id in (original, org.twins[team.name]):
+            assert f"{names[team_id]!r} ({team_id})" in blocked[team.name].detail
+    mismatched = {
+        t.name
+        for t in org.desired.teams
+        if t.pagerduty_team_id in org.rosters
+        and team_name_key(next(n for n, i in org.team_ids.items() if i == t.pagerduty_team_id))
+        != team_name_key(t.display_name)
+    }
+    assert {f.team for f in plan.findings if f.kind is FindingKind.PINNED_TEAM_NAME_MISMATCH} == mismatched
+    approved = pre_approved_changes(plan, ApprovalPolicy(frozenset(ChangeKind)))
+    assert not [c for c in approved if c.kind is ChangeKind.REMOVE_MEMBER and c.team in mismatched]
 
 
 @PROPERTY_SETTINGS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -9,13 +11,16 @@ from hypothesis import strategies as st
 
 from nthlayer_pipelines.desired.merge import merge_sources, parse_precedence
 from nthlayer_pipelines.model import (
+    Change,
     ChangeKind,
     DesiredState,
     FindingKind,
     Member,
+    Plan,
     Role,
     SourceError,
     Team,
+    normalize_email,
 )
 from nthlayer_pipelines.reconcile.diff import compute_divergences
 from nthlayer_pipelines.reconcile.observed import (
@@ -24,7 +29,7 @@ from nthlayer_pipelines.reconcile.observed import (
     teams_frame,
     users_frame,
 )
-from nthlayer_pipelines.reconcile.plan import build_plan, plan_to_json, render_plan_text
+from nthlayer_pipelines.reconcile.plan import build_plan, describe_change, plan_to_json, render_plan_text
 
 
 def team(name: str, members: dict[str, str], *, prune: bool = True, display: str | None = None, **kw) -> Team:
@@ -140,7 +145,10 @@ def test_pinned_team_id_wins_over_name_and_a_missing_pin_is_not_created() -> Non
     obs = observed(USERS, {"Operations": {"alice@x.io": "manager"}})
     plan = plan_of(desired, obs)
     assert plan.changes == ()
-    assert [(f.kind, f.team) for f in plan.findings] == [(FindingKind.MISSING_PINNED_TEAM, "gone")]
+    assert [(f.kind, f.team) for f in plan.findings] == [
+        (FindingKind.MISSING_PINNED_TEAM, "gone"),
+        (FindingKind.PINNED_TEAM_NAME_MISMATCH, "ops"),  # the pin wins, and the other name is said
+    ]
 
 
 def test_change_ids_are_stable_across_runs_and_plan_id_follows_changes() -> None:
@@ -155,18 +163,37 @@ def test_change_ids_are_stable_across_runs_and_plan_id_follows_changes() -> None
 
 def test_plan_json_contract() -> None:
     desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager"}),))
-    obs = observed(USERS, {"Ops": {"alice@x.io": "responder", "bob@x.io": "observer"}})
+    obs = observed(USERS, {"Ops": {"alice@x.io": "responder", "bob@x.io": "observer"}, "Spare": {}})
     payload = plan_to_json(plan_of(desired, obs))
     assert set(payload) == {"plan_id", "changes", "findings"}
     assert [{k: v for k, v in c.items() if k != "id"} for c in payload["changes"]] == [
         {
             "kind": "set_role",
             "team": "ops",
+            "team_name": "Ops",
+            "team_id": "T0",
             "email": "alice@x.io",
             "role": "manager",
             "from_role": "responder",
         },
-        {"kind": "remove_member", "team": "ops", "email": "bob@x.io", "role": None, "from_role": "observer"},
+        {
+            "kind": "remove_member",
+            "team": "ops",
+            "team_name": "Ops",
+            "team_id": "T0",
+            "email": "bob@x.io",
+            "role": None,
+            "from_role": "observer",
+        },
+    ]
+    assert payload["findings"] == [
+        {
+            "kind": "unmanaged_team",
+            "team": "Spare",
+            "email": None,
+            "detail": "no definition claims this team",
+            "blocking": False,
+        }
     ]
 
 
@@ -175,9 +202,115 @@ def test_rendered_plan_reads_like_terraform() -> None:
     obs = observed(USERS, {"Ops": {"alice@x.io": "responder", "bob@x.io": "observer"}})
     text = render_plan_text(plan_of(desired, obs))
     assert "0 to create, 1 to add, 1 to change, 1 to remove." in text
-    assert "  + ops: carol@x.io as observer" in text
-    assert "  ~ ops: alice@x.io responder -> manager" in text
-    assert "  - ops: bob@x.io (was observer)" in text
+    assert "  + ops (Ops, T0): carol@x.io as observer" in text
+    assert "  ~ ops (Ops, T0): alice@x.io responder -> manager" in text
+    assert "  - ops (Ops, T0): bob@x.io (was observer)" in text
+
+
+def test_every_change_names_the_pagerduty_team_it_writes_to() -> None:
+    """By its name in PagerDuty and its id; a team the plan creates has no id yet, and says so."""
+    desired = DesiredState(
+        teams=(
+            team("ops", {"alice@x.io": "manager"}, display="Operations", pagerduty_team_id="T0"),
+            team("search", {"bob@x.io": "manager"}, display="Search"),
+        )
+    )
+    obs = observed(USERS, {"Ops Legacy": {"alice@x.io": "responder"}})
+    assert [describe_change(c) for c in plan_of(desired, obs).changes] == [
+        "+ search (Search, no id yet): create the team",
+        "+ search (Search, no id yet): bob@x.io as manager",
+        "~ ops (Ops Legacy, T0): alice@x.io responder -> manager",  # PagerDuty's name, not displayName
+    ]
+
+
+# Change ids ---------------------------------------------------------------------------------------------
+
+IDENTITY = {
+    "team": "payments",
+    "team_id": "PABC123",
+    "team_name": "Payments",
+    "email": "bob@example.com",
+    "user_id": "PBOB001",
+    "role": Role.RESPONDER,
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "edited"),
+    [
+        ("team", "billing"),
+        ("team_id", "PXYZ999"),
+        ("team_id", None),
+        ("email", "robert@example.com"),
+        ("user_id", "PMAL001"),
+        ("role", Role.MANAGER),
+    ],
+)
+def test_a_change_that_would_write_anything_else_has_another_id(field: str, edited: object) -> None:
+    """An edited ledger row pointing the same change at another user or team cannot keep its id."""
+    original = Change.make_id("pagerduty", ChangeKind.ADD_MEMBER, **IDENTITY)
+    assert Change.make_id("pagerduty", ChangeKind.ADD_MEMBER, **{**IDENTITY, field: edited}) != original
+    assert Change.make_id("pagerduty", ChangeKind.SET_ROLE, **IDENTITY) != original
+    assert re.fullmatch(r"chg-[0-9a-f]{12}", original)
+
+
+def test_the_team_name_counts_in_the_id_only_while_the_team_is_found_by_it() -> None:
+    renamed = {**IDENTITY, "team_name": "Payments EU"}
+    kind = ChangeKind.ADD_MEMBER
+    # With an id the apply writes to the id: a renamed team is the same change.
+    assert Change.make_id("pagerduty", kind, **renamed) == Change.make_id("pagerduty", kind, **IDENTITY)
+    # Without one (a team the plan creates, and its members) the apply finds the team by name.
+    unborn, unborn_renamed = {**IDENTITY, "team_id": None}, {**renamed, "team_id": None}
+    assert Change.make_id("pagerduty", kind, **unborn) != Change.make_id("pagerduty", kind, **unborn_renamed)
+
+
+def test_change_and_plan_ids_are_pinned() -> None:
+    """These ids are what approvals, the intent log and CI readers hold on to: a change to how they are
+    made must be deliberate, so it fails here first."""
+    desired = DesiredState(
+        teams=(
+            team("payments", {"alice@x.io": "manager", "carol@x.io": "responder"}, display="Payments"),
+            team("search", {"bob@x.io": "manager"}, display="Search"),
+        )
+    )
+    obs = observed(USERS, {"Payments": {"alice@x.io": "observer", "mallory@x.io": "responder"}})
+    plan = plan_of(desired, obs)
+    assert [(c.id, c.kind.value, c.team, c.team_id, c.email) for c in plan.changes] == [
+        ("chg-29e24479f307", "create_team", "search", None, None),
+        ("chg-ff9bace5183d", "add_member", "payments", "T0", "carol@x.io"),
+        ("chg-47b79b7a769b", "add_member", "search", None, "bob@x.io"),
+        ("chg-1ce8b7a8e84d", "set_role", "payments", "T0", "alice@x.io"),
+        ("chg-49c8821f3ba2", "remove_member", "payments", "T0", "mallory@x.io"),
+    ]
+    assert plan.id == "plan-9513e29d5ff9"
+    assert plan.id == Plan.make_id(plan.changes)
+
+
+# Emails -------------------------------------------------------------------------------------------------
+
+
+def test_internationalised_domains_join_in_one_form() -> None:
+    """`user@bücher.example` and `user@xn--bcher-kva.example` are one person, whichever side writes which."""
+    desired = DesiredState(
+        teams=(team("ops", {"Alice@BÜCHER.example": "manager", "bob@xn--bcher-kva.example": "responder"}),)
+    )
+    obs = observed(
+        ["alice@xn--bcher-kva.example", "BOB@Bücher.Example"],
+        {"Ops": {"alice@xn--bcher-kva.example": "manager", "BOB@Bücher.Example": "responder"}},
+    )
+    plan = plan_of(desired, obs)
+    assert plan.changes == () and plan.findings == ()
+    assert Member(email="user@XN--BCHER-KVA.example", role=Role.OBSERVER).email == "user@bücher.example"
+    assert list(obs.users["email"]) == ["alice@bücher.example", "bob@bücher.example"]
+
+
+def test_a_domain_that_is_not_valid_idna_is_only_lowercased() -> None:
+    # Refusing it is the definitions loader's job, which says where (tests/unit/test_bad_definitions.py).
+    assert normalize_email(" A@Exa_mple.COM ") == "a@exa_mple.com"
+    assert normalize_email("a@XN--ABC.com") == "a@xn--abc.com"
+    assert list(users_frame([{"user_id": "U1", "email": "A@xn--abc.com", "name": "A"}])["email"]) == [
+        "a@xn--abc.com"
+    ]
 
 
 def test_merge_takes_a_team_from_the_first_source_in_precedence() -> None:

@@ -50,7 +50,13 @@ from nthlayer_pipelines.reconcile.observed import (
     teams_frame,
     users_frame,
 )
-from nthlayer_pipelines.reconcile.safety import BlastRadius
+from nthlayer_pipelines.reconcile.safety import (
+    BlastRadius,
+    BlastRadiusLimits,
+    assess_blast_radius,
+    reduces_a_team,
+    rosters_from_json,
+)
 from nthlayer_pipelines.resources.ledger import migrate
 from nthlayer_pipelines.resources.ledger.schema import (
     approvals,
@@ -420,6 +426,7 @@ class Ledger:
         change_ids: Sequence[str] | None = None,
         allow_blast_radius: bool = False,
         source: Source = "person",
+        limits: BlastRadiusLimits | None = None,
     ) -> Approval:
         """Approve the latest plan, all of it (`change_ids=None`) or some of its changes.
 
@@ -439,9 +446,17 @@ class Ledger:
                 change_ids=change_ids,
                 allow_blast_radius=allow_blast_radius,
                 source=source,
+                limits=limits,
             )
 
-    def approve_by_policy(self, plan_id: str, *, change_ids: Sequence[str], comment: str) -> Approval | None:
+    def approve_by_policy(
+        self,
+        plan_id: str,
+        *,
+        change_ids: Sequence[str],
+        comment: str,
+        limits: BlastRadiusLimits | None = None,
+    ) -> Approval | None:
         """The pre-approval policy's approval of a plan instance nobody has decided on yet; None when
         someone (or the policy, in a refresh running at the same time) already has, or when every change
         is held back (a person rejected the same drift in an earlier instance and it has not gone away
@@ -463,6 +478,7 @@ class Ledger:
                 change_ids=chosen,
                 allow_blast_radius=False,
                 source="policy",
+                limits=limits,
             )
 
     def reject(self, plan_id: str, *, approver: str, comment: str = "") -> Approval:
@@ -1012,6 +1028,7 @@ def _approve(
     change_ids: Sequence[str] | None,
     allow_blast_radius: bool,
     source: Source,
+    limits: BlastRadiusLimits | None,
 ) -> Approval:
     plan = _require_plan(conn, plan_id)
     _refuse_rejected(conn, plan_id)
@@ -1023,8 +1040,11 @@ def _approve(
     if not plan.changes:
         raise LedgerError(f"plan {plan_id} has no changes to approve")
     chosen = _resolve_changes(plan, change_ids)
-    verdict = _blast_radius(conn, plan_id)
-    covers_removal = any(c.kind is ChangeKind.REMOVE_MEMBER for c in chosen)
+    # Judged again here from the rosters recorded with the plan, never read back from a stored verdict.
+    # A plan recorded without them is judged at apply alone, on what PagerDuty holds then.
+    basis = conn.execute(sa.select(plans.c.basis).where(plans.c.plan_id == plan_id)).scalar()
+    verdict = None if basis is None else assess_blast_radius(plan, rosters_from_json(basis), limits)
+    covers_removal = any(reduces_a_team(c) for c in chosen)
     if verdict is not None and verdict.exceeded and covers_removal and not allow_blast_radius:
         raise LedgerError(
             f"plan {plan_id} exceeds the blast radius: {'; '.join(verdict.reasons)}. "
