@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pandas as pd
@@ -282,8 +283,11 @@ def test_change_and_plan_ids_are_pinned() -> None:
         ("chg-1ce8b7a8e84d", "set_role", "payments", "T0", "alice@x.io"),
         ("chg-49c8821f3ba2", "remove_member", "payments", "T0", "mallory@x.io"),
     ]
-    assert plan.id == "plan-9513e29d5ff9"
-    assert plan.id == Plan.make_id(plan.changes)
+    # The plan's content id covers the change ids and the role each change found (its observed state).
+    assert plan.id == "plan-d62c9db17f22"
+    assert plan.id == Plan.make_id(plan.changes) == plan.content_id
+    assert Plan.instance_id(plan.id, 1) == plan.id
+    assert Plan.instance_id(plan.id, 2) == "plan-" + hashlib.sha256(f"{plan.id}#2".encode()).hexdigest()[:12]
 
 
 # Emails -------------------------------------------------------------------------------------------------
