@@ -24,9 +24,15 @@ from nthlayer_pipelines.reconcile.observed import (
     users_frame,
 )
 from nthlayer_pipelines.reconcile.plan import build_plan
-from nthlayer_pipelines.reconcile.safety import BlastRadius, assess_blast_radius, rosters_from_memberships
+from nthlayer_pipelines.reconcile.safety import (
+    BlastRadius,
+    assess_blast_radius,
+    rosters_as_json,
+    rosters_from_members,
+    rosters_from_memberships,
+)
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
-from nthlayer_pipelines.resources.ledger.schema import plan_changes
+from nthlayer_pipelines.resources.ledger.schema import plan_blast_radius, plan_changes, plans
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RequestContext, RunningSandbox
 from tests.support import EXAMPLE_DEFINITIONS, EXPECTED_EXAMPLE_CHANGES, plan_rows
@@ -74,10 +80,15 @@ def plan_and_verdict(client: PagerDutyClient, desired: DesiredState) -> tuple[Pl
     return plan, assess_blast_radius(plan, rosters_from_memberships(observed.memberships))
 
 
+def rosters_now(client: PagerDutyClient) -> dict[str, dict[str, int]]:
+    """The teams' rosters as a refresh records them beside its plan."""
+    return rosters_as_json(rosters_from_memberships(observe(client).memberships))
+
+
 def record_git_plan(client: PagerDutyClient, ledger: Ledger) -> Plan:
     plan, verdict = plan_and_verdict(client, load_definitions(EXAMPLE_DEFINITIONS))
     assert plan_rows(plan) == GIT_ONLY_CHANGES
-    ledger.record_plan(plan, blast_radius=verdict)
+    ledger.record_plan(plan, blast_radius=verdict, basis=rosters_now(client))
     return plan
 
 
@@ -504,7 +515,7 @@ def test_a_mass_removal_needs_allow_blast_radius_to_be_approved(example_sandbox,
     plan, verdict = removes_most_of_payments(client)
     payments = plan.changes[0].team_id
     assert verdict == BlastRadius(True, (f"payments ({payments}): 3 of 4 members removed (75 % > 20 %)",), 3)
-    ledger.record_plan(plan, blast_radius=verdict)
+    ledger.record_plan(plan, blast_radius=verdict, basis=rosters_now(client))
     with pytest.raises(LedgerError, match="allow_blast_radius: true"):
         ledger.approve(plan.id, approver="alice")
     approval = ledger.approve(plan.id, approver="alice", allow_blast_radius=True, comment="team disbanded")
@@ -541,8 +552,33 @@ def test_apply_refuses_an_approval_that_does_not_allow_a_blast_radius_exceeded_s
         f"(payments ({plan.changes[0].team_id}): 3 of 4 members removed (75 % > 20 %)) and "
         f"approval {approval.id} does not say `allow_blast_radius: true`: nothing was written"
     )
-    assert example_sandbox.requests(provider="pagerduty") == []
+    # Judged on the team as PagerDuty holds it: one read of its members, and no write.
+    assert [(r["method"], r["endpoint"]) for r in example_sandbox.requests(provider="pagerduty")] == [
+        ("GET", "GET /teams/{id}/members")
+    ]
     assert ledger.outcomes(plan.id) == []
+
+
+def test_apply_judges_the_blast_radius_itself_when_the_ledger_rows_behind_it_are_gone(
+    example_sandbox, client, ledger
+) -> None:
+    plan, verdict = removes_most_of_payments(client)
+    rosters = rosters_from_members({plan.changes[0].team_id: {"a": Role.MANAGER, "b": Role.OBSERVER}})
+    ledger.record_plan(plan, blast_radius=verdict, basis=rosters_as_json(rosters))
+    with pytest.raises(LedgerError, match="allow_blast_radius: true"):
+        ledger.approve(plan.id, approver="alice")
+    # Someone with the database's password deletes the verdict and the rosters it was judged on...
+    with ledger.engine.begin() as conn:
+        conn.execute(plan_blast_radius.delete())
+        conn.execute(plans.update().values(basis=None))
+    approval = ledger.approve(plan.id, approver="alice")  # ... so the approval no longer knows
+    example_sandbox.clear_requests()
+
+    with pytest.raises(ApplyRefused, match="3 of 4 members removed"):
+        apply_approval(desired=ALICE_ONLY, ledger=ledger, approval=approval, client=client)
+
+    assert [r for r in example_sandbox.requests(provider="pagerduty") if r["method"] != "GET"] == []
+    assert len(members(example_sandbox, "Payments")) == 4
 
 
 def test_apply_refuses_a_rejected_plan_and_an_approval_the_ledger_does_not_know(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Plan, Role
-from nthlayer_pipelines.reconcile.safety import BlastRadius
+from nthlayer_pipelines.reconcile.safety import BlastRadius, BlastRadiusLimits
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
 from nthlayer_pipelines.resources.ledger.store import changes_digest
 from tests.postgres import PostgresUnavailable, fresh_database, postgres_server, render
@@ -159,18 +159,27 @@ def test_a_plan_without_changes_cannot_be_approved(ledger: Ledger) -> None:
 
 
 def test_an_exceeded_blast_radius_needs_allow_blast_radius(ledger: Ledger) -> None:
-    ledger.record_plan(PLAN, blast_radius=EXCEEDED)
+    # The verdict is judged at approval from the rosters recorded with the plan, with the limits in force.
+    ledger.record_plan(PLAN, blast_radius=WITHIN, basis={"PPAY001": {"members": 4, "managers": 1}})
+    strict = BlastRadiusLimits(min_team_removals=1)
     with pytest.raises(LedgerError) as raised:
-        ledger.approve(PLAN.id, approver="alice")
+        ledger.approve(PLAN.id, approver="alice", limits=strict)
     message = str(raised.value)
-    assert "payments: 3 of 4 members removed (75 % > 20 %)" in message
+    assert "payments (PPAY001): 1 of 4 members removed (25 % > 20 %)" in message
     assert "`allow_blast_radius: true`" in message
     # Approving only what removes nobody needs no override.
-    additions = ledger.approve(PLAN.id, approver="alice", change_ids=[CREATE.id, ADD.id])
+    additions = ledger.approve(PLAN.id, approver="alice", change_ids=[CREATE.id, ADD.id], limits=strict)
     assert additions.allow_blast_radius is False
-    allowed = ledger.approve(PLAN.id, approver="alice", allow_blast_radius=True)
+    allowed = ledger.approve(PLAN.id, approver="alice", allow_blast_radius=True, limits=strict)
     assert allowed.allow_blast_radius is True
     assert allowed.change_ids == tuple(c.id for c in CHANGES)
+
+
+def test_a_stored_verdict_is_never_what_an_approval_is_judged_on(ledger: Ledger) -> None:
+    # A verdict row says nothing the rosters do not: deleting or editing it loosens nothing, and a plan
+    # recorded without rosters is judged at apply, on what PagerDuty holds then.
+    ledger.record_plan(PLAN, blast_radius=EXCEEDED, basis={"PPAY001": {"members": 40, "managers": 3}})
+    assert ledger.approve(PLAN.id, approver="alice").allow_blast_radius is False
 
 
 def test_a_rejected_plan_cannot_be_approved_and_its_approvals_are_withdrawn(ledger: Ledger) -> None:
