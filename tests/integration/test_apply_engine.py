@@ -35,6 +35,7 @@ from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
 from nthlayer_pipelines.resources.ledger.schema import plan_blast_radius, plan_changes, plans
 from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RequestContext, RunningSandbox
+from tests.reliability import Reliability
 from tests.support import EXAMPLE_DEFINITIONS, EXPECTED_EXAMPLE_CHANGES, plan_rows
 
 # The example drift as Git alone declares it (data-platform's member comes from Cortex).
@@ -560,7 +561,7 @@ def test_apply_refuses_an_approval_that_does_not_allow_a_blast_radius_exceeded_s
 
 
 def test_apply_judges_the_blast_radius_itself_when_the_ledger_rows_behind_it_are_gone(
-    example_sandbox, client, ledger
+    example_sandbox, client, ledger, reliability: Reliability
 ) -> None:
     plan, verdict = removes_most_of_payments(client)
     rosters = rosters_from_members({plan.changes[0].team_id: {"a": Role.MANAGER, "b": Role.OBSERVER}})
@@ -577,8 +578,10 @@ def test_apply_judges_the_blast_radius_itself_when_the_ledger_rows_behind_it_are
     with pytest.raises(ApplyRefused, match="3 of 4 members removed"):
         apply_approval(desired=ALICE_ONLY, ledger=ledger, approval=approval, client=client)
 
-    assert [r for r in example_sandbox.requests(provider="pagerduty") if r["method"] != "GET"] == []
+    written = [r for r in example_sandbox.requests(provider="pagerduty") if r["method"] != "GET"]
+    assert written == []
     assert len(members(example_sandbox, "Payments")) == 4
+    reliability.count("approval bound to what was reviewed", verdict_rows_deleted=1, writes=len(written))
 
 
 def test_apply_refuses_a_rejected_plan_and_an_approval_the_ledger_does_not_know(
@@ -606,7 +609,7 @@ def test_apply_refuses_a_rejected_plan_and_an_approval_the_ledger_does_not_know(
 
 
 def test_an_approved_change_the_definitions_no_longer_want_is_superseded_and_written_nowhere(
-    example_sandbox, client, ledger
+    example_sandbox, client, ledger, reliability: Reliability
 ) -> None:
     plan = record_git_plan(client, ledger)
     approval = ledger.approve(plan.id, approver="alice", comment="all of it")
@@ -643,10 +646,11 @@ def test_an_approved_change_the_definitions_no_longer_want_is_superseded_and_wri
     audited = {(o.email, o.status) for o in ledger.audit(team="payments")}
     assert ("mallory@example.com", ChangeStatus.SUPERSEDED) in audited
     assert "2 superseded" in report.markdown()
+    reliability.count("stale approval", approved_after_revert=2, written=0)
 
 
 def test_apply_refuses_an_approval_whose_changes_were_edited_in_the_ledger_since(
-    example_sandbox, client, ledger
+    example_sandbox, client, ledger, reliability: Reliability
 ) -> None:
     plan = record_git_plan(client, ledger)
     approval = ledger.approve(plan.id, approver="alice")
@@ -667,3 +671,6 @@ def test_apply_refuses_an_approval_whose_changes_were_edited_in_the_ledger_since
     assert "nothing was written" in str(refused.value)
     assert writes(example_sandbox) == []
     assert ledger.outcomes(plan.id) == []
+    reliability.count(
+        "approval bound to what was reviewed", rows_edited=1, writes=len(writes(example_sandbox))
+    )
