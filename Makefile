@@ -38,7 +38,8 @@ test: $(INSTALLED) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Snapshot benchmarks against the sandbox (about 5 minutes; `make bench ARGS=--quick` for 100 and 1,000 teams).
+# Snapshot benchmarks against the sandbox, minutes long (`make bench ARGS=--quick` for 100 and 1,000 teams);
+# the first line of bench/results/latest.md says how long the run took.
 bench: $(INSTALLED)
 	$(BIN)/python -m bench $(ARGS)
 
