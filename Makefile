@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 UV := $(BIN)/uv
 # --locked: fail, never re-resolve, when pyproject.toml and uv.lock disagree (run `make lock`).
 # --inexact: leave pip and uv itself in the virtualenv; a fresh clone's virtualenv holds nothing else.
-SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --inexact --extra test
+SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --inexact --extra test --extra demo
 
 .PHONY: demo test lint browser clean bench lock
 
@@ -27,8 +27,9 @@ lock: | $(UV)
 	$(SYNC)
 	touch $(INSTALLED)
 
+# `make demo ARGS="--port 3001 --sandbox-port 8788"` when 3000 or 8787 is taken.
 demo: $(INSTALLED)
-	$(BIN)/nthlayer demo
+	$(BIN)/nthlayer demo $(ARGS)
 
 browser:
 	@scripts/ensure-chromium
@@ -37,7 +38,8 @@ test: $(INSTALLED) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Snapshot benchmarks against the sandbox (about 5 minutes; `make bench ARGS=--quick` for 100 and 1,000 teams).
+# Snapshot benchmarks against the sandbox, minutes long (`make bench ARGS=--quick` for 100 and 1,000 teams);
+# the first line of bench/results/latest.md says how long the run took.
 bench: $(INSTALLED)
 	$(BIN)/python -m bench $(ARGS)
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -173,8 +174,14 @@ def environment() -> dict[str, Any]:
     }
 
 
+def make_command(argv: list[str]) -> str:
+    """The make command that runs the benchmark with these arguments again."""
+    return "make bench" + (f" ARGS={shlex.quote(shlex.join(argv))}" if argv else "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     sizes = tuple(args.teams) if args.teams else QUICK_SIZES if args.quick else FULL_SIZES
     args.output.mkdir(parents=True, exist_ok=True)
     log = Path(tempfile.gettempdir()) / "nthlayer-bench-sandbox.log"  # the servers' output, for a failure
@@ -198,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f" {drift_to_fix['drift_to_fix_seconds']:.1f} s", file=sys.stderr)
     results = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "make bench" + (" ARGS=--quick" if args.quick and not args.teams else ""),
+        "command": make_command(argv),
         "settings": {
             "scale": args.scale,
             "latency_ms": REAL_LATENCY_MS // args.scale,

@@ -75,6 +75,21 @@ def size_rows(size: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def duration_text(seconds: float) -> str:
+    """`6 min 51 s`, or `48 s` under a minute."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def run_line(results: dict[str, Any]) -> str:
+    """What was run, when, where, and how long it took: the source of the durations the README quotes."""
+    environment = results.get("environment") or {}
+    return (
+        f"`{results['command']}` at {results['generated_at']} (commit {environment.get('commit') or '?'}, "
+        f"{environment.get('cpus') or '?'} CPUs): {duration_text(results['duration_seconds'])} in all."
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     settings = results["settings"]
     header = [
@@ -89,6 +104,8 @@ def markdown(results: dict[str, Any]) -> str:
         "429s",
     ]
     lines = [
+        run_line(results),
+        "",
         f"Scale F = {settings['scale']}: {settings['latency_ms']} ms a request and "
         f"{settings['rate_limit_per_minute']:,} requests a minute (PagerDuty: 250 ms and 960). "
         f"nthlayer: {settings['concurrency']} at a time, burst {settings['burst']}. "

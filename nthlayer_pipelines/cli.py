@@ -279,11 +279,17 @@ def sandbox(
 
 
 @main.command()
-@click.option("--port", default=3000, show_default=True, type=int, help="Dagster webserver port.")
-@click.option("--sandbox-port", default=8787, show_default=True, type=int)
+@click.option(
+    "--port", default=3000, show_default=True, type=click.IntRange(1, 65535), help="Dagster webserver port."
+)
+@click.option(
+    "--sandbox-port", default=8787, show_default=True, type=click.IntRange(1, 65535), help="Sandbox port."
+)
 @click.option("--seed", default="examples/sandbox-seed.yaml", show_default=True, type=click.Path(exists=True))
 def demo(port: int, sandbox_port: int, seed: str) -> None:
-    """Sandbox providers, a first refresh, then the Dagster webserver and daemon."""
+    """Sandbox providers, a first refresh, then the Dagster webserver and daemon.
+
+    Each start is fresh: the sandbox is seeded anew and DAGSTER_HOME (.dagster_home/) emptied."""
     from nthlayer_pipelines.demo import run_demo
 
     sys.exit(run_demo(webserver_port=port, sandbox_port=sandbox_port, seed=seed))
