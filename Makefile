@@ -34,8 +34,12 @@ demo: $(INSTALLED)
 browser:
 	@scripts/ensure-chromium
 
+# lint-imports: the import contracts in pyproject.toml. dg check defs: the code location loads as the
+# webserver loads it (VIRTUAL_ENV tells dg which environment is the project's).
 test: $(INSTALLED) browser
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg check defs
 	$(BIN)/python -m pytest
 
 # Snapshot benchmarks against the sandbox, minutes long (`make bench ARGS=--quick` for 100 and 1,000 teams);
