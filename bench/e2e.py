@@ -245,7 +245,7 @@ def measure(
 
 def _remove_member(sandbox: SandboxProcess, team: str, email: str) -> None:
     """The drift: the member removed through the sandbox's PagerDuty API."""
-    from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
+    from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 
     with PagerDutyClient(sandbox.pagerduty_url, BENCH_TOKEN) as client:
         found = client.find_team_by_name(team)

@@ -75,7 +75,7 @@ def _pages(count: int, page_size: int = 100) -> int:
 
 def _nthlayer_resource(config: dict[str, Any]) -> Any:
     """nthlayer's PagerDuty resource at the bench's rate limit, concurrency and burst."""
-    from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
+    from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 
     return PagerDutyResource(
         api_url=config["api_url"],
@@ -116,7 +116,7 @@ def _ten_changes(client: Any, state: Any) -> list[str]:
     """Five members added, three roles changed, two members removed, on ten different teams, through the
     sandbox's PagerDuty API (with nthlayer's token: own writes, applied from their records all the same)."""
     from nthlayer_pipelines.model import Role
-    from nthlayer_pipelines.resources.pagerduty import PagerDutyError
+    from nthlayer_pipelines.resources.pagerduty.client import PagerDutyError
 
     members: dict[str, dict[str, str]] = {}
     for row in state.memberships.itertuples():

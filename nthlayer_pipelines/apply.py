@@ -32,7 +32,11 @@ from nthlayer_pipelines.reconcile.safety import (
 )
 from nthlayer_pipelines.resources.ledger import Approval, Ledger
 from nthlayer_pipelines.resources.ledger.store import changes_digest
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyError, WriteOutcomeUnknownError
+from nthlayer_pipelines.resources.pagerduty.client import (
+    PagerDutyClient,
+    PagerDutyError,
+    WriteOutcomeUnknownError,
+)
 
 logger = logging.getLogger("nthlayer_pipelines.apply")
 

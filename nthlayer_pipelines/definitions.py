@@ -25,16 +25,17 @@ from nthlayer_pipelines.jobs import (
     reject_plan_job,
 )
 from nthlayer_pipelines.reconcile.policy import DEFAULT_MAX_PRE_APPROVED
-from nthlayer_pipelines.resources.cortex import CortexResource
+from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.ledger import LedgerResource
-from nthlayer_pipelines.resources.pagerduty import DEFAULT_API_URL, PagerDutyResource
+from nthlayer_pipelines.resources.pagerduty.client import DEFAULT_API_URL
+from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.settings import (
     DEFAULT_DEFINITIONS,
     Approvers,
     DefinitionsRepository,
     ReconcileSettings,
 )
-from nthlayer_pipelines.resources.slack import SLACK_PUBLIC_API, SlackNotifier
+from nthlayer_pipelines.resources.slack.resource import SLACK_PUBLIC_API, SlackNotifier
 from nthlayer_pipelines.schedules import DEFAULT_AUDIT_CRON, DEFAULT_REFRESH_CRON, build_schedules
 from nthlayer_pipelines.sensors import (
     DEFAULT_SENSOR_INTERVAL_SECONDS,

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from nthlayer_pipelines.model import SourceError
-from nthlayer_pipelines.resources.http import Redactor
+from nthlayer_pipelines.resources.http.client import Redactor
 
 if TYPE_CHECKING:
     from nthlayer_pipelines.resources.ledger.migrate import Revision
@@ -185,7 +185,7 @@ def _reason(error: BaseException) -> str:
 
 
 def check_pagerduty(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) -> CheckResult:
-    from nthlayer_pipelines.resources.pagerduty import (
+    from nthlayer_pipelines.resources.pagerduty.client import (
         DEFAULT_API_URL,
         TOKEN_ENV_VAR,
         PagerDutyError,
@@ -214,7 +214,7 @@ def check_pagerduty(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS
 
 
 def check_cortex(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) -> CheckResult:
-    from nthlayer_pipelines.resources.cortex import TEAMS_PATH, TOKEN_ENV_VAR, CortexClient
+    from nthlayer_pipelines.resources.cortex.client import TEAMS_PATH, TOKEN_ENV_VAR, CortexClient
 
     url = environ.get("CORTEX_API_URL", "").strip()
     if not url:
@@ -237,7 +237,7 @@ def check_cortex(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) -
 def check_slack(environ: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) -> CheckResult:
     from slack_sdk.errors import SlackApiError, SlackClientError
 
-    from nthlayer_pipelines.resources.slack import SLACK_PUBLIC_API, RedactedWebClient
+    from nthlayer_pipelines.resources.slack.resource import SLACK_PUBLIC_API, RedactedWebClient
 
     token = environ.get("SLACK_BOT_TOKEN", "").strip()
     channel = environ.get("NTHLAYER_SLACK_CHANNEL", "").strip()

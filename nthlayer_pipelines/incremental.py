@@ -5,7 +5,7 @@ PagerDuty's audit records (`GET /audit/records`) list each change with the team 
 refresh can read the records since its cursor and then only what they name. This module is the pure half:
 when to read everything (`choose_refresh`), what a batch of records asks for (`plan_incremental_read`),
 how the answers fold into the previous snapshot (`merge_snapshot`), and where the next refresh starts
-(`cursor_after_full`, `cursor_after_incremental`). The reads live in `resources/pagerduty_audit.py`.
+(`cursor_after_full`, `cursor_after_incremental`). The reads live in `resources/pagerduty/audit.py`.
 
 How records are read:
 
@@ -57,7 +57,7 @@ from nthlayer_pipelines.reconcile.observed import (
     teams_frame,
     users_frame,
 )
-from nthlayer_pipelines.resources.pagerduty_models import AuditRecord
+from nthlayer_pipelines.resources.pagerduty.models import AuditRecord
 
 PROVIDER = "pagerduty"
 AUDIT_RETENTION = timedelta(days=365)  # PagerDuty: 12 months (18 in later docs); the shorter one holds

@@ -11,16 +11,16 @@ from nthlayer_pipelines.assets.desired import current_desired_state
 from nthlayer_pipelines.assets.observed import POOL
 from nthlayer_pipelines.model import ChangeStatus, DefinitionsError, SourceError
 from nthlayer_pipelines.notifications import apply_summary_message
-from nthlayer_pipelines.resources.cortex import CortexResource
+from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.ledger import LedgerError, LedgerResource
-from nthlayer_pipelines.resources.pagerduty import PagerDutyResource
+from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.settings import (
     ApproverRefused,
     Approvers,
     DefinitionsRepository,
     ReconcileSettings,
 )
-from nthlayer_pipelines.resources.slack import SlackNotifier
+from nthlayer_pipelines.resources.slack.resource import SlackNotifier
 
 READ_ONLY_ASSETS = dg.AssetSelection.groups("desired", "observed", "reconcile")
 ANNOUNCED_TAG = "nthlayer/announced"  # an apply run whose outcome its op announced in Slack

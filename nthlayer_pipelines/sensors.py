@@ -5,7 +5,7 @@ import dagster as dg
 from nthlayer_pipelines.jobs import ANNOUNCED_TAG, apply_plan_job, refresh_job
 from nthlayer_pipelines.notifications import apply_failure_message
 from nthlayer_pipelines.resources.ledger import LedgerResource
-from nthlayer_pipelines.resources.slack import SlackNotifier
+from nthlayer_pipelines.resources.slack.resource import SlackNotifier
 
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 

@@ -48,12 +48,13 @@ from nthlayer_pipelines.reconcile.observed import (
     users_frame,
 )
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerResource, StoredSnapshot
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyResource
-from nthlayer_pipelines.resources.pagerduty_audit import (
+from nthlayer_pipelines.resources.pagerduty.audit import (
     AuditRecordsUnavailableError,
     incremental_snapshot,
     probe_account,
 )
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 
 POOL = "pagerduty_api"  # one pool per provider key, so concurrent runs share its rate limit
 AUDIT_MODE_TAG = ("nthlayer/mode", "audit")  # the nightly audit job's tag: it always reads everything

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse
 
 from nthlayer_pipelines.desired.git import load_definitions
 from nthlayer_pipelines.model import ChangeStatus
-from nthlayer_pipelines.resources.cortex import CortexResource
+from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.ledger.schema import plan_sightings, plans
 from nthlayer_pipelines.sandbox import (

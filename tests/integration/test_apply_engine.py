@@ -33,7 +33,7 @@ from nthlayer_pipelines.reconcile.safety import (
 )
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
 from nthlayer_pipelines.resources.ledger.schema import plan_blast_radius, plan_changes, plans
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RequestContext, RunningSandbox
 from tests.reliability import Reliability
 from tests.support import EXAMPLE_DEFINITIONS, EXPECTED_EXAMPLE_CHANGES, plan_rows

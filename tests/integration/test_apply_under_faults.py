@@ -9,7 +9,7 @@ import pytest
 from nthlayer_pipelines.apply import apply_approval
 from nthlayer_pipelines.model import ChangeKind, ChangeStatus
 from nthlayer_pipelines.resources.ledger import Ledger
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from nthlayer_pipelines.sandbox import RunningSandbox
 from nthlayer_pipelines.sandbox.faults import parse_plan
 from tests.integration import test_apply_engine

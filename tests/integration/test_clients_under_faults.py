@@ -8,8 +8,12 @@ from typing import Any
 import pytest
 
 from nthlayer_pipelines.model import SourceError
-from nthlayer_pipelines.resources.cortex import CortexClient
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyError, WriteOutcomeUnknownError
+from nthlayer_pipelines.resources.cortex.client import CortexClient
+from nthlayer_pipelines.resources.pagerduty.client import (
+    PagerDutyClient,
+    PagerDutyError,
+    WriteOutcomeUnknownError,
+)
 from nthlayer_pipelines.sandbox import (
     DEFAULT_CORTEX_TOKEN,
     DEFAULT_PAGERDUTY_TOKEN,

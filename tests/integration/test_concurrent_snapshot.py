@@ -20,7 +20,8 @@ from nthlayer_pipelines.assets.observed import (
 )
 from nthlayer_pipelines.reconcile.observed import memberships_frame, teams_frame, users_frame
 from nthlayer_pipelines.resources.ledger import LedgerResource
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyError, PagerDutyResource
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError
+from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.sandbox import (
     RequestContext,
     RunningSandbox,

@@ -9,7 +9,8 @@ import pytest
 
 from nthlayer_pipelines.desired.cortex import teams_from_cortex
 from nthlayer_pipelines.model import Member, Role, SourceError, Team
-from nthlayer_pipelines.resources.cortex import CortexClient, CortexResource
+from nthlayer_pipelines.resources.cortex.client import CortexClient
+from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.sandbox import org_from_seed, running_sandbox
 from tests.scripted_server import Reply, ScriptedServer, Stall, closed_port
 

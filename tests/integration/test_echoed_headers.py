@@ -28,11 +28,15 @@ from dagster._serdes import serialize_value
 
 from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.model import SourceError
-from nthlayer_pipelines.resources.cortex import CortexClient
-from nthlayer_pipelines.resources.http import REDACTED
+from nthlayer_pipelines.resources.cortex.client import CortexClient
+from nthlayer_pipelines.resources.http.client import REDACTED
 from nthlayer_pipelines.resources.ledger import Ledger
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyError, WriteOutcomeUnknownError
-from nthlayer_pipelines.resources.slack import SlackNotifier
+from nthlayer_pipelines.resources.pagerduty.client import (
+    PagerDutyClient,
+    PagerDutyError,
+    WriteOutcomeUnknownError,
+)
+from nthlayer_pipelines.resources.slack.resource import SlackNotifier
 from nthlayer_pipelines.sandbox import RunningSandbox, load_seed, running_sandbox
 from nthlayer_pipelines.sandbox.faults import parse_plan
 from nthlayer_pipelines.sensors import apply_failure_to_slack

@@ -19,8 +19,8 @@ from nthlayer_pipelines.incremental import (
 from nthlayer_pipelines.model import Role
 from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
 from nthlayer_pipelines.resources.ledger import Ledger
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
-from nthlayer_pipelines.resources.pagerduty_audit import AuditRecordsUnavailableError, incremental_snapshot
+from nthlayer_pipelines.resources.pagerduty.audit import AuditRecordsUnavailableError, incremental_snapshot
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from nthlayer_pipelines.sandbox import RunningSandbox, generate_org, running_sandbox
 from tests.support import assert_same_snapshot
 

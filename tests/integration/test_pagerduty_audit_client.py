@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from nthlayer_pipelines.incremental import IncrementalRead, IncrementalReadError
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyError
-from nthlayer_pipelines.resources.pagerduty_audit import (
+from nthlayer_pipelines.resources.pagerduty.audit import (
     AuditRecordsUnavailableError,
     audit_windows,
     get_user,
@@ -19,7 +18,8 @@ from nthlayer_pipelines.resources.pagerduty_audit import (
     read_audit_records,
     read_planned,
 )
-from nthlayer_pipelines.resources.pagerduty_models import AuditPage, PagerDutyUser
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError
+from nthlayer_pipelines.resources.pagerduty.models import AuditPage, PagerDutyUser
 from nthlayer_pipelines.sandbox import RunningSandbox, SandboxOrg, generate_org, running_sandbox
 from tests.scripted_server import Reply, ScriptedServer
 

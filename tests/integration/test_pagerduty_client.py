@@ -11,20 +11,20 @@ from typing import Any
 import pytest
 
 from nthlayer_pipelines.model import Role
-from nthlayer_pipelines.resources.pagerduty import (
+from nthlayer_pipelines.resources.pagerduty.client import (
     PagerDutyAuthError,
     PagerDutyClient,
     PagerDutyError,
-    PagerDutyResource,
     PaginationLimitError,
     WriteOutcomeUnknownError,
 )
-from nthlayer_pipelines.resources.pagerduty_models import (
+from nthlayer_pipelines.resources.pagerduty.models import (
     PagerDutyEscalationPolicy,
     PagerDutyMember,
     PagerDutyTeam,
     PagerDutyUser,
 )
+from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.sandbox import SandboxOrg, generate_org, running_sandbox
 from tests.scripted_server import Drop, Reply, ScriptedServer, Stall, closed_port
 

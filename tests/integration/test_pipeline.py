@@ -14,7 +14,7 @@ import pytest
 from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.model import ChangeKind, Plan
 from nthlayer_pipelines.resources.ledger import Ledger
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from tests.support import (
     EXPECTED_EXAMPLE_CHANGES,
     EXPECTED_EXAMPLE_FINDINGS,

@@ -26,7 +26,8 @@ from nthlayer_pipelines.model import ChangeKind, Plan
 from nthlayer_pipelines.reconcile.observed import ObservedState
 from nthlayer_pipelines.resources.ledger import LedgerResource, upgrade_ledger
 from nthlayer_pipelines.resources.ledger.schema import observed_snapshots
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyResource
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.sandbox import (
     DEFAULT_PAGERDUTY_TOKEN,
     RunningSandbox,
@@ -325,7 +326,7 @@ OLD_RELEASE_REFRESHES = """
 import os
 from nthlayer_pipelines.assets.observed import refresh_pagerduty
 from nthlayer_pipelines.resources.ledger import Ledger
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 ledger = Ledger(os.environ["LEDGER_URL"])
 with PagerDutyClient(os.environ["API_URL"], os.environ["TOKEN"]) as client:
     print(refresh_pagerduty(client, ledger, api_token=os.environ["TOKEN"]).decision.mode.value)

@@ -9,7 +9,8 @@ import pytest
 
 from nthlayer_pipelines.desired.cortex import teams_from_cortex
 from nthlayer_pipelines.model import Member, Role, SourceError, Team
-from nthlayer_pipelines.resources.cortex import DEFAULT_ROLE_MAP, CortexResource, CortexTeam, parse_teams
+from nthlayer_pipelines.resources.cortex.client import DEFAULT_ROLE_MAP, CortexTeam, parse_teams
+from nthlayer_pipelines.resources.cortex.resource import CortexResource
 
 ROLE_MAP = {tag: Role(role) for tag, role in DEFAULT_ROLE_MAP.items()}
 

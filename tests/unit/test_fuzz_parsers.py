@@ -26,15 +26,15 @@ from nthlayer_pipelines.desired.cortex import teams_from_cortex
 from nthlayer_pipelines.desired.git import load_definitions
 from nthlayer_pipelines.desired.yaml_files import format_location
 from nthlayer_pipelines.model import DefinitionsError, DesiredState, Role, SourceError
-from nthlayer_pipelines.resources.cortex import CortexClient, parse_teams
-from nthlayer_pipelines.resources.pagerduty import (
+from nthlayer_pipelines.resources.cortex.client import CortexClient, parse_teams
+from nthlayer_pipelines.resources.pagerduty.client import (
     OffsetPager,
     PagerDutyAuthError,
     PagerDutyClient,
     PagerDutyError,
     error_from_response,
 )
-from nthlayer_pipelines.resources.slack import SlackNotifier
+from nthlayer_pipelines.resources.slack.resource import SlackNotifier
 from tests.reliability import Reliability
 from tests.scripted_server import Reply, ScriptedServer
 

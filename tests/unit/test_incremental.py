@@ -32,7 +32,7 @@ from nthlayer_pipelines.incremental import (
 )
 from nthlayer_pipelines.model import ChangeKind, ChangeStatus, Role
 from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
-from nthlayer_pipelines.resources.pagerduty_models import AuditRecord
+from nthlayer_pipelines.resources.pagerduty.models import AuditRecord
 from nthlayer_pipelines.sandbox import SandboxOrg
 from nthlayer_pipelines.sandbox.audit import AuditOrigin, render_record
 

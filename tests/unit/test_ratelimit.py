@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from nthlayer_pipelines.resources import ratelimit
-from nthlayer_pipelines.resources.ratelimit import (
+from nthlayer_pipelines.resources.http import ratelimit
+from nthlayer_pipelines.resources.http.ratelimit import (
     ProviderWindow,
     RateLimitHeaders,
     TokenBucket,

@@ -11,7 +11,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 import pytest
 
-from nthlayer_pipelines.resources.http import (
+from nthlayer_pipelines.resources.http.client import (
     REDACTED,
     RedactingLogger,
     Redactor,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from nthlayer_pipelines.resources.http import (
+from nthlayer_pipelines.resources.http.client import (
     Redactor,
     RequestFailed,
     RequestStats,
@@ -22,7 +22,7 @@ from nthlayer_pipelines.resources.http import (
     should_retry_error,
     should_retry_status,
 )
-from nthlayer_pipelines.resources.pagerduty import (
+from nthlayer_pipelines.resources.pagerduty.client import (
     OffsetPager,
     PagerDutyAuthError,
     PagerDutyError,

@@ -14,7 +14,7 @@ from pydantic import Field
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from nthlayer_pipelines.resources.http import RedactingLogger, Redactor
+from nthlayer_pipelines.resources.http.client import RedactingLogger, Redactor
 
 logger = logging.getLogger("nthlayer_pipelines.slack")
 

@@ -1,4 +1,4 @@
-"""PagerDuty REST API v2: a client on httpx with retries in one layer, and its Dagster resource.
+"""PagerDuty REST API v2: a client on httpx with retries in one layer (its Dagster resource is resource.py).
 
 Request headers, response parsing and pagination are pure (`request_headers`, `error_from_response`,
 `OffsetPager`); `PagerDutyClient` only sends. With `max_concurrency` above 1 it reads the pages of a listing
@@ -16,34 +16,31 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import dagster as dg
 import httpx
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from nthlayer_pipelines.incremental import (
-    DEFAULT_FULL_REFRESH_EVERY,
-    DEFAULT_MAX_CURSOR_AGE,
-    RefreshPolicy,
     subdomain_from_html_url,
 )
 from nthlayer_pipelines.model import Role
-from nthlayer_pipelines.resources.http import ApiClient, RequestFailed, RetryPolicy, answer_may_follow_write
-from nthlayer_pipelines.resources.pagerduty_models import (
+from nthlayer_pipelines.resources.http.client import (
+    ApiClient,
+    RequestFailed,
+    RetryPolicy,
+    answer_may_follow_write,
+)
+from nthlayer_pipelines.resources.http.ratelimit import (
+    TokenBucket,
+)
+from nthlayer_pipelines.resources.pagerduty.models import (
     PagerDutyEscalationPolicy,
     PagerDutyMember,
     PagerDutyTeam,
     PagerDutyUser,
-)
-from nthlayer_pipelines.resources.ratelimit import (
-    DEFAULT_LIMIT,
-    DEFAULT_WINDOW_SECONDS,
-    TokenBucket,
-    shared_bucket,
 )
 
 logger = logging.getLogger("nthlayer_pipelines.pagerduty")
@@ -579,77 +576,3 @@ class PagerDutyClient(ApiClient):
 
 def _validation_summary(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors())
-
-
-# ---- the Dagster resource ----------------------------------------------------------------------------
-
-
-class PagerDutyResource(dg.ConfigurableResource):
-    """PagerDuty's REST API. Bind `api_token` with `dg.EnvVar("PAGERDUTY_API_TOKEN")`."""
-
-    api_url: str = Field(default=DEFAULT_API_URL, description="EU accounts: https://api.eu.pagerduty.com")
-    api_token: str = Field(
-        repr=False, description="A REST API key; from the PAGERDUTY_API_TOKEN environment variable."
-    )
-    timeout_seconds: float = Field(default=30.0, description="Per request, before a retry.")
-    max_attempts: int = Field(default=6, description="Attempts per request, the first included.")
-    from_email: str = Field(
-        default="", description="Sent as `From` on writes, for PagerDuty's change tracking."
-    )
-    max_concurrency: int = Field(
-        default=16,
-        ge=1,
-        description="Requests in flight at once when reading a listing's pages or many teams' members.",
-    )
-    rate_limit: int = Field(
-        default=DEFAULT_LIMIT, ge=1, description="Requests a window per API key (PagerDuty: 960 a minute)."
-    )
-    rate_window_seconds: float = Field(
-        default=DEFAULT_WINDOW_SECONDS, gt=0, description="The rate limit's window, in seconds."
-    )
-    rate_burst: int = Field(
-        default=0, ge=0, description="Requests sent without pacing after a pause; 0: one second's worth."
-    )
-    read_only: bool = Field(
-        default=False, description="Refuse every write before it is sent (`nthlayer plan`)."
-    )
-    full_refresh_every_hours: float = Field(
-        default=DEFAULT_FULL_REFRESH_EVERY / timedelta(hours=1),
-        gt=0,
-        description="A refresh reads every team again at least this often; between, only what audit "
-        "records name. The nightly audit always reads everything.",
-    )
-    max_cursor_age_hours: float = Field(
-        default=DEFAULT_MAX_CURSOR_AGE / timedelta(hours=1),
-        gt=0,
-        description="An incremental refresh replays at most this much audit history, else reads everything.",
-    )
-
-    def refresh_policy(self) -> RefreshPolicy:
-        return RefreshPolicy(
-            max_cursor_age=timedelta(hours=self.max_cursor_age_hours),
-            full_refresh_every=timedelta(hours=self.full_refresh_every_hours),
-        )
-
-    def rate_limiter(self) -> TokenBucket:
-        """The process's bucket for this API URL and token, shared by every client, asset and op."""
-        return shared_bucket(
-            self.api_url,
-            self.api_token,
-            limit=self.rate_limit,
-            window_seconds=self.rate_window_seconds,
-            burst=self.rate_burst or None,
-        )
-
-    def client(self) -> PagerDutyClient:
-        """A new client; use it as a context manager so its connections are closed."""
-        return PagerDutyClient(
-            self.api_url,
-            self.api_token,
-            timeout=self.timeout_seconds,
-            max_attempts=self.max_attempts,
-            from_email=self.from_email or None,
-            max_concurrency=self.max_concurrency,
-            rate_limiter=self.rate_limiter(),
-            read_only=self.read_only,
-        )

@@ -31,8 +31,8 @@ from nthlayer_pipelines.incremental import (
     subdomain_from_html_url,
 )
 from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
-from nthlayer_pipelines.resources.pagerduty import PagerDutyClient, PagerDutyError, parse_body, unwrap
-from nthlayer_pipelines.resources.pagerduty_models import AuditPage, AuditRecord, PagerDutyUser
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError, parse_body, unwrap
+from nthlayer_pipelines.resources.pagerduty.models import AuditPage, AuditRecord, PagerDutyUser
 
 AUDIT_PATH = "/audit/records"
 AUDIT_PAGE_SIZE = 100

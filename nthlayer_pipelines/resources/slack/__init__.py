@@ -1,0 +1,1 @@
+"""Slack's Web API through dagster-slack, with the shared redaction (resource.py)."""
