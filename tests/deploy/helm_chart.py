@@ -21,6 +21,8 @@ VALUES = REPO / "deploy" / "helm" / "values.yaml"
 DAGSTER_YAML = REPO / "deploy" / "dagster.yaml"
 WORKSPACE = REPO / "deploy" / "workspace.yaml"
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
+# Secrets the code reads, bound as EnvVars (definitions.build_resources): never a value in values.yaml.
+SECRET_VARIABLES = ("PAGERDUTY_API_TOKEN", "SLACK_BOT_TOKEN", "CORTEX_API_TOKEN", "NTHLAYER_LEDGER_URL")
 
 
 class UnrenderedSetting(AssertionError):

@@ -19,6 +19,7 @@ from dagster_k8s import K8sRunLauncher
 from nthlayer_pipelines.definitions import build_resources
 from tests.deploy.helm_chart import (
     DAGSTER_YAML,
+    SECRET_VARIABLES,
     VALUES,
     WORKSPACE,
     instance_config,
@@ -28,8 +29,6 @@ from tests.deploy.helm_chart import (
 )
 from tests.support import REPO
 
-# Secrets the code reads, bound as EnvVars (definitions.build_resources): never a value in values.yaml.
-SECRET_VARIABLES = ("PAGERDUTY_API_TOKEN", "SLACK_BOT_TOKEN", "CORTEX_API_TOKEN", "NTHLAYER_LEDGER_URL")
 SECRET_NAME = "nthlayer-secrets"
 # What the chart sets in the pods it starts, which the rendered dagster.yaml reads.
 CHART_ENVIRONMENT = {
