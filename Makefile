@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 UV := $(BIN)/uv
 # --locked: fail, never re-resolve, when pyproject.toml and uv.lock disagree (run `make lock`).
 # --inexact: leave pip and uv itself in the virtualenv; a fresh clone's virtualenv holds nothing else.
-SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --inexact --extra test --extra demo
+SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --inexact --extra test --extra demo --extra deploy
 
 .PHONY: demo test lint browser clean bench lock
 

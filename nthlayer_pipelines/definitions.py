@@ -26,6 +26,7 @@ from nthlayer_pipelines.jobs import (
 )
 from nthlayer_pipelines.reconcile.policy import DEFAULT_MAX_PRE_APPROVED
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
+from nthlayer_pipelines.resources.io_manager import io_managers_from_env
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.pagerduty.client import DEFAULT_API_URL
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
@@ -118,7 +119,8 @@ def _config_value(value: Any) -> Any:
 
 
 def fixed_by_deployment(
-    resource: dg.ConfigurableResource, launch_config: Mapping[str, dg.Field] | None = None
+    resource: dg.ConfigurableResource | dg.ConfigurableIOManager,
+    launch_config: Mapping[str, dg.Field] | None = None,
 ) -> dg.ResourceDefinition:
     """The resource with its configuration fixed as built; a run's config may set only `launch_config`.
 
@@ -159,7 +161,7 @@ def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions
         resources={
             **{
                 name: fixed_by_deployment(resource, LAUNCH_CONFIG.get(name))
-                for name, resource in build_resources(environ).items()
+                for name, resource in {**build_resources(environ), **io_managers_from_env(environ)}.items()
             },
             "approvers": _fixed_value(Approvers.from_env(environ), "Who may approve: NTHLAYER_APPROVERS."),
         },

@@ -148,3 +148,18 @@ change_attempts = sa.Table(
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Index("ix_nthlayer_change_attempts_change", "plan_id", "change_id"),
 )
+
+# What the deployment's IO manager stores (`resources/io_manager.py`): each asset's latest output, pickled,
+# so a run in a pod of its own reads what a run in another pod wrote. One row per asset and partition
+# ("" when unpartitioned), replaced whole; an op's output is keyed by its run, step and output name.
+asset_outputs = sa.Table(
+    "nthlayer_asset_outputs",
+    metadata,
+    sa.Column("asset_key", sa.String(500), primary_key=True),
+    sa.Column("partition_key", sa.String(255), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("python_type", sa.String(200), nullable=False),
+    sa.Column("size_bytes", sa.Integer, nullable=False),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -5,7 +5,8 @@ pre-approval policy) gave, and the intent log: one row per approved change, pend
 skipped, stale, blocked or failed. A crash mid-apply resumes from that log and writes nothing twice.
 It also keeps each provider's refresh cursor (where the next incremental refresh reads audit records from)
 and the snapshot that cursor belongs to, written together so the two never disagree, with the account the
-snapshot was read from (an incremental refresh trusts it for that account only).
+snapshot was read from (an incremental refresh trusts it for that account only). On a deployment whose
+runs are pods of their own, it also keeps the assets' outputs for the IO manager (`resources/io_manager.py`).
 
 The ledger is ours, not Dagster's: plans, approvals and change outcomes must outlive any run-storage
 retention policy and be readable without the Dagster instance.
@@ -60,6 +61,7 @@ from nthlayer_pipelines.reconcile.safety import (
 from nthlayer_pipelines.resources.ledger import migrate
 from nthlayer_pipelines.resources.ledger.schema import (
     approvals,
+    asset_outputs,
     change_attempts,
     change_outcomes,
     observed_snapshots,
@@ -801,6 +803,34 @@ class Ledger:
         with self._begin(write=True) as conn:
             conn.execute(refresh_cursors.delete().where(refresh_cursors.c.provider == provider))
 
+    # ---- asset outputs, for the IO manager
+
+    @_reconnecting
+    def save_output(
+        self, asset_key: str, partition_key: str, value: bytes, *, run_id: str, python_type: str
+    ) -> None:
+        """Store an output in place of the one before, in one transaction: a reader sees the previous value
+        or this one, never neither and never a part of it."""
+        row = {
+            "asset_key": asset_key,
+            "partition_key": partition_key,
+            "run_id": run_id,
+            "python_type": python_type,
+            "size_bytes": len(value),
+            "value": value,
+            "stored_at": datetime.now(UTC),
+        }
+        with self._begin(write=True) as conn:
+            conn.execute(asset_outputs.delete().where(_output_row(asset_key, partition_key)))
+            conn.execute(asset_outputs.insert().values(**row))
+
+    @_reconnecting
+    def load_output(self, asset_key: str, partition_key: str) -> bytes | None:
+        """The stored output, as `save_output` was given it; None when none was stored."""
+        query = sa.select(asset_outputs.c.value).where(_output_row(asset_key, partition_key))
+        with self._begin() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -848,6 +878,10 @@ def _upsert(conn: Connection, table: sa.Table, provider: str, values: dict[str, 
         conn.execute(table.insert().values(provider=provider, **values))
     else:
         conn.execute(table.update().where(where).values(**values))
+
+
+def _output_row(asset_key: str, partition_key: str) -> sa.ColumnElement[bool]:
+    return (asset_outputs.c.asset_key == asset_key) & (asset_outputs.c.partition_key == partition_key)
 
 
 def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
