@@ -9,12 +9,11 @@ from typing import Any
 
 import yaml
 
-from nthlayer_pipelines.sandbox.org import (
+from nthlayer_pipelines.sandbox.cortex.org import CortexMember, CortexRole
+from nthlayer_pipelines.sandbox.org import SandboxOrg
+from nthlayer_pipelines.sandbox.pagerduty.org import (
     PAGERDUTY_TEAM_ROLES,
     PAGERDUTY_USER_ROLES,
-    CortexMember,
-    CortexRole,
-    SandboxOrg,
     is_pagerduty_id,
     is_subdomain,
 )
