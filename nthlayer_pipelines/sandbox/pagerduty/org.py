@@ -14,22 +14,33 @@ import bisect
 import re
 import secrets
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from nthlayer_pipelines.sandbox.pagerduty.audit import AuditOrigin, AuditRef, AuditTrail
-
-PAGERDUTY_TEAM_ROLES = ("observer", "responder", "manager")
-PAGERDUTY_USER_ROLES = (
-    "admin",
-    "limited_user",
-    "observer",
-    "owner",
-    "read_only_user",
-    "restricted_access",
-    "read_only_limited_user",
-    "user",
+from nthlayer_pipelines.sandbox.pagerduty.audit import (
+    AuditOrigin,
+    AuditRef,
+    AuditTrail,
+    audit_value,
+    format_time,
+)
+from nthlayer_pipelines.sandbox.pagerduty.models import (
+    DEFAULT_LAYER_START,
+    DEFAULT_TURN_SECONDS,
+    PAGERDUTY_TEAM_ROLES,
+    PAGERDUTY_USER_ROLES,
+    TARGET_TYPES,
+    USER_TARGET,
+    EscalationPolicy,
+    EscalationRule,
+    EscalationTarget,
+    PagerDutyTeam,
+    PagerDutyUser,
+    RuleSpec,
+    Schedule,
+    ScheduleLayer,
+    Service,
 )
 
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -89,8 +100,24 @@ class IdAllocator:
                 return value
 
 
-def _name_key(name: str, object_id: str) -> tuple[str, str]:
-    return (name.casefold(), object_id)
+PREHISTORY = "2024-01-01T00:00:00.000Z"
+# Service fields a caller may set besides its name and policy (`created_at` and the id are the org's).
+SERVICE_SETTINGS = frozenset(f.name for f in fields(Service)) - {
+    "id",
+    "name",
+    "escalation_policy_id",
+    "created_at",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSpec:
+    """A schedule layer as a caller asks for it: users in rotation order."""
+
+    user_ids: tuple[str, ...]
+    name: str = ""
+    rotation_turn_length_seconds: int = DEFAULT_TURN_SECONDS
+    start: str = DEFAULT_LAYER_START
 
 
 def _check_user_role(role: str) -> None:
@@ -98,59 +125,9 @@ def _check_user_role(role: str) -> None:
         raise ValueError(f"user role {role!r} is not one of {', '.join(PAGERDUTY_USER_ROLES)}")
 
 
-@dataclass(slots=True)
-class PagerDutyUser:
-    id: str
-    name: str
-    email: str
-    role: str = "user"
-    time_zone: str = "Etc/UTC"
-    job_title: str = ""
-
-    @property
-    def sort_key(self) -> tuple[str, str]:
-        return _name_key(self.name, self.id)
-
-
-@dataclass(slots=True)
-class PagerDutyTeam:
-    id: str
-    name: str
-    description: str = ""
-    default_role: str = "manager"
-
-    @property
-    def sort_key(self) -> tuple[str, str]:
-        return _name_key(self.name, self.id)
-
-
-@dataclass(slots=True)
-class EscalationRule:
-    id: str
-    target_user_ids: list[str]
-    escalation_delay_in_minutes: int = 30
-
-
-@dataclass(slots=True)
-class EscalationPolicy:
-    id: str
-    name: str
-    team_ids: list[str]
-    rules: list[EscalationRule]
-    description: str = ""
-    num_loops: int = 0
-
-    @property
-    def sort_key(self) -> tuple[str, str]:
-        return _name_key(self.name, self.id)
-
-    @property
-    def target_user_ids(self) -> set[str]:
-        return {user_id for rule in self.rules for user_id in rule.target_user_ids}
-
-
 class PagerDutyOrg:
-    """Users, teams, memberships and escalation policies, with the indexes the API needs."""
+    """Users, teams, memberships, schedules, escalation policies and services, with the indexes the API
+    needs."""
 
     def __init__(self, ids: IdAllocator, lock: threading.RLock, subdomain: str | None = None) -> None:
         subdomain = new_subdomain() if subdomain is None else subdomain
@@ -165,17 +142,26 @@ class PagerDutyOrg:
         self.users: dict[str, PagerDutyUser] = {}
         self.teams: dict[str, PagerDutyTeam] = {}
         self.escalation_policies: dict[str, EscalationPolicy] = {}
+        self.schedules: dict[str, Schedule] = {}
+        self.services: dict[str, Service] = {}
         # team id -> {user id: team role}, in the order members joined.
         self.memberships: dict[str, dict[str, str]] = {}
         self._user_teams: dict[str, dict[str, None]] = {}
         self._users_by_email: dict[str, PagerDutyUser] = {}
         self._teams_by_name: dict[str, PagerDutyTeam] = {}
         self._policies_by_team: dict[str, list[str]] = {}
-        self._policies_by_user: dict[str, set[str]] = {}
+        self._policies_by_user: dict[str, set[str]] = {}  # users targeted directly
+        self._policies_by_name: dict[str, EscalationPolicy] = {}
+        self._policies_by_schedule: dict[str, set[str]] = {}
+        self._services_by_policy: dict[str, dict[str, None]] = {}  # in the order services joined
+        self._schedules_by_name: dict[str, Schedule] = {}
+        self._services_by_name: dict[str, Service] = {}
         # Lists kept sorted by name, as PagerDuty lists them, so a page is a slice.
         self.users_by_name: list[PagerDutyUser] = []
         self.teams_by_name: list[PagerDutyTeam] = []
         self.policies_by_name: list[EscalationPolicy] = []
+        self.schedules_by_name: list[Schedule] = []
+        self.services_by_name: list[Service] = []
 
     @property
     def html_base(self) -> str:
@@ -298,11 +284,7 @@ class PagerDutyOrg:
                 if holder is not None and holder.id != team_id:
                     raise ValueError(f"a team named {name!r} already exists")
                 changes["name"] = (team.name, name)
-                del self._teams_by_name[team.name.casefold()]
-                self.teams_by_name.remove(team)
-                team.name = name
-                self._teams_by_name[name.casefold()] = team
-                bisect.insort(self.teams_by_name, team, key=lambda t: t.sort_key)
+                _rename(team, name, self._teams_by_name, self.teams_by_name)
             if description is not None:
                 changes["description"] = (team.description, description)
                 team.description = description
@@ -317,6 +299,9 @@ class PagerDutyOrg:
                 self._user_teams[user_id].pop(team_id, None)
             for policy_id in self._policies_by_team.pop(team_id):
                 self.escalation_policies[policy_id].team_ids.remove(team_id)
+            for schedule in self.schedules.values():
+                if team_id in schedule.team_ids:
+                    schedule.team_ids.remove(team_id)
             del self.teams[team_id]
             del self._teams_by_name[team.name.casefold()]
             self.teams_by_name.remove(team)
@@ -363,45 +348,259 @@ class PagerDutyOrg:
             if policy_id in policy_ids
         ]
 
+    # -- schedules -----------------------------------------------------------------------------------
+    def add_schedule(
+        self,
+        name: str,
+        time_zone: str,
+        layers: Iterable[LayerSpec],
+        *,
+        id: str | None = None,
+        description: str = "",
+        team_ids: Iterable[str] = (),
+        origin: AuditOrigin | None = None,
+    ) -> Schedule:
+        """A schedule whose layers rotate through users, in the order given."""
+        team_ids, layers = list(team_ids), list(layers)
+        with self.lock:
+            for team_id in team_ids:
+                self._require_team(team_id)
+            for layer in layers:
+                for user_id in layer.user_ids:
+                    self._require_user(user_id)
+            if name.casefold() in self._schedules_by_name:
+                raise ValueError("Name has already been taken")
+            schedule_id = self._take_id(id)
+            built = [
+                ScheduleLayer(
+                    self._ids.next(),
+                    layer.name or f"Layer {index + 1}",
+                    list(layer.user_ids),
+                    layer.rotation_turn_length_seconds,
+                    layer.start,
+                    layer.start,
+                )
+                for index, layer in enumerate(layers)
+            ]
+            schedule = Schedule(schedule_id, name, time_zone, built, description, team_ids)
+            self.schedules[schedule_id] = schedule
+            self._schedules_by_name[name.casefold()] = schedule
+            bisect.insort(self.schedules_by_name, schedule, key=lambda s: s.sort_key)
+            fields = {"name": name, "time_zone": time_zone}
+            self.audit.record_create(origin, AuditRef.schedule(schedule_id, name), fields)
+            return schedule
+
+    def schedule_by_name(self, name: str) -> Schedule | None:
+        return self._schedules_by_name.get(name.casefold())
+
+    def policies_using_schedule(self, schedule_id: str) -> list[EscalationPolicy]:
+        policies = (self.escalation_policies[p] for p in self._policies_by_schedule.get(schedule_id, ()))
+        return sorted(policies, key=lambda p: p.sort_key)
+
     # -- escalation policies -------------------------------------------------------------------------
     def add_escalation_policy(
         self,
         name: str,
         team_ids: Iterable[str],
-        target_user_ids: Iterable[str],
+        target_user_ids: Iterable[str] = (),
         *,
+        rules: Sequence[RuleSpec] = (),
         id: str | None = None,
         description: str = "",
         num_loops: int = 0,
+        on_call_handoff_notifications: str = "if_has_services",
         origin: AuditOrigin | None = None,
     ) -> EscalationPolicy:
-        """A policy with one rule targeting these users."""
+        """A policy with these rules, or (without rules) one rule targeting these users.
+
+        Raises ValueError with PagerDuty's reason for a policy it would refuse."""
+        if not rules:
+            rules = [RuleSpec(tuple(EscalationTarget(USER_TARGET, u) for u in target_user_ids))]
         team_ids = list(team_ids)
-        targets = list(target_user_ids)
         with self.lock:
-            for team_id in team_ids:
-                if team_id not in self.teams:
-                    raise KeyError(f"no team with id {team_id}")
-            for user_id in targets:
-                if user_id not in self.users:
-                    raise KeyError(f"no user with id {user_id}")
+            self._check_policy(None, name, team_ids, rules)
             policy_id = self._take_id(id)
-            rule = EscalationRule(self._ids.next(), targets)
-            policy = EscalationPolicy(policy_id, name, team_ids, [rule], description, num_loops)
+            policy = EscalationPolicy(
+                policy_id,
+                name,
+                team_ids,
+                self._build_rules(rules, []),
+                description,
+                num_loops,
+                on_call_handoff_notifications,
+            )
             self.escalation_policies[policy_id] = policy
-            for team_id in team_ids:
-                self._policies_by_team[team_id].append(policy_id)
-            for user_id in targets:
-                self._policies_by_user.setdefault(user_id, set()).add(policy_id)
+            self._policies_by_name[name.casefold()] = policy
+            self._index_policy(policy)
             bisect.insort(self.policies_by_name, policy, key=lambda p: p.sort_key)
-            self.audit.record_create(origin, AuditRef.escalation_policy(policy_id, name), {"name": name})
+            self.audit.record_create(origin, _policy_ref(policy), _policy_fields(policy))
             return policy
+
+    def update_escalation_policy(
+        self,
+        policy_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        num_loops: int | None = None,
+        on_call_handoff_notifications: str | None = None,
+        team_ids: Iterable[str] | None = None,
+        rules: Sequence[RuleSpec] | None = None,
+        origin: AuditOrigin | None = None,
+    ) -> EscalationPolicy:
+        """Change what is given; a rule keeps its id when the caller names it. Raises ValueError with
+        PagerDuty's reason for a change it would refuse, KeyError for an unknown policy."""
+        with self.lock:
+            policy = self._require_policy(policy_id)
+            if rules is not None and not rules:
+                raise ValueError("Cannot Delete Only Rule For Escalation Policy")
+            new_teams = policy.team_ids if team_ids is None else list(team_ids)
+            self._check_policy(policy, name or policy.name, new_teams, rules or ())
+            before = _policy_fields(policy)
+            self._unindex_policy(policy)
+            if name is not None and name != policy.name:
+                _rename(policy, name, self._policies_by_name, self.policies_by_name)
+            if description is not None:
+                policy.description = description
+            if num_loops is not None:
+                policy.num_loops = num_loops
+            if on_call_handoff_notifications is not None:
+                policy.on_call_handoff_notifications = on_call_handoff_notifications
+            policy.team_ids = new_teams
+            if rules is not None:
+                policy.rules = self._build_rules(rules, policy.rules)
+            self._index_policy(policy)
+            after = _policy_fields(policy)
+            changes = {key: (before[key], after[key]) for key in after}
+            self.audit.record_update(origin, _policy_ref(policy), changes)
+            return policy
+
+    def policy_by_name(self, name: str) -> EscalationPolicy | None:
+        return self._policies_by_name.get(name.casefold())
 
     def policies_of_team(self, team_id: str) -> list[str]:
         return list(self._policies_by_team.get(team_id, ()))
 
     def policies_targeting(self, user_id: str) -> set[str]:
         return set(self._policies_by_user.get(user_id, ()))
+
+    def _check_policy(
+        self, policy: EscalationPolicy | None, name: str, team_ids: list[str], rules: Sequence[RuleSpec]
+    ) -> None:
+        holder = self._policies_by_name.get(name.casefold())
+        if holder is not None and holder is not policy:
+            raise ValueError("Escalation Policy has already been taken")
+        if len(team_ids) > 1:
+            raise ValueError("Only one team may be associated with an escalation policy")
+        for team_id in team_ids:
+            if team_id not in self.teams:
+                raise ValueError(f"Team {team_id} not found")
+        for rule in rules:
+            if not 1 <= len(rule.targets) <= 10:
+                raise ValueError("An escalation rule must have between 1 and 10 targets")
+            for target in rule.targets:
+                known = self.users if target.type == USER_TARGET else self.schedules
+                if target.type not in TARGET_TYPES or target.id not in known:
+                    raise ValueError(f"Escalation rule target {target.id} ({target.type}) not found")
+
+    def _build_rules(self, specs: Sequence[RuleSpec], current: list[EscalationRule]) -> list[EscalationRule]:
+        kept = {rule.id for rule in current}
+        return [
+            EscalationRule(
+                spec.id if spec.id in kept else self._ids.next(),
+                sorted(dict.fromkeys(spec.targets), key=lambda t: (t.id, t.type)),
+                spec.escalation_delay_in_minutes,
+            )
+            for spec in specs
+        ]
+
+    def _index_policy(self, policy: EscalationPolicy) -> None:
+        for team_id in policy.team_ids:
+            self._policies_by_team[team_id].append(policy.id)
+        for user_id in policy.target_user_ids:
+            self._policies_by_user.setdefault(user_id, set()).add(policy.id)
+        for schedule_id in policy.target_schedule_ids:
+            self._policies_by_schedule.setdefault(schedule_id, set()).add(policy.id)
+
+    def _unindex_policy(self, policy: EscalationPolicy) -> None:
+        for team_id in policy.team_ids:
+            self._policies_by_team[team_id].remove(policy.id)
+        for user_id in policy.target_user_ids:
+            self._policies_by_user[user_id].discard(policy.id)
+        for schedule_id in policy.target_schedule_ids:
+            self._policies_by_schedule[schedule_id].discard(policy.id)
+
+    # -- services ------------------------------------------------------------------------------------
+    def add_service(
+        self,
+        name: str,
+        escalation_policy_id: str,
+        *,
+        id: str | None = None,
+        origin: AuditOrigin | None = None,
+        **settings: Any,
+    ) -> Service:
+        """A service on this policy; `settings` are Service's other fields (description, timeouts,
+        urgency rule, status, tier...). Raises ValueError with PagerDuty's reason for a refusal."""
+        unknown = set(settings) - SERVICE_SETTINGS
+        if unknown:
+            raise TypeError(f"not service settings: {', '.join(sorted(unknown))}")
+        with self.lock:
+            if name.casefold() in self._services_by_name:
+                raise ValueError("Name has already been taken")
+            if escalation_policy_id not in self.escalation_policies:
+                raise ValueError(f"Escalation Policy {escalation_policy_id} not found")
+            service_id = self._take_id(id)
+            # Objects of the org's pre-history (a seed, a generator) share one creation time, so the same
+            # seed gives the same org; a service created while the sandbox serves is created now.
+            created_at = format_time(self.audit.clock()) if self.audit.recording else PREHISTORY
+            service = Service(service_id, name, escalation_policy_id, created_at, **settings)
+            self.services[service_id] = service
+            self._services_by_name[name.casefold()] = service
+            self._services_by_policy.setdefault(escalation_policy_id, {})[service_id] = None
+            bisect.insort(self.services_by_name, service, key=lambda s: s.sort_key)
+            self.audit.record_create(origin, _service_ref(service), _service_fields(service))
+            return service
+
+    def update_service(
+        self, service_id: str, *, origin: AuditOrigin | None = None, **changes: Any
+    ) -> Service:
+        """Change these fields of the service (name, escalation_policy_id and SERVICE_SETTINGS)."""
+        unknown = set(changes) - SERVICE_SETTINGS - {"name", "escalation_policy_id"}
+        if unknown:
+            raise TypeError(f"not service fields: {', '.join(sorted(unknown))}")
+        with self.lock:
+            service = self.services.get(service_id)
+            if service is None:
+                raise KeyError(f"no service with id {service_id}")
+            name = changes.get("name", service.name)
+            holder = self._services_by_name.get(name.casefold())
+            if holder is not None and holder is not service:
+                raise ValueError("Name has already been taken")
+            policy_id = changes.get("escalation_policy_id", service.escalation_policy_id)
+            if policy_id not in self.escalation_policies:
+                raise ValueError(f"Escalation Policy {policy_id} not found")
+            before = _service_fields(service)
+            if name != service.name:
+                _rename(service, name, self._services_by_name, self.services_by_name)
+            self._services_by_policy[service.escalation_policy_id].pop(service.id)
+            for key, value in changes.items():
+                setattr(service, key, value)
+            self._services_by_policy.setdefault(service.escalation_policy_id, {})[service.id] = None
+            after = _service_fields(service)
+            self.audit.record_update(origin, _service_ref(service), {k: (before[k], after[k]) for k in after})
+            return service
+
+    def service_by_name(self, name: str) -> Service | None:
+        return self._services_by_name.get(name.casefold())
+
+    def services_on_policy(self, policy_id: str) -> list[Service]:
+        services = (self.services[s] for s in self._services_by_policy.get(policy_id, ()))
+        return sorted(services, key=lambda s: s.sort_key)
+
+    def service_team_ids(self, service: Service) -> list[str]:
+        """A service's teams are its escalation policy's: PagerDuty derives them."""
+        return list(self.escalation_policies[service.escalation_policy_id].team_ids)
 
     # -- helpers -------------------------------------------------------------------------------------
     def _take_id(self, requested: str | None) -> str:
@@ -421,6 +620,12 @@ class PagerDutyOrg:
         if team is None:
             raise KeyError(f"no team with id {team_id}")
         return team
+
+    def _require_policy(self, policy_id: str) -> EscalationPolicy:
+        policy = self.escalation_policies.get(policy_id)
+        if policy is None:
+            raise KeyError(f"no escalation policy with id {policy_id}")
+        return policy
 
     def _require_user(self, user_id: str) -> PagerDutyUser:
         user = self.users.get(user_id)
@@ -448,10 +653,40 @@ class PagerDutyOrg:
                         "name": p.name,
                         "team_ids": list(p.team_ids),
                         "target_user_ids": [u for rule in p.rules for u in rule.target_user_ids],
+                        "rules": [
+                            {
+                                "escalation_delay_in_minutes": rule.escalation_delay_in_minutes,
+                                "targets": [{"type": t.type, "id": t.id} for t in rule.targets],
+                            }
+                            for rule in p.rules
+                        ],
+                        "num_loops": p.num_loops,
                     }
                     for p in self.policies_by_name
                 ],
+                "schedules": [
+                    {
+                        "id": s.id,
+                        "name": s.name,
+                        "time_zone": s.time_zone,
+                        "team_ids": list(s.team_ids),
+                        "layers": [
+                            {"name": layer.name, "user_ids": list(layer.user_ids)} for layer in s.layers
+                        ],
+                    }
+                    for s in self.schedules_by_name
+                ],
+                "services": [asdict(s) for s in self.services_by_name],
             }
+
+
+def _rename(item: Any, name: str, by_name: dict[str, Any], ordered: list[Any]) -> None:
+    """Rename a team, policy or service, keeping its name index and its place in the sorted list."""
+    del by_name[item.name.casefold()]
+    ordered.remove(item)
+    item.name = name
+    by_name[name.casefold()] = item
+    bisect.insort(ordered, item, key=lambda o: o.sort_key)
 
 
 def _team_ref(team: PagerDutyTeam) -> AuditRef:
@@ -460,3 +695,47 @@ def _team_ref(team: PagerDutyTeam) -> AuditRef:
 
 def _user_ref(user: PagerDutyUser) -> AuditRef:
     return AuditRef.user(user.id, user.name)
+
+
+def _policy_ref(policy: EscalationPolicy) -> AuditRef:
+    return AuditRef.escalation_policy(policy.id, policy.name)
+
+
+def _service_ref(service: Service) -> AuditRef:
+    return AuditRef.service(service.id, service.name)
+
+
+def _policy_fields(policy: EscalationPolicy) -> dict[str, str | None]:
+    """What an audit record shows of a policy: its settings, rules and targets as PagerDuty names them."""
+    rules = [
+        {
+            "escalation_delay_in_minutes": rule.escalation_delay_in_minutes,
+            "targets": [{"id": t.id, "type": t.type} for t in rule.targets],
+        }
+        for rule in policy.rules
+    ]
+    return {
+        "name": policy.name,
+        "description": policy.description,
+        "num_loops": audit_value(policy.num_loops),
+        "on_call_handoff_notifications": policy.on_call_handoff_notifications,
+        "teams": audit_value(policy.team_ids),
+        "escalation_rules": audit_value(rules),
+    }
+
+
+def _service_fields(service: Service) -> dict[str, str | None]:
+    """What an audit record shows of a service (its tier is the sandbox's, not PagerDuty's: left out)."""
+    return {
+        "name": service.name,
+        "description": service.description,
+        "escalation_policy": service.escalation_policy_id,
+        "acknowledgement_timeout": audit_value(service.acknowledgement_timeout),
+        "auto_resolve_timeout": audit_value(service.auto_resolve_timeout),
+        "incident_urgency_rule": audit_value(service.incident_urgency_rule),
+        "support_hours": audit_value(service.support_hours),
+        "scheduled_actions": audit_value(service.scheduled_actions),
+        "alert_creation": service.alert_creation,
+        "alert_grouping_parameters": audit_value(service.alert_grouping_parameters),
+        "status": service.status,
+    }
