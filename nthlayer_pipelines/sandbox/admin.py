@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nthlayer_pipelines.sandbox.audit import AUDIT_ACCESS
 from nthlayer_pipelines.sandbox.core import PROVIDERS, SandboxSettings, SandboxState, json_response
 from nthlayer_pipelines.sandbox.faults import FaultPlanError, parse_plan
+from nthlayer_pipelines.sandbox.pagerduty.audit import AUDIT_ACCESS
 
 PREFIX = "/_admin"
 

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from starlette.applications import Starlette
 
 from nthlayer_pipelines.sandbox.admin import admin_routes
-from nthlayer_pipelines.sandbox.audit import AUDIT_ACCESS
 from nthlayer_pipelines.sandbox.core import (
     PROVIDERS,
     RequestLog,
@@ -16,12 +15,13 @@ from nthlayer_pipelines.sandbox.core import (
     provider_routes,
     tokens_from_env,
 )
-from nthlayer_pipelines.sandbox.cortex import CortexApi
+from nthlayer_pipelines.sandbox.cortex.api import CortexApi
 from nthlayer_pipelines.sandbox.faults import FaultPlan
 from nthlayer_pipelines.sandbox.injection import FaultInjector
 from nthlayer_pipelines.sandbox.org import SandboxOrg
-from nthlayer_pipelines.sandbox.pagerduty import PagerDutyApi
-from nthlayer_pipelines.sandbox.slack import SlackApi
+from nthlayer_pipelines.sandbox.pagerduty.api import PagerDutyApi
+from nthlayer_pipelines.sandbox.pagerduty.audit import AUDIT_ACCESS
+from nthlayer_pipelines.sandbox.slack.api import SlackApi
 
 
 def create_app(

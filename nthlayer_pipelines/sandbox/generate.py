@@ -5,6 +5,13 @@ from __future__ import annotations
 import random
 
 from nthlayer_pipelines.sandbox.org import SandboxOrg
+from nthlayer_pipelines.sandbox.pagerduty.models import (
+    SCHEDULE_TARGET,
+    EscalationPolicy,
+    EscalationTarget,
+    RuleSpec,
+)
+from nthlayer_pipelines.sandbox.pagerduty.org import LayerSpec
 
 MAX_DEFAULT_USERS = 20_000
 GENERATED_SLACK_CHANNEL = "ops-changes"
@@ -25,6 +32,7 @@ _TEAM_WORDS = (
 # After the first three members (one of each role), roles are drawn with these weights.
 _EXTRA_ROLES = ("responder", "observer", "manager")
 _EXTRA_ROLE_WEIGHTS = (6, 3, 1)
+_TIERS = ("critical", "high", "standard")
 
 
 def default_user_count(teams: int, members_per_team: int) -> int:
@@ -41,11 +49,13 @@ def generate_org(
 ) -> SandboxOrg:
     """An org of `teams` PagerDuty teams with `members_per_team` members each, drawn from `users` users.
 
-    Each team has a manager, a responder and an observer (when it has three members or more) and an
-    escalation policy targeting its first manager. Users default to
-    min(20000, max(teams * 4, members_per_team)). A Slack channel `ops-changes` is created too.
-    The same arguments give the same ids and names; the account's subdomain is a new one each time
-    unless `subdomain` pins it (see `org.new_subdomain`).
+    Each team has a manager, a responder and an observer (when it has three members or more), a schedule
+    `<team> Primary` rotating through its first three members, an escalation policy `<team> On-Call`
+    (first its manager, then the schedule) and a service `<team> API` on it, of tier critical, high or
+    standard in turn; every fourth critical service acknowledges for 1800 s where the others take 600.
+    Users default to min(20000, max(teams * 4, members_per_team)). A Slack channel `ops-changes` is
+    created too. The same arguments give the same ids and names; the account's subdomain is a new one
+    each time unless `subdomain` pins it (see `org.new_subdomain`).
     """
     if teams < 0:
         raise ValueError(f"teams must be >= 0, got {teams}")
@@ -67,6 +77,8 @@ def generate_org(
         user_ids.append(pagerduty.add_user(f"{first} {last} {number}", email, "user").id)
 
     team_width = max(4, len(str(teams)))
+    policies: list[EscalationPolicy] = []
+    rotations: list[list[str]] = []
     for index in range(teams):
         word = _TEAM_WORDS[index % len(_TEAM_WORDS)]
         team = pagerduty.add_team(f"{word} {index + 1:0{team_width}d}", f"Generated team {index + 1}")
@@ -77,6 +89,31 @@ def generate_org(
             else:
                 role = rng.choices(_EXTRA_ROLES, _EXTRA_ROLE_WEIGHTS)[0]
             pagerduty.set_membership(team.id, user_id, role)
-        pagerduty.add_escalation_policy(f"{team.name} On-Call", [team.id], [members[0]])
+        policies.append(pagerduty.add_escalation_policy(f"{team.name} On-Call", [team.id], [members[0]]))
+        rotations.append(members[:3])
+    # Schedules and services come after every team, so users', teams' and policies' ids are what they were
+    # before the generator made them: tests and benchmarks written against those ids still hold.
+    for index, (policy, rotation) in enumerate(zip(policies, rotations, strict=True)):
+        team_name = policy.name.removesuffix(" On-Call")
+        schedule = pagerduty.add_schedule(
+            f"{team_name} Primary", "Etc/UTC", [LayerSpec(tuple(rotation))], team_ids=policy.team_ids
+        )
+        first = policy.rules[0]
+        pagerduty.update_escalation_policy(
+            policy.id,
+            rules=[
+                RuleSpec(tuple(first.targets), first.escalation_delay_in_minutes, first.id),
+                RuleSpec((EscalationTarget(SCHEDULE_TARGET, schedule.id),), 30),
+            ],
+        )
+        tier = _TIERS[index % len(_TIERS)]
+        pagerduty.add_service(
+            f"{team_name} API",
+            policy.id,
+            tier=tier,
+            # Every fourth critical service drifts from the critical standard (600 s to re-page).
+            acknowledgement_timeout=1800 if tier == "critical" and index % 12 == 0 else 600,
+            incident_urgency_rule={"type": "constant", "urgency": "high" if tier != "standard" else "low"},
+        )
     org.slack.add_channel(GENERATED_SLACK_CHANNEL)
     return org

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from nthlayer_pipelines.sandbox.core import RequestContext, json_response
 from nthlayer_pipelines.sandbox.faults import FaultPlan, FaultRule, request_key
-from nthlayer_pipelines.sandbox.pagerduty import EP_BLOCKS_REMOVAL, invalid_input
+from nthlayer_pipelines.sandbox.pagerduty.errors import EP_BLOCKS_REMOVAL, invalid_input
 
 
 class ConnectionDropped(Exception):

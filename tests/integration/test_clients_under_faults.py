@@ -20,9 +20,9 @@ from nthlayer_pipelines.sandbox import (
     RunningSandbox,
     running_sandbox,
 )
+from nthlayer_pipelines.sandbox.cortex.org import CortexMember, CortexRole
 from nthlayer_pipelines.sandbox.faults import parse_plan
 from nthlayer_pipelines.sandbox.generate import generate_org
-from nthlayer_pipelines.sandbox.org import CortexMember, CortexRole
 from tests.reliability import Reliability
 
 # Every kind a retry gets past, as the first arrival of every request meets it.

@@ -1,5 +1,6 @@
 """Generated orgs: the same arguments give the same org, every team has every role."""
 
+import hashlib
 import re
 
 import pytest
@@ -63,3 +64,38 @@ def test_generated_org_has_the_notification_channel() -> None:
 def test_impossible_sizes_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         generate_org(**kwargs)
+
+
+def test_each_team_has_a_schedule_a_two_level_policy_and_a_service_on_it() -> None:
+    pagerduty = generate_org(12, 5, seed=4).pagerduty
+    assert len(pagerduty.schedules) == len(pagerduty.services) == 12
+    for team in pagerduty.teams_by_name:
+        schedule = pagerduty.schedule_by_name(f"{team.name} Primary")
+        policy = pagerduty.policy_by_name(f"{team.name} On-Call")
+        service = pagerduty.service_by_name(f"{team.name} API")
+        assert schedule is not None and policy is not None and service is not None
+        members = list(pagerduty.memberships[team.id])
+        assert schedule.user_ids == members[:3]
+        assert schedule.team_ids == [team.id]
+        first, second = policy.rules
+        assert first.target_user_ids == [members[0]]
+        assert second.target_schedule_ids == [schedule.id]
+        assert service.escalation_policy_id == policy.id
+        assert pagerduty.service_team_ids(service) == [team.id]
+    tiers = [pagerduty.services[s].tier for s in pagerduty.services]
+    assert sorted(set(tiers)) == ["critical", "high", "standard"]
+
+
+def test_some_critical_services_drift_from_the_critical_acknowledgement_timeout() -> None:
+    services = generate_org(24, 3, seed=4).pagerduty.services_by_name
+    critical = [s.acknowledgement_timeout for s in services if s.tier == "critical"]
+    assert sorted(set(critical)) == [600, 1800]
+    assert critical.count(1800) == 2  # every fourth of the 8 critical services
+
+
+def test_schedules_and_services_leave_the_ids_of_users_teams_and_policies_as_they_were() -> None:
+    # The fingerprint of the ids this generator handed out before it made schedules and services:
+    # tests and benchmarks written against those ids still hold.
+    pagerduty = generate_org(50, 5, seed=3).pagerduty
+    ids = " ".join([*pagerduty.users, *pagerduty.teams, *pagerduty.escalation_policies])
+    assert hashlib.sha256(ids.encode()).hexdigest()[:16] == "44d5867181ed029b"

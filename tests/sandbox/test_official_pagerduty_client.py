@@ -73,3 +73,50 @@ def test_rpost_creates_a_team(sandbox: RunningSandbox, client: pagerduty.RestApi
     created = client.rpost("teams", json={"type": "team", "name": "Brand New", "description": "fresh"})
     assert created["name"] == "Brand New"
     assert sandbox.state.pagerduty.teams[created["id"]].description == "fresh"
+
+
+def test_iter_all_lists_every_service_and_escalation_policy_over_several_pages(
+    sandbox: RunningSandbox, client: pagerduty.RestApiV2Client
+) -> None:
+    services = list(client.iter_all("services"))
+    policies = list(client.iter_all("escalation_policies"))
+    schedules = list(client.iter_all("schedules"))
+
+    org = sandbox.state.pagerduty
+    assert {s["id"] for s in services} == set(org.services)
+    assert {p["id"] for p in policies} == set(org.escalation_policies)
+    assert {s["id"] for s in schedules} == set(org.schedules)
+    assert len(services) == len(policies) == len(schedules) == 130
+
+
+def test_rget_reads_a_service_and_rput_writes_it_back_changed(
+    sandbox: RunningSandbox, client: pagerduty.RestApiV2Client
+) -> None:
+    listed = client.rget("services", params={"limit": 1})[0]
+    service = client.rget(f"services/{listed['id']}")
+    assert service["id"] == listed["id"]  # unwrapped from {"service": ...}
+    service["acknowledgement_timeout"] = 900
+
+    updated = client.rput(service, json=service)
+
+    assert updated["acknowledgement_timeout"] == 900
+    assert sandbox.state.pagerduty.services[service["id"]].acknowledgement_timeout == 900
+
+
+def test_rput_writes_an_escalation_policy_back_with_its_targets_in_the_apis_order(
+    sandbox: RunningSandbox, client: pagerduty.RestApiV2Client
+) -> None:
+    policy = client.rget("escalation_policies", params={"limit": 1})[0]
+    schedule = next(t for t in policy["escalation_rules"][1]["targets"] if t["type"] == "schedule_reference")
+    manager = policy["escalation_rules"][0]["targets"][0]
+    policy["escalation_rules"] = [
+        {"escalation_delay_in_minutes": 15, "targets": [schedule, manager]},
+    ]
+
+    updated = client.rput(f"escalation_policies/{policy['id']}", json=policy)
+
+    (rule,) = updated["escalation_rules"]
+    assert [t["id"] for t in rule["targets"]] == sorted([schedule["id"], manager["id"]])
+    assert (
+        client.rget(f"escalation_policies/{policy['id']}")["escalation_rules"] == updated["escalation_rules"]
+    )

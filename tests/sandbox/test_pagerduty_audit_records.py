@@ -14,7 +14,7 @@ import pytest
 from sandbox_seed import PAGERDUTY_TOKEN, TOKENS, seeded_org
 
 from nthlayer_pipelines.sandbox import RunningSandbox, SandboxOrg, create_app, running_sandbox
-from nthlayer_pipelines.sandbox.audit import AuditOrigin, AuditRef
+from nthlayer_pipelines.sandbox.pagerduty.audit import AuditOrigin, AuditRef
 
 # From PagerDuty's OpenAPI description (components.schemas.AuditRecord and CursorPagination).
 RECORD_REQUIRED = {"id", "execution_time", "method", "root_resource", "action"}

@@ -76,7 +76,14 @@ def test_a_seed_may_pin_the_accounts_subdomain_else_each_load_is_a_new_account(t
 def test_an_empty_seed_is_an_empty_org(tmp_path: Path) -> None:
     org = load_seed(write(tmp_path, ""))
     assert org.to_dict() == {
-        "pagerduty": {"users": [], "teams": [], "memberships": [], "escalation_policies": []},
+        "pagerduty": {
+            "users": [],
+            "teams": [],
+            "memberships": [],
+            "escalation_policies": [],
+            "schedules": [],
+            "services": [],
+        },
         "cortex": {"teams": []},
         "slack": {"channels": [], "messages": []},
     }
@@ -188,3 +195,111 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
 def test_a_missing_file_is_a_seed_error(tmp_path: Path) -> None:
     with pytest.raises(SeedError, match=r"missing\.yaml: cannot read the file: No such file or directory"):
         load_seed(tmp_path / "missing.yaml")
+
+
+SERVICES_SEED = """
+pagerduty:
+  users:
+    - {name: Alice Example, email: alice@example.com}
+    - {name: Bob Example, email: bob@example.com}
+  teams:
+    - {name: Payments, members: [{email: alice@example.com, role: manager}]}
+  schedules:
+    - {name: Payments Primary, time_zone: Europe/London, teams: [Payments],
+       users: [bob@example.com, alice@example.com]}
+  escalation_policies:
+    - name: Payments On-Call
+      teams: [Payments]
+      num_loops: 1
+      rules:
+        - {escalation_delay_in_minutes: 10, targets: [{schedule: Payments Primary}]}
+        - {targets: [{user: alice@example.com}]}
+  services:
+    - {name: Payment API, escalation_policy: Payments On-Call, tier: critical, urgency: high,
+       acknowledgement_timeout: 1800, auto_resolve_timeout: null, status: critical}
+"""
+
+
+def test_a_seed_declares_schedules_policies_on_them_and_services_with_a_tier(tmp_path: Path) -> None:
+    pagerduty = load_seed(write(tmp_path, SERVICES_SEED)).pagerduty
+    schedule = pagerduty.schedule_by_name("Payments Primary")
+    policy = pagerduty.policy_by_name("Payments On-Call")
+    service = pagerduty.service_by_name("Payment API")
+    assert schedule is not None and policy is not None and service is not None
+    alice, bob = (pagerduty.user_by_email(e) for e in ("alice@example.com", "bob@example.com"))
+    assert alice is not None and bob is not None
+    assert schedule.user_ids == [bob.id, alice.id]
+    assert schedule.time_zone == "Europe/London"
+    assert [r.escalation_delay_in_minutes for r in policy.rules] == [10, 30]
+    assert policy.rules[0].target_schedule_ids == [schedule.id]
+    assert policy.target_user_ids == {alice.id}
+    assert policy.num_loops == 1
+    assert (service.escalation_policy_id, service.tier, service.status) == (policy.id, "critical", "critical")
+    assert (service.acknowledgement_timeout, service.auto_resolve_timeout) == (1800, None)
+    assert service.incident_urgency_rule == {"type": "constant", "urgency": "high"}
+
+
+def test_the_example_seed_loads_with_its_services_and_their_drift() -> None:
+    example = Path(__file__).parents[2] / "examples" / "sandbox-seed.yaml"
+    pagerduty = load_seed(example).pagerduty
+    payment = pagerduty.service_by_name("Payment API")
+    assert payment is not None
+    assert (payment.tier, payment.acknowledgement_timeout) == ("critical", 1800)
+    policy = pagerduty.escalation_policies[payment.escalation_policy_id]
+    assert policy.name == "Payments On-Call"
+    primary, secondary = (pagerduty.schedule_by_name(n) for n in ("Payments Primary", "Payments Secondary"))
+    assert primary is not None and secondary is not None
+    assert policy.target_schedule_ids == {primary.id, secondary.id}
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "reason"),
+    [
+        (
+            USERS + "  schedules:\n    - {name: S, users: [nobody@example.com]}",
+            "pagerduty.schedules[0].users[0]",
+            "no user with email nobody@example.com in pagerduty.users",
+        ),
+        (
+            USERS + "  schedules:\n    - {name: S}",
+            "pagerduty.schedules[0]",
+            "give either users (one layer) or layers",
+        ),
+        (
+            USERS + "  escalation_policies:\n    - {name: EP, targets: [{schedule: Nope}]}",
+            "pagerduty.escalation_policies[0].targets[0].schedule",
+            "no schedule named 'Nope' in pagerduty.schedules",
+        ),
+        (
+            USERS + "  escalation_policies:\n    - {name: EP, rules: []}",
+            "pagerduty.escalation_policies[0].rules",
+            "an escalation policy needs at least one rule",
+        ),
+        (
+            USERS + "  services:\n    - {name: S, escalation_policy: Nope}",
+            "pagerduty.services[0].escalation_policy",
+            "no escalation policy named 'Nope' in pagerduty.escalation_policies",
+        ),
+        (
+            USERS
+            + "  escalation_policies:\n    - {name: EP, targets: [alice@example.com]}\n"
+            + "  services:\n    - {name: S, escalation_policy: EP, acknowledgement_timeout: -5}",
+            "pagerduty.services[0].acknowledgement_timeout",
+            "expected a non-negative integer, got -5",
+        ),
+        (
+            USERS
+            + "  escalation_policies:\n    - {name: EP, targets: [alice@example.com]}\n"
+            + "  services:\n    - {name: S, escalation_policy: EP, urgency: urgent}",
+            "pagerduty.services[0].urgency",
+            "'urgent' is not one of high, low, severity_based",
+        ),
+    ],
+)
+def test_a_bad_services_seed_names_file_field_and_reason(
+    tmp_path: Path, text: str, field: str, reason: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(SeedError) as refused:
+        load_seed(path)
+    assert (refused.value.field, refused.value.reason) == (field, reason)

@@ -34,7 +34,7 @@ from nthlayer_pipelines.model import ChangeKind, ChangeStatus, Role
 from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
 from nthlayer_pipelines.resources.pagerduty.models import AuditRecord
 from nthlayer_pipelines.sandbox import SandboxOrg
-from nthlayer_pipelines.sandbox.audit import AuditOrigin, render_record
+from nthlayer_pipelines.sandbox.pagerduty.audit import AuditOrigin, render_record
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 SINCE = NOW - timedelta(hours=1)

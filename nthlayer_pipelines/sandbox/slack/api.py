@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 from starlette.responses import Response
 
 from nthlayer_pipelines.sandbox.core import Endpoint, RequestContext, SandboxState, json_response
-from nthlayer_pipelines.sandbox.org import SlackOrg
+from nthlayer_pipelines.sandbox.slack.org import SlackOrg
 
 
 def slack_error(error: str) -> Response:

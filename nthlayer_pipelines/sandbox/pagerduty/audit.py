@@ -89,6 +89,22 @@ class AuditRef:
     def escalation_policy(cls, policy_id: str, name: str) -> AuditRef:
         return cls(policy_id, "escalation_policy_reference", name)
 
+    @classmethod
+    def service(cls, service_id: str, name: str) -> AuditRef:
+        return cls(service_id, "service_reference", name)
+
+    @classmethod
+    def schedule(cls, schedule_id: str, name: str) -> AuditRef:
+        return cls(schedule_id, "schedule_reference", name)
+
+
+def audit_value(value: Any) -> str | None:
+    """A field's value as a record carries it: text; numbers and structures as compact JSON; None
+    (a disabled timeout, a setting not set) as no value."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
 
 def api_key_id(token: str) -> str:
     """A stable PagerDuty-style id for an API key that never reveals the key."""
@@ -186,12 +202,14 @@ class AuditTrail:
         return len(self._records)
 
     # -- what the org reports ------------------------------------------------------------------------
-    def record_create(self, origin: AuditOrigin | None, root: AuditRef, fields: Mapping[str, str]) -> None:
+    def record_create(
+        self, origin: AuditOrigin | None, root: AuditRef, fields: Mapping[str, str | None]
+    ) -> None:
         values = tuple(AuditField(name, value=value) for name, value in fields.items())
         self._write(origin, root, "create", [(root, values, ())])
 
     def record_update(
-        self, origin: AuditOrigin | None, root: AuditRef, changes: Mapping[str, tuple[str, str]]
+        self, origin: AuditOrigin | None, root: AuditRef, changes: Mapping[str, tuple[str | None, str | None]]
     ) -> None:
         """`changes`: field name -> (before, after). Nothing is recorded when nothing changed."""
         values = tuple(

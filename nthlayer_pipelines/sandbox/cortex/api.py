@@ -9,7 +9,7 @@ from typing import Any
 from starlette.responses import Response
 
 from nthlayer_pipelines.sandbox.core import Endpoint, RequestContext, SandboxState, json_response
-from nthlayer_pipelines.sandbox.org import CortexOrg, CortexTeam
+from nthlayer_pipelines.sandbox.cortex.org import CortexOrg, CortexTeam
 
 # Cortex answers a role with its origin; roles declared on the team entity itself come from the entity.
 ROLE_SOURCE = "ENTITY_DEFINED"
