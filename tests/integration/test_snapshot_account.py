@@ -326,7 +326,7 @@ OLD_RELEASE_REFRESHES = """
 import os
 from nthlayer_pipelines.assets.observed import refresh_pagerduty
 from nthlayer_pipelines.resources.ledger import Ledger
-from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty import PagerDutyClient  # where release 20173e0 keeps it
 ledger = Ledger(os.environ["LEDGER_URL"])
 with PagerDutyClient(os.environ["API_URL"], os.environ["TOKEN"]) as client:
     print(refresh_pagerduty(client, ledger, api_token=os.environ["TOKEN"]).decision.mode.value)
