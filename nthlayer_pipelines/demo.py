@@ -25,6 +25,7 @@ from typing import IO
 import httpx
 
 from nthlayer_pipelines.processes import start_group, stop_group
+from nthlayer_pipelines.ui_links import LINEAGE_EXPANDED_PATH
 
 INSTANCE_YAML = """\
 # The embedded default: SQLite storage under DAGSTER_HOME. deploy/dagster.yaml is the Postgres one.
@@ -323,6 +324,7 @@ def run_demo(*, webserver_port: int, sandbox_port: int, seed: str) -> int:
         print(
             f"\nnthlayer demo is up:\n"
             f"  Dagster UI   {webserver_url}  (assets, lineage, the plan in change_plan)\n"
+            f"  Lineage      {webserver_url}{LINEAGE_EXPANDED_PATH}  (every group open)\n"
             f"  Sandbox      {sandbox_url}  (request log at {sandbox_url}/_admin/requests)\n"
             f"  DAGSTER_HOME {dagster_home}  (emptied at each start: the sandbox starts from the seed)\n"
             "Ctrl-C stops everything.",
