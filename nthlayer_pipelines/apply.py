@@ -23,7 +23,7 @@ from typing import Protocol
 
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, DesiredState, Plan, Role
 from nthlayer_pipelines.reconcile.outcome import Action, converged, decide, unwanted_reason
-from nthlayer_pipelines.reconcile.plan import describe_change
+from nthlayer_pipelines.reconcile.plan import describe_change, markdown_cell
 from nthlayer_pipelines.reconcile.safety import (
     BlastRadiusLimits,
     assess_blast_radius,
@@ -121,7 +121,8 @@ class ApplyReport:
             lines += ["", "| status | change | detail |", "| --- | --- | --- |"]
             for row in self.rows:
                 detail = row.detail if not row.error else f"{row.detail} {row.error}".strip()
-                lines.append(f"| {row.status} | {_cell(describe_change(row.change))} | {_cell(detail)} |")
+                change = markdown_cell(describe_change(row.change))
+                lines.append(f"| {row.status} | {change} | {markdown_cell(detail)} |")
         if self.unconverged:
             lines += ["", "Not converged after apply:", *(f"- {item}" for item in self.unconverged)]
         return "\n".join(lines)
@@ -427,7 +428,3 @@ def _members_of(client: PagerDutyClient, team_id: str) -> dict[str, Role] | None
 
 def _blocked_by_escalation_policy(error: PagerDutyError) -> bool:
     return error.status == 400 and error.code == ESCALATION_POLICY_BLOCKS_REMOVAL
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

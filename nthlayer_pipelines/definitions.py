@@ -40,9 +40,9 @@ from nthlayer_pipelines.resources.slack.resource import SLACK_PUBLIC_API, SlackN
 from nthlayer_pipelines.schedules import DEFAULT_AUDIT_CRON, DEFAULT_REFRESH_CRON, build_schedules
 from nthlayer_pipelines.sensors import (
     DEFAULT_SENSOR_INTERVAL_SECONDS,
-    apply_failure_to_slack,
     build_approved_plans_sensor,
     build_refresh_after_apply_sensor,
+    run_failure_to_slack,
 )
 
 ASSETS = [
@@ -156,7 +156,7 @@ def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions
         sensors=[
             build_approved_plans_sensor(sensor_interval),
             build_refresh_after_apply_sensor(sensor_interval),
-            apply_failure_to_slack,
+            run_failure_to_slack,
         ],
         resources={
             **{

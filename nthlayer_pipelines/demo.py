@@ -25,6 +25,7 @@ from typing import IO
 import httpx
 
 from nthlayer_pipelines.processes import start_group, stop_group
+from nthlayer_pipelines.ui_links import LINEAGE_EXPANDED_PATH
 
 INSTANCE_YAML = """\
 # The embedded default: SQLite storage under DAGSTER_HOME. deploy/dagster.yaml is the Postgres one.
@@ -32,7 +33,20 @@ telemetry:
   enabled: false
 nux:
   enabled: false
+# The clients' warnings (each retry, Slack refusing a message) in the run's event log, beside its steps.
+python_logs:
+  managed_python_loggers: [nthlayer_pipelines]
 """
+# What earlier demos wrote: a home holding one of these (and no lock file) is a demo's too.
+EARLIER_INSTANCE_YAMLS = (
+    """\
+# The embedded default: SQLite storage under DAGSTER_HOME. deploy/dagster.yaml is the Postgres one.
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+""",
+)
 # Held (flock) by a running demo, and the sign that a DAGSTER_HOME is the demo's to empty.
 HOME_LOCK = "nthlayer-demo.lock"
 LEDGER_FILE = "nthlayer-ledger.db"
@@ -116,7 +130,7 @@ def _is_demo_home(home: Path) -> bool:
     if (home / HOME_LOCK).exists():
         return True
     instance = home / "dagster.yaml"
-    return instance.is_file() and instance.read_text() == INSTANCE_YAML
+    return instance.is_file() and instance.read_text() in (INSTANCE_YAML, *EARLIER_INSTANCE_YAMLS)
 
 
 def claim_fresh_home(home: Path) -> IO[str]:
@@ -310,6 +324,7 @@ def run_demo(*, webserver_port: int, sandbox_port: int, seed: str) -> int:
         print(
             f"\nnthlayer demo is up:\n"
             f"  Dagster UI   {webserver_url}  (assets, lineage, the plan in change_plan)\n"
+            f"  Lineage      {webserver_url}{LINEAGE_EXPANDED_PATH}  (every group open)\n"
             f"  Sandbox      {sandbox_url}  (request log at {sandbox_url}/_admin/requests)\n"
             f"  DAGSTER_HOME {dagster_home}  (emptied at each start: the sandbox starts from the seed)\n"
             "Ctrl-C stops everything.",

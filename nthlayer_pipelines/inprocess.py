@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -12,9 +11,7 @@ from nthlayer_pipelines.assets.checks import ALL_CHECKS
 from nthlayer_pipelines.definitions import ASSETS, build_resources
 from nthlayer_pipelines.model import Plan
 from nthlayer_pipelines.resources.ledger import LedgerResource
-
-if TYPE_CHECKING:
-    from dagster._utils.error import SerializableErrorInfo
+from nthlayer_pipelines.run_failures import failure_summary
 
 
 class PlanFailed(Exception):
@@ -44,37 +41,6 @@ def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
     )
     if not result.success:
         planned = result.is_node_success("change_plan")
-        raise PlanFailed(_failure_summary(result), result.output_for_node("change_plan") if planned else None)
+        plan = result.output_for_node("change_plan") if planned else None
+        raise PlanFailed(failure_summary(result.all_events) or "the run failed", plan)
     return result.output_for_node("change_plan")
-
-
-def _user_message(error: SerializableErrorInfo) -> str:
-    """What went wrong in the step's own code: Dagster's "error occurred while executing op" wrapper is
-    skipped for its cause, and the exception's module path is dropped."""
-    while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
-        error = error.cause
-    message = error.message.strip()
-    prefix, _, rest = message.partition(": ")
-    return rest if rest and prefix.rsplit(".", 1)[-1] == error.cls_name else message
-
-
-def _failure_summary(result: dg.ExecuteInProcessResult) -> str:
-    lines: list[str] = []
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data is not None:
-            error = event.step_failure_data.error
-            if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
-                continue  # the failed check's own evaluation below names it
-            user = event.step_failure_data.user_failure_data
-            lines.append(f"{event.step_key}: {_user_message(error) if error else 'failed'}")
-            if user is not None:
-                problems = user.metadata.get("problems")
-                if problems is not None:
-                    lines.append(str(problems.value))
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-            evaluation = event.event_specific_data
-            if not evaluation.passed:
-                lines.append(
-                    f"check {evaluation.check_name} failed on {evaluation.asset_key.to_user_string()}"
-                )
-    return "\n".join(lines) or "the run failed"

@@ -1,4 +1,4 @@
-"""Slack messages (Block Kit) about applied plans and failed apply runs. Pure: building, not sending."""
+"""Slack messages (Block Kit) about applied plans and failed runs. Pure: building, not sending."""
 
 from __future__ import annotations
 
@@ -28,11 +28,23 @@ def apply_summary_message(approval: Approval, report: ApplyReport, *, run_url: s
     return {"text": text, "blocks": blocks}
 
 
-def apply_failure_message(*, run_id: str, plan_id: str, error: str, run_url: str) -> dict[str, Any]:
-    text = f"nthlayer: applying plan {plan_id or '?'} failed: {error}"
+# What a failed run of each announced job is called in Slack; an unknown job goes by its own name.
+_FAILED_JOB_WORDS = {"refresh": "refresh", "nightly_audit": "nightly audit"}
+
+
+def run_failure_message(*, job: str, run_id: str, plan_id: str, error: str, run_url: str) -> dict[str, Any]:
+    """A failed run: an apply names its plan, a refresh or an audit its job."""
+    if job == "apply_plan":
+        text = f"nthlayer: applying plan {plan_id or '?'} failed: {error}"
+        header, subject = "PagerDuty apply failed", f"*Plan* `{plan_id or '?'}`"
+    else:
+        what = _FAILED_JOB_WORDS.get(job, job)
+        text = f"nthlayer: the {what} failed: {error}"
+        header = f"nthlayer {what} failed"
+        subject = f"*Job* `{job}`"
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": "PagerDuty apply failed"}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Plan* `{plan_id or '?'}`\n{error[:2000]}"}},
+        {"type": "header", "text": {"type": "plain_text", "text": header}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"{subject}\n{error[:2000]}"}},
         {
             "type": "section",
             "text": {"type": "mrkdwn", "text": f"<{run_url}|Open run {run_id[:8]} in Dagster>"},

@@ -2,12 +2,15 @@
 
 import dagster as dg
 
-from nthlayer_pipelines.jobs import ANNOUNCED_TAG, apply_plan_job, refresh_job
-from nthlayer_pipelines.notifications import apply_failure_message
+from nthlayer_pipelines.jobs import ANNOUNCED_TAG, apply_plan_job, nightly_audit_job, refresh_job
+from nthlayer_pipelines.notifications import run_failure_message
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.slack.resource import SlackNotifier
+from nthlayer_pipelines.run_failures import FAILURE_EVENT_TYPES, failure_summary
 
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
+# Every job whose failure a person must hear of: the read-only ones too, or a broken refresh goes unseen.
+ANNOUNCED_FAILURES = [refresh_job, nightly_audit_job, apply_plan_job]
 
 
 def approved_plans(context: dg.SensorEvaluationContext, ledger: LedgerResource) -> dg.SensorResult:
@@ -60,17 +63,25 @@ def refresh_after(context: dg.RunStatusSensorContext) -> dg.RunRequest:
 
 
 @dg.run_failure_sensor(
-    monitored_jobs=[apply_plan_job],
+    monitored_jobs=ANNOUNCED_FAILURES,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Announces in Slack a failed apply run whose apply did not announce its outcome itself.",
+    description=(
+        "Announces in Slack a failed refresh, nightly audit or apply run; an apply that announced its "
+        "outcome itself is not announced again."
+    ),
 )
-def apply_failure_to_slack(context: dg.RunFailureSensorContext, slack: SlackNotifier) -> None:
+def run_failure_to_slack(context: dg.RunFailureSensorContext, slack: SlackNotifier) -> None:
     run = context.dagster_run
     if run.tags.get(ANNOUNCED_TAG):
         return  # its apply already posted the summary of this outcome: one message per apply
-    error = context.failure_event.message or "the run failed"
+    # The failed steps and checks in words; the run's own failure event only lists the steps' names.
+    records = context.instance.all_logs(run.run_id, of_type=set(FAILURE_EVENT_TYPES))
+    error = failure_summary(r.dagster_event for r in records if r.dagster_event) or (
+        context.failure_event.message or "the run failed"
+    )
     problem = slack.post(
-        **apply_failure_message(
+        **run_failure_message(
+            job=run.job_name,
             run_id=run.run_id,
             plan_id=run.tags.get("nthlayer/plan_id", ""),
             error=error,

@@ -15,6 +15,12 @@ from nthlayer_pipelines.reconcile.safety import (
 )
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.settings import ReconcileSettings
+from nthlayer_pipelines.ui_links import (
+    DEFAULT_LOCATION,
+    approval_config_yaml,
+    approval_markdown,
+    launchpad_link,
+)
 
 
 @dg.asset(
@@ -122,6 +128,25 @@ def change_plan(
             "pre_approved_changes": len(policy_approval.change_ids) if policy_approval else 0,
             "policy_approval_id": policy_approval.id if policy_approval else "",
             "pre_approval_held": held or "within the volume cap",
-            "plan": dg.MetadataValue.md(render_plan_markdown(plan)),
+            **_approval_metadata(context, plan, recorded=not ledger.read_only, exceeded=verdict.exceeded),
         },
     )
+
+
+def _approval_metadata(
+    context: dg.AssetExecutionContext, plan: Plan, *, recorded: bool, exceeded: bool
+) -> dict[str, dg.MetadataValue]:
+    """The plan's approval ready to launch: the preview with the approval at its foot, a link opening the
+    launchpad holding the config, and the config itself. A plan not recorded (`nthlayer plan`) or without
+    changes cannot be approved, and says so."""
+    if not plan.changes or not recorded:
+        nothing = "nothing to approve: " + ("no changes" if recorded else "the plan is not recorded")
+        return {"plan": dg.MetadataValue.md(render_plan_markdown(plan)), "approve_config": nothing}
+    config = approval_config_yaml(plan, blast_radius_exceeded=exceeded)
+    origin = context.run.remote_job_origin  # None in a run executed in process, as tests do
+    link = launchpad_link(config, location=origin.location_name if origin else DEFAULT_LOCATION)
+    return {
+        "plan": dg.MetadataValue.md(render_plan_markdown(plan, approval=approval_markdown(config, link))),
+        "approve_in_launchpad": dg.MetadataValue.md(f"[Approve in the launchpad]({link})"),
+        "approve_config": dg.MetadataValue.md(f"```yaml\n{config}```"),
+    }

@@ -175,14 +175,94 @@ def describe_change(change: Change) -> str:
             return f"{symbol} {target}: {change.email or change.user_id} (was {change.from_role})"
 
 
-def render_plan_markdown(plan: Plan, *, limit: int = 200) -> str:
-    """The plan for the Dagster UI: the text view in a diff block, cut at `limit` changes."""
-    shown = Plan(id=plan.id, changes=plan.changes[:limit], findings=plan.findings[:limit])
-    # Unindented, so the UI's diff highlighting colours `+` and `-` lines.
-    text = "\n".join(line.lstrip() for line in render_plan_text(shown).splitlines())
+def markdown_cell(text: str) -> str:
+    """Text for a cell of a markdown table: a `|` or a newline would end the cell or the row."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_text(text: str) -> str:
+    """A name or an email as itself in markdown: `_` in `first_last@example.com` would make italics."""
+    for special in ("\\", "`", "*", "_", "[", "]", "<", ">"):
+        text = text.replace(special, "\\" + special)
+    return markdown_cell(text)
+
+
+_CHANGE_WORDS = {
+    ChangeKind.CREATE_TEAM: "create team",
+    ChangeKind.ADD_MEMBER: "add",
+    ChangeKind.SET_ROLE: "set role",
+    ChangeKind.REMOVE_MEMBER: "remove",
+}
+
+
+def _change_row(change: Change) -> str:
+    """Four short cells that wrap at spaces, so the row fits a narrow column: id, change, team, member."""
+    team_id = f"`{change.team_id}`" if change.team_id else "no id yet"
+    team = f"{_markdown_text(change.team)} ({_markdown_text(change.team_name)}, {team_id})"
+    who = _markdown_text(change.email or change.user_id or "")
+    match change.kind:
+        case ChangeKind.CREATE_TEAM:
+            member = ""
+        case ChangeKind.ADD_MEMBER:
+            member = f"{who} as {change.role}"
+        case ChangeKind.SET_ROLE:
+            member = f"{who}: {change.from_role} → {change.role}"
+        case ChangeKind.REMOVE_MEMBER:
+            member = f"{who} (was {change.from_role})"
+    cells = [f"`{change.id}`", f"`{change.kind.symbol}` {_CHANGE_WORDS[change.kind]}", team, member]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _finding_item(finding: Finding, mark: str) -> str:
+    subject = _markdown_text(_subject(finding))
+    return f"- `{mark}` {finding.kind.value} {subject}: {_markdown_text(finding.detail)}"
+
+
+def render_plan_markdown(plan: Plan, *, approval: str = "", limit: int = 200) -> str:
+    """The plan for the Dagster UI, laid out to wrap at any width: a table of the changes, one row each
+    with its change id, the PagerDuty team written to and the member; blocked teams before it and other
+    findings after, as lists; then `approval` (markdown: how to approve it). At most `limit` changes and
+    `limit` findings."""
+    counts = plan_summary(plan)
+    blocked = plan.blocking_findings
+    if plan.changes:
+        headline = (
+            f"Plan `{plan.id}`: {counts['teams_to_create']} to create, {counts['members_to_add']} to add, "
+            f"{counts['roles_to_change']} to change, {counts['members_to_remove']} to remove."
+        )
+    else:
+        outcome = (
+            f"{len(blocked)} team(s) blocked (below)" if blocked else "PagerDuty matches the desired state"
+        )
+        headline = f"Plan `{plan.id}`: no changes.\n\n{outcome}."
+    lines = [headline]
+    if blocked:
+        lines += [
+            "",
+            f"**Blocked ({len(blocked)})**: nothing is planned for these teams until a person settles them:",
+            "",
+        ]
+        lines += [_finding_item(f, "!!") for f in blocked[:limit]]
+    if plan.changes:
+        lines += [
+            "",
+            "| change id | change | team (PagerDuty team, id) | member |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [_change_row(change) for change in plan.changes[:limit]]
+    others = [f for f in plan.findings if not f.blocking]
+    if others:
+        lines += ["", f"**Findings ({len(others)})**, not changed by this plan:", ""]
+        lines += [_finding_item(f, "!") for f in others[:limit]]
     if len(plan.changes) > limit or len(plan.findings) > limit:
-        text += f"\n\n  ... {len(plan.changes)} changes and {len(plan.findings)} findings in all"
-    return f"```diff\n{text}\n```"
+        lines += [
+            "",
+            f"... {len(plan.changes)} changes and {len(plan.findings)} findings in all: "
+            "`nthlayer plan --json` lists every one",
+        ]
+    if approval:
+        lines += ["", "**Approve**", "", approval]
+    return "\n".join(lines)
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy.engine import URL
@@ -77,7 +78,10 @@ def dagster_ui(
     shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     env = {
         **os.environ,
-        **pipeline_environment(e2e_sandbox, home, NTHLAYER_LEDGER_URL=postgres_url),
+        # No policy approvals: an apply and the refresh after it would replace the plan a test approves.
+        **pipeline_environment(
+            e2e_sandbox, home, NTHLAYER_LEDGER_URL=postgres_url, NTHLAYER_PRE_APPROVED_KINDS=""
+        ),
         "DAGSTER_HOME": str(home),
         "DAGSTER_POSTGRES_URL": postgres_url,
     }
@@ -111,11 +115,24 @@ def browser():
             launched.close()
 
 
-@pytest.fixture
-def page(browser):
-    # Large enough that the whole asset graph fits at full scale, where nodes show their names untruncated.
-    context = browser.new_context(viewport={"width": 2400, "height": 1500})
+@contextmanager
+def _page(browser, width: int, height: int):
+    context = browser.new_context(viewport={"width": width, "height": height})
     try:
         yield context.new_page()
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser):
+    # Large enough that the whole asset graph fits at full scale, where nodes show their names untruncated.
+    with _page(browser, 2400, 1500) as opened:
+        yield opened
+
+
+@pytest.fixture
+def laptop_page(browser):
+    """A common laptop's window: what the UI must show whole."""
+    with _page(browser, 1280, 1000) as opened:
+        yield opened

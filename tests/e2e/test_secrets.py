@@ -74,7 +74,7 @@ TICKS_QUERY = """query($selector: SensorSelector!) { sensorOrError(sensorSelecto
     ... on Sensor { sensorState { ticks(limit: 100) { status skipReason runIds
         error { message stack } } } } } }"""
 LOGS = ARTIFACTS / "e2e" / "secrets"
-SENSORS = ("approved_plans_sensor", "refresh_after_apply", "apply_failure_to_slack")
+SENSORS = ("approved_plans_sensor", "refresh_after_apply", "run_failure_to_slack")
 
 
 def hits(text: str) -> list[str]:

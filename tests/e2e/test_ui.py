@@ -1,4 +1,5 @@
-"""The Dagster UI on the production configuration: the asset graph, and a scoped run from the launchpad."""
+"""The Dagster UI on the production configuration: the asset graph, a scoped run from the launchpad, and a
+plan read whole at 1280 px and approved from its preview."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from nthlayer_pipelines.definitions import build_definitions
+from nthlayer_pipelines.resources.ledger import Ledger
+from nthlayer_pipelines.ui_links import approval_config_yaml
 from tests.e2e.deployment import LOCATION, DagsterUi
 from tests.support import ARTIFACTS
 
@@ -153,3 +156,66 @@ def test_launchpad_runs_a_refresh_scoped_to_one_team(dagster_ui: DagsterUi, page
 
     expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=30_000)
     page.screenshot(path=ARTIFACTS / "e2e" / "refresh-run.png")
+
+
+# Everything that reads as whole in a window: nothing wider than its box where the box hides the rest.
+CUT_OFF = """(root) => [root, ...root.querySelectorAll('*')].filter((e) => {
+    const style = getComputedStyle(e);
+    return e.scrollWidth > e.clientWidth + 1 && style.overflowX !== 'visible';
+}).map((e) => `${e.tagName}.${e.className}: ${e.scrollWidth}px in ${e.clientWidth}px`)"""
+
+
+def test_the_plan_preview_is_whole_at_1280px_and_approves_from_it(
+    dagster_ui: DagsterUi, laptop_page: Page, postgres_url: str
+) -> None:
+    page = laptop_page
+    refreshed = dagster_ui.launch_run("refresh")
+    assert wait_for_run(dagster_ui, refreshed) == "SUCCESS"
+    plan_id = str(dagster_ui.materializations(refreshed)["change_plan"]["plan_id"])
+    with Ledger(postgres_url) as ledger:
+        plan = ledger.get_plan(plan_id)
+    assert plan is not None and len(plan.changes) == 7
+
+    page.goto(f"{dagster_ui.url}/assets/change_plan")
+    expect(page.get_by_text(plan_id, exact=True).first).to_be_visible(timeout=30_000)
+    plan_row = page.locator("tr").filter(has=page.get_by_text("plan", exact=True))
+    plan_row.get_by_text("[Show Markdown]").click()
+    preview = page.get_by_role("dialog")
+    for change in plan.changes:
+        expect(preview.get_by_text(change.id, exact=True)).to_be_visible()
+    expect(preview.get_by_text("mallory@example.com (was responder)")).to_be_visible()
+    box = preview.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, box
+    assert box["y"] >= 0 and box["y"] + box["height"] <= 1000, box
+    assert preview.evaluate(CUT_OFF) == []
+    page.screenshot(path=ARTIFACTS / "e2e" / "plan-preview-1280.png")
+
+    # From the preview to the launchpad holding this plan's approval: the approver adds a name, no id.
+    preview.get_by_role("link", name="Approve in the launchpad").click()
+    page.wait_for_url(re.compile(r"/jobs/approve_plan/playground$"), timeout=30_000)
+    editor = page.locator(".CodeMirror")
+    expect(editor).to_contain_text(plan_id, timeout=30_000)
+    shown = editor.evaluate("(element) => element.CodeMirror.getValue()")
+    assert shown == approval_config_yaml(plan)
+    editor.locator(".CodeMirror-line", has_text='approver: ""').click()
+    page.keyboard.press("End")
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Backspace")
+    page.keyboard.type("alice@example.com")
+    expect(page.get_by_text("No errors")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "e2e" / "plan-approval-launchpad-1280.png")
+    page.get_by_role("button", name="Launch Run").click()
+
+    page.wait_for_url(RUN_ID_IN_URL, timeout=30_000)
+    approved = RUN_ID_IN_URL.search(page.url).group(1)
+    assert wait_for_run(dagster_ui, approved) == "SUCCESS"
+    assert dagster_ui.run(approved).job == "approve_plan"
+    expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=30_000)
+    page.screenshot(path=ARTIFACTS / "e2e" / "plan-approved-1280.png")
+    with Ledger(postgres_url) as ledger:
+        approval = ledger.latest_approval(plan_id)
+    assert approval is not None
+    assert (approval.approver, approval.source) == ("alice@example.com", "person")
+    assert approval.decision == "approved"
+    assert approval.change_ids == tuple(change.id for change in plan.changes)

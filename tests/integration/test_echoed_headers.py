@@ -39,7 +39,7 @@ from nthlayer_pipelines.resources.pagerduty.client import (
 from nthlayer_pipelines.resources.slack.resource import SlackNotifier
 from nthlayer_pipelines.sandbox import RunningSandbox, load_seed, running_sandbox
 from nthlayer_pipelines.sandbox.faults import parse_plan
-from nthlayer_pipelines.sensors import apply_failure_to_slack
+from nthlayer_pipelines.sensors import run_failure_to_slack
 from tests.reliability import Reliability
 from tests.support import EXAMPLE_SEED, REPO, pipeline_environment
 
@@ -315,13 +315,13 @@ def test_an_apply_that_fails_on_an_echoed_error_leaves_no_token_in_the_run_the_l
         run = instance.get_run_by_id(applied.run_id)
         assert run is not None
         with dg.build_run_status_sensor_context(
-            sensor_name="apply_failure_to_slack",
+            sensor_name="run_failure_to_slack",
             dagster_instance=instance,
             dagster_run=run,
             dagster_event=applied.get_run_failure_event(),
             resources={"slack": defs.resources["slack"]},
         ).for_run_failure() as context:
-            apply_failure_to_slack(context)
+            run_failure_to_slack(context)
         injected = sandbox.faults.injected()
         reliability.count_faults(SCENARIO, injected)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.model import ChangeKind, Plan
@@ -103,9 +104,19 @@ def test_plan_metadata_is_readable_in_the_ui(pipeline_env) -> None:
     metadata = event.materialization.metadata
     assert metadata["changes_total"].value == len(EXPECTED_EXAMPLE_CHANGES)
     assert metadata["members_to_remove"].value == 1
-    payments = result.output_for_node("change_plan").changes[-1].team_id
-    assert f"- payments (Payments, {payments}): mallory@example.com (was responder)" in metadata["plan"].value
-    assert "+ search (Search, no id yet): create the team" in metadata["plan"].value
+    plan = result.output_for_node("change_plan")
+    removal, creation = plan.changes[-1], plan.changes[0]
+    shown = metadata["plan"].value
+    assert (
+        f"| `{removal.id}` | `-` remove | payments (Payments, `{removal.team_id}`) "
+        "| mallory@example.com (was responder) |"
+    ) in shown
+    assert f"| `{creation.id}` | `+` create team | search (Search, no id yet) |  |" in shown
+    # Its approval, ready to launch: the config naming this plan, and the link holding it.
+    config = yaml.safe_load(metadata["approve_config"].value.removeprefix("```yaml\n").removesuffix("```"))
+    assert config["ops"]["approve"]["config"]["plan_id"] == plan.id
+    assert "/jobs/approve_plan/playground/setup?config=" in metadata["approve_in_launchpad"].value
+    assert metadata["approve_config"].value in shown
     (users,) = [
         e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("pagerduty_users")
     ]

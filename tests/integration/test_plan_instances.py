@@ -18,7 +18,7 @@ from nthlayer_pipelines.model import ChangeStatus, Plan
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.sandbox import RunningSandbox
 from nthlayer_pipelines.sandbox.faults import parse_plan
-from nthlayer_pipelines.sensors import apply_failure_to_slack
+from nthlayer_pipelines.sensors import run_failure_to_slack
 from tests.integration.test_apply_flow import approve_config, pagerduty_members, tick
 from tests.reliability import Reliability
 from tests.support import REPO, pipeline_environment
@@ -248,13 +248,13 @@ def test_a_failed_change_is_retried_by_the_client_alone_and_its_apply_announced_
     dagster_run = deployment.instance.get_run_by_id(run.run_id)
     run_failure = next(e for e in run.all_events if e.event_type_value == "PIPELINE_FAILURE")
     with dg.build_run_status_sensor_context(
-        sensor_name="apply_failure_to_slack",
+        sensor_name="run_failure_to_slack",
         dagster_event=run_failure,
         dagster_instance=deployment.instance,
         dagster_run=dagster_run,
         resources={"slack": build_definitions(deployment.environ).resources["slack"]},
     ).for_run_failure() as context:
-        apply_failure_to_slack(context)
+        run_failure_to_slack(context)
     messages = slack_messages(example_sandbox)
     assert len(messages) == 1 and "applied with problems" in messages[0]
     reliability.count("failed change retries", puts_sent=len(puts), slack_messages=len(messages))

@@ -10,23 +10,43 @@ from pathlib import Path
 
 import pytest
 
-from nthlayer_pipelines.demo import HOME_LOCK, INSTANCE_YAML, DemoError, claim_fresh_home
+from nthlayer_pipelines.demo import (
+    EARLIER_INSTANCE_YAMLS,
+    HOME_LOCK,
+    INSTANCE_YAML,
+    DemoError,
+    claim_fresh_home,
+)
 from tests.support import REPO
 
 
-def a_previous_demos_home(home: Path, *, with_lock_file: bool = True) -> None:
+def a_previous_demos_home(
+    home: Path, *, with_lock_file: bool = True, instance_yaml: str = INSTANCE_YAML
+) -> None:
     (home / "history" / "runs").mkdir(parents=True)
     (home / "history" / "runs" / "index.db").write_bytes(b"runs")
     (home / "nthlayer-ledger.db").write_bytes(b"a ledger holding the previous sandbox's snapshot")
-    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    (home / "dagster.yaml").write_text(instance_yaml)
     if with_lock_file:
         (home / HOME_LOCK).touch()
 
 
-@pytest.mark.parametrize("with_lock_file", [True, False], ids=["demo-home", "home-from-before-the-lock-file"])
-def test_a_previous_demos_home_is_emptied(tmp_path: Path, with_lock_file: bool) -> None:
+@pytest.mark.parametrize(
+    ("with_lock_file", "instance_yaml"),
+    [
+        (True, INSTANCE_YAML),
+        (False, INSTANCE_YAML),
+        *((False, earlier) for earlier in EARLIER_INSTANCE_YAMLS),
+    ],
+    ids=[
+        "demo-home",
+        "home-from-before-the-lock-file",
+        *(f"earlier-instance-yaml-{n}" for n, _ in enumerate(EARLIER_INSTANCE_YAMLS)),
+    ],
+)
+def test_a_previous_demos_home_is_emptied(tmp_path: Path, with_lock_file: bool, instance_yaml: str) -> None:
     home = tmp_path / "home"
-    a_previous_demos_home(home, with_lock_file=with_lock_file)
+    a_previous_demos_home(home, with_lock_file=with_lock_file, instance_yaml=instance_yaml)
     lock = claim_fresh_home(home)
     try:
         assert sorted(p.name for p in home.iterdir()) == sorted(["dagster.yaml", HOME_LOCK])

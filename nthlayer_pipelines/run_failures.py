@@ -1,0 +1,49 @@
+"""What a failed run's events say went wrong, in words: for `nthlayer plan` and the Slack notice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+if TYPE_CHECKING:
+    from dagster._utils.error import SerializableErrorInfo
+
+# The events a summary reads; the sensor asks the instance for these alone.
+FAILURE_EVENT_TYPES = frozenset(
+    {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+)
+
+
+def _user_message(error: SerializableErrorInfo) -> str:
+    """What went wrong in the step's own code: Dagster's "error occurred while executing op" wrapper is
+    skipped for its cause, and the exception's module path is dropped."""
+    while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+        error = error.cause
+    message = error.message.strip()
+    prefix, _, rest = message.partition(": ")
+    return rest if rest and prefix.rsplit(".", 1)[-1] == error.cls_name else message
+
+
+def failure_summary(events: Iterable[dg.DagsterEvent]) -> str:
+    """One line per failed step (with its `problems` metadata) and per failed check; "" when none."""
+    lines: list[str] = []
+    for event in events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            error = event.step_failure_data.error
+            if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
+                continue  # the failed check's own evaluation below names it
+            user = event.step_failure_data.user_failure_data
+            lines.append(f"{event.step_key}: {_user_message(error) if error else 'failed'}")
+            if user is not None:
+                problems = user.metadata.get("problems")
+                if problems is not None:
+                    lines.append(str(problems.value))
+        elif event.event_type_value == dg.DagsterEventType.ASSET_CHECK_EVALUATION.value:
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                lines.append(
+                    f"check {evaluation.check_name} failed on {evaluation.asset_key.to_user_string()}"
+                )
+    return "\n".join(lines)
