@@ -195,6 +195,13 @@ def _compute_logs(values: dict[str, Any]) -> dict[str, Any]:
     return {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
 
 
+def _python_logs(values: dict[str, Any]) -> dict[str, Any] | None:
+    logs = values.get("pythonLogs") or {}
+    _only(logs, {"managedPythonLoggers"}, "pythonLogs")
+    loggers = logs.get("managedPythonLoggers")
+    return {"managed_python_loggers": list(loggers)} if loggers else None
+
+
 def instance_config(
     values: dict[str, Any], *, namespace: str = "nthlayer", service_account: str = "nthlayer-dagster"
 ) -> dict[str, Any]:
@@ -225,6 +232,7 @@ def instance_config(
         ("run_coordinator", _run_coordinator),
         ("run_monitoring", _run_monitoring),
         ("concurrency", _concurrency),
+        ("python_logs", _python_logs),
     ):
         part = render(values)
         if part is not None:

@@ -102,6 +102,7 @@ def test_limits_and_monitoring_are_deploy_dagster_yamls(values: dict[str, Any]) 
     for setting, value in single_machine["run_monitoring"].items():
         assert rendered["run_monitoring"][setting] == value, setting
     assert rendered["telemetry"] == single_machine["telemetry"]
+    assert rendered["python_logs"] == single_machine["python_logs"]
     assert values["dagsterDaemon"]["enabled"] is True
 
 
