@@ -21,12 +21,24 @@ from nthlayer_pipelines.resources.ledger import (
     display_url,
     upgrade_ledger,
 )
-from nthlayer_pipelines.resources.settings import ApproverRefused, Approvers
+from nthlayer_pipelines.resources.settings import ApproverRefused, Approvers, SettingsError
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """A deployment setting that is missing or malformed is one line and exit 1, whichever command meets it
+    (the code location's import included), never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Operations as code, reconciled by Dagster."""
 
@@ -290,8 +302,10 @@ def demo(port: int, sandbox_port: int, seed: str) -> None:
     """Sandbox providers, a first refresh, then the Dagster webserver and daemon.
 
     Each start is fresh: the sandbox is seeded anew and DAGSTER_HOME (.dagster_home/) emptied."""
+    from nthlayer_pipelines.definitions import build_definitions
     from nthlayer_pipelines.demo import run_demo
 
+    build_definitions(os.environ)  # a bad setting is said here, before anything starts
     sys.exit(run_demo(webserver_port=port, sandbox_port=sandbox_port, seed=seed))
 
 
