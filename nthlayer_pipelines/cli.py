@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from nthlayer_pipelines.model import DefinitionsError, SourceError
 from nthlayer_pipelines.resources.ledger import (
+    AFTER_REJECTION,
     Approval,
     Ledger,
     LedgerError,
@@ -152,6 +153,7 @@ def reject(plan_id: str, approver: str, comment: str) -> None:
     """Reject a plan: it is never applied."""
     approver = _checked_approver(approver)
     _record(lambda ledger: ledger.reject(plan_id, approver=approver, comment=comment))
+    click.echo(AFTER_REJECTION)
 
 
 @main.command()

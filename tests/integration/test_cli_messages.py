@@ -3,13 +3,15 @@ or the next step, never a traceback nor advice that points back at itself."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_pipeline import nthlayer
+from nthlayer_pipelines.resources.ledger import AFTER_REJECTION
+from tests.integration.test_pipeline import nthlayer, refresh
 from tests.support import REPO
 
 CLOSED_URL = "http://127.0.0.1:9"  # nothing listens: a command that got as far as PagerDuty fails fast
@@ -88,3 +90,40 @@ def test_the_code_location_refuses_to_load_with_a_malformed_setting(offline_env:
         "SettingsError: NTHLAYER_MAX_TEAM_REMOVAL_SHARE='7': must be a share between 0 and 1 (0.2 is 20 %); "
         "for 7 % write 0.07" in run.stdout + run.stderr
     )
+
+
+# ---- what records a plan, and what makes a new one -----------------------------------------------------
+
+
+def plan_id_printed(environ: dict[str, str]) -> str:
+    run = nthlayer("plan", "--json", environ=environ)
+    assert run.returncode == 2, run.stderr
+    return json.loads(run.stdout)["plan_id"]
+
+
+def test_a_plan_id_only_previewed_or_rejected_says_what_records_a_new_plan(pipeline_env) -> None:
+    previewed = plan_id_printed(pipeline_env)
+
+    # `nthlayer plan` records nothing: the refusal names what does, and how to start it.
+    unrecorded = nthlayer("approve", previewed, "--approver", "alice", environ=pipeline_env)
+    assert unrecorded.returncode == 1
+    assert unrecorded.stderr.splitlines()[-1] == (
+        f"error: no plan {previewed!r} in the ledger: only a refresh run records a plan (`nthlayer plan` "
+        "previews the one a refresh would record, and records nothing); launch the `refresh` job (in the UI, "
+        "or `dg launch --job refresh -m nthlayer_pipelines.definitions`; refresh_schedule runs it hourly), "
+        "then approve the plan it records"
+    )
+
+    assert refresh(pipeline_env).output_for_node("change_plan").id == previewed
+    rejected = nthlayer("reject", previewed, "--approver", "bob", environ=pipeline_env)
+    assert rejected.returncode == 0, rejected.stderr
+    assert AFTER_REJECTION in rejected.stdout.splitlines()
+    again = nthlayer("approve", previewed, "--approver", "alice", environ=pipeline_env)
+    assert again.returncode == 1
+    assert again.stderr.splitlines()[-1].endswith(f"; {AFTER_REJECTION}")
+
+    # The advice holds: the next refresh records the same drift as a new plan, which may be approved.
+    renewed = refresh(pipeline_env).output_for_node("change_plan").id
+    assert renewed != previewed and plan_id_printed(pipeline_env) == renewed
+    approved = nthlayer("approve", renewed, "--approver", "alice", environ=pipeline_env)
+    assert approved.returncode == 0, approved.stderr

@@ -3,6 +3,7 @@
 from nthlayer_pipelines.resources.ledger.migrate import Revision, head_revision
 from nthlayer_pipelines.resources.ledger.schema import metadata
 from nthlayer_pipelines.resources.ledger.store import (
+    AFTER_REJECTION,
     APPLY_LOCK_KEY,
     WRITE_LOCK_KEY,
     Approval,
@@ -18,6 +19,7 @@ from nthlayer_pipelines.resources.ledger.store import (
 )
 
 __all__ = [
+    "AFTER_REJECTION",
     "APPLY_LOCK_KEY",
     "WRITE_LOCK_KEY",
     "Approval",

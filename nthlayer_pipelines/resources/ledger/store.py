@@ -95,6 +95,28 @@ class LedgerMissingError(LedgerError):
     """A read-only open of a ledger that does not exist: there is nothing to read."""
 
 
+# What records a plan, said wherever a plan id is refused for not being one: `nthlayer plan` only previews.
+START_A_REFRESH = (
+    "launch the `refresh` job (in the UI, or `dg launch --job refresh -m nthlayer_pipelines.definitions`; "
+    "refresh_schedule runs it hourly)"
+)
+
+
+def unrecorded_plan(plan_id: str) -> str:
+    return (
+        f"no plan {plan_id!r} in the ledger: only a refresh run records a plan (`nthlayer plan` previews "
+        f"the one a refresh would record, and records nothing); {START_A_REFRESH}, then approve the plan "
+        "it records"
+    )
+
+
+# What makes a new plan once one is rejected: the next refresh, for the drift that is still there.
+AFTER_REJECTION = (
+    "a rejected plan is never applied; the next refresh run records the drift still there as a new plan "
+    f"(the rejected changes in it wait for a person, never pre-approved): {START_A_REFRESH}"
+)
+
+
 class LedgerOutdatedError(LedgerError):
     """The ledger's schema is older (or newer) than this version of nthlayer writes."""
 
@@ -872,7 +894,7 @@ def _plan(conn: Connection, plan_id: str) -> Plan | None:
 def _require_plan(conn: Connection, plan_id: str) -> Plan:
     plan = _plan(conn, plan_id)
     if plan is None:
-        raise LedgerError(f"no plan {plan_id!r} in the ledger: see `nthlayer plan` for the current plan id")
+        raise LedgerError(unrecorded_plan(plan_id))
     return plan
 
 
@@ -995,7 +1017,7 @@ def _refuse_rejected(conn: Connection, plan_id: str) -> None:
         because = f": {rejection.comment}" if rejection.comment else ""
         raise LedgerError(
             f"plan {plan_id} was rejected by {rejection.approver} ({rejection.id}){because}; "
-            "refresh for a new plan"
+            + AFTER_REJECTION
         )
 
 
