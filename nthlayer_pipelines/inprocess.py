@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -19,13 +20,24 @@ if TYPE_CHECKING:
     from dagster._utils.error import SerializableErrorInfo
 
 
+@dataclass(frozen=True)
+class FailedCheck:
+    """A blocking check that failed, on which asset, and why: one reason a line (the check's description)."""
+
+    name: str
+    asset: str
+    reasons: tuple[str, ...]
+
+
 class PlanFailed(Exception):
     """The run failed; the message says which step or check failed and why. `plan` is the plan when it was
-    made and only a check of it failed (a blocked team, the blast radius): a reader still sees it."""
+    made and only a check of it failed (a blocked team, the blast radius): a reader still sees it. `checks`
+    are the checks that failed."""
 
-    def __init__(self, message: str, plan: Plan | None = None) -> None:
+    def __init__(self, message: str, plan: Plan | None = None, checks: tuple[FailedCheck, ...] = ()) -> None:
         super().__init__(message)
         self.plan = plan
+        self.checks = checks
 
 
 def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
@@ -49,7 +61,11 @@ def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
     )
     if not result.success:
         planned = result.is_node_success("change_plan")
-        raise PlanFailed(_failure_summary(result), result.output_for_node("change_plan") if planned else None)
+        raise PlanFailed(
+            _failure_summary(result),
+            result.output_for_node("change_plan") if planned else None,
+            _failed_checks(result),
+        )
     return result.output_for_node("change_plan")
 
 
@@ -76,10 +92,23 @@ def _failure_summary(result: dg.ExecuteInProcessResult) -> str:
                 problems = user.metadata.get("problems")
                 if problems is not None:
                     lines.append(str(problems.value))
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-            evaluation = event.event_specific_data
-            if not evaluation.passed:
-                lines.append(
-                    f"check {evaluation.check_name} failed on {evaluation.asset_key.to_user_string()}"
-                )
+    for check in _failed_checks(result):
+        lines.append(f"check {check.name} failed on {check.asset}:")
+        lines += [f"  - {reason}" for reason in check.reasons]
     return "\n".join(lines) or "the run failed"
+
+
+def _failed_checks(result: dg.ExecuteInProcessResult) -> tuple[FailedCheck, ...]:
+    return tuple(
+        FailedCheck(
+            name=evaluation.check_name,
+            asset=evaluation.asset_key.to_user_string(),
+            reasons=tuple((evaluation.description or "").splitlines()),
+        )
+        for evaluation in (
+            event.event_specific_data
+            for event in result.all_events
+            if event.event_type_value == "ASSET_CHECK_EVALUATION"
+        )
+        if not evaluation.passed
+    )

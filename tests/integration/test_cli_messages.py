@@ -4,6 +4,8 @@ or the next step, never a traceback nor advice that points back at itself."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +129,59 @@ def test_a_plan_id_only_previewed_or_rejected_says_what_records_a_new_plan(pipel
     assert renewed != previewed and plan_id_printed(pipeline_env) == renewed
     approved = nthlayer("approve", renewed, "--approver", "alice", environ=pipeline_env)
     assert approved.returncode == 0, approved.stderr
+
+
+# ---- a blocked plan says why ----------------------------------------------------------------------------
+
+# One removal from payments' four members is over these limits (25 % > 10 %, counted from one removal).
+STRICT = {"NTHLAYER_MIN_TEAM_REMOVALS": "1", "NTHLAYER_MAX_TEAM_REMOVAL_SHARE": "0.1"}
+PAYMENTS_REASON = re.compile(r"payments \(P\w+\): 1 of 4 members removed \(25 % > 10 %\)")
+
+
+def test_a_plan_over_the_blast_radius_prints_the_plan_and_why_and_exits_3(pipeline_env) -> None:
+    environ = {**pipeline_env, **STRICT}
+    text = nthlayer("plan", environ=environ)
+    assert text.returncode == 3, text.stderr
+    assert text.stdout.startswith("Plan plan-") and "- payments (Payments, P" in text.stdout
+    verdict = text.stderr.splitlines()
+    assert verdict[0] == "blocked: check change_plan_within_blast_radius failed on change_plan:"
+    assert PAYMENTS_REASON.fullmatch(verdict[1].removeprefix("  - "))
+    assert "--allow-blast-radius" in verdict[2] and "allow_blast_radius: true" not in text.stderr
+
+    as_json = nthlayer("plan", "--json", environ=environ)
+    assert as_json.returncode == 3, as_json.stderr
+    blocked = json.loads(as_json.stdout)["blocked"]
+    assert blocked["checks"] == ["change_plan_within_blast_radius"]
+    assert len(blocked["reasons"]) == 1 and PAYMENTS_REASON.fullmatch(blocked["reasons"][0])
+
+    # The check carries the same reasons; the approval's refusal names the override as the CLI spells it.
+    result = refresh(environ)
+    (evaluation,) = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "change_plan_within_blast_radius"
+    ]
+    assert not evaluation.passed and PAYMENTS_REASON.fullmatch(evaluation.description)
+    assert PAYMENTS_REASON.fullmatch(evaluation.metadata["reasons"].value.removeprefix("- "))
+    plan_id = result.output_for_node("change_plan").id
+    refused = nthlayer("approve", plan_id, "--approver", "alice", environ=environ)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1].endswith(
+        "Check the removals, then approve with `--allow-blast-radius` to override"
+    )
+    allowed = nthlayer("approve", plan_id, "--approver", "alice", "--allow-blast-radius", environ=environ)
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_a_failed_check_names_what_failed(pipeline_env, tmp_path: Path) -> None:
+    definitions = tmp_path / "definitions"
+    shutil.copytree(REPO / "examples" / "org", definitions)
+    platform = definitions / "teams" / "platform.yaml"
+    platform.write_text(
+        platform.read_text().replace("judy@example.com, role: manager", "judy@example.com, role: responder")
+    )
+
+    run = nthlayer("plan", "--definitions", str(definitions), environ=pipeline_env)
+    assert (run.returncode, run.stdout) == (1, "")
+    assert run.stderr.splitlines() == [
+        "error: check desired_teams_have_a_manager failed on desired_state:",
+        "  - platform (git, teams/platform.yaml): none of its 2 members is a manager; make one a manager",
+    ]

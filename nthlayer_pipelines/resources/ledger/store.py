@@ -95,6 +95,21 @@ class LedgerMissingError(LedgerError):
     """A read-only open of a ledger that does not exist: there is nothing to read."""
 
 
+class BlastRadiusRefused(LedgerError):
+    """An approval of removals from a plan over the blast radius, without the override. The message names the
+    launchpad's field; `saying` names the override where the approver types it (the CLI's flag)."""
+
+    def __init__(self, plan_id: str, reasons: Sequence[str]) -> None:
+        self.plan_id, self.reasons = plan_id, tuple(reasons)
+        super().__init__(self.saying("`allow_blast_radius: true`"))
+
+    def saying(self, override: str) -> str:
+        return (
+            f"plan {self.plan_id} exceeds the blast radius: {'; '.join(self.reasons)}. "
+            f"Check the removals, then approve with {override} to override"
+        )
+
+
 # What records a plan, said wherever a plan id is refused for not being one: `nthlayer plan` only previews.
 START_A_REFRESH = (
     "launch the `refresh` job (in the UI, or `dg launch --job refresh -m nthlayer_pipelines.definitions`; "
@@ -1068,10 +1083,7 @@ def _approve(
     verdict = None if basis is None else assess_blast_radius(plan, rosters_from_json(basis), limits)
     covers_removal = any(reduces_a_team(c) for c in chosen)
     if verdict is not None and verdict.exceeded and covers_removal and not allow_blast_radius:
-        raise LedgerError(
-            f"plan {plan_id} exceeds the blast radius: {'; '.join(verdict.reasons)}. "
-            "Check the removals, then approve with `allow_blast_radius: true` to override"
-        )
+        raise BlastRadiusRefused(plan_id, verdict.reasons)
     return _insert_approval(
         conn,
         plan_id=plan_id,
