@@ -4,6 +4,7 @@ or the next step, never a traceback nor advice that points back at itself."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
     [
         (
             ["plan"],
-            {"PAGERDUTY_API_TOKEN": ""},
+            {"PAGERDUTY_API_TOKEN": None},  # unset, not empty
             "PAGERDUTY_API_TOKEN is not set: `nthlayer plan` reads PagerDuty with a REST API key "
             "(read-only will do)",
         ),
@@ -61,9 +62,19 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
     ],
 )
 def test_a_missing_or_malformed_setting_is_one_line_and_exit_1(
-    offline_env: dict[str, str], args: list[str], setting: dict[str, str], line: str
+    offline_env: dict[str, str], args: list[str], setting: dict[str, str | None], line: str
 ) -> None:
-    run = nthlayer(*args, environ={**offline_env, **setting})
+    environ = {
+        name: value for name, value in {**os.environ, **offline_env, **setting}.items() if value is not None
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "nthlayer_pipelines.cli", *args],
+        env=environ,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (run.returncode, run.stdout, run.stderr) == (1, "", f"error: {line}\n")
 
 
