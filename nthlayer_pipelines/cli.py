@@ -7,13 +7,16 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 import sqlalchemy as sa
 
 from nthlayer_pipelines.model import DefinitionsError, SourceError
 from nthlayer_pipelines.resources.ledger import (
+    AFTER_REJECTION,
     Approval,
+    BlastRadiusRefused,
     Ledger,
     LedgerError,
     LedgerOutdatedError,
@@ -21,12 +24,30 @@ from nthlayer_pipelines.resources.ledger import (
     display_url,
     upgrade_ledger,
 )
-from nthlayer_pipelines.resources.settings import ApproverRefused, Approvers
+from nthlayer_pipelines.resources.settings import ApproverRefused, Approvers, SettingsError
 
-EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
+if TYPE_CHECKING:
+    from nthlayer_pipelines.inprocess import PlanFailed
+
+# `nthlayer plan`'s statuses (documented in the README): 3 is a plan made but over the blast radius, which
+# only an approval that allows it applies.
+EXIT_OK, EXIT_ERROR, EXIT_DRIFT, EXIT_BLAST_RADIUS = 0, 1, 2, 3
+CLI_OVERRIDE = "`--allow-blast-radius`"  # the override as `nthlayer approve` spells it
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """A deployment setting that is missing or malformed is one line and exit 1, whichever command meets it
+    (the code location's import included), never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Operations as code, reconciled by Dagster."""
 
@@ -52,7 +73,7 @@ def validate(path: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (a stable contract).")
 def plan(definitions_path: str | None, as_json: bool) -> None:
-    """Compute the plan read-only. Exit 0: no drift, 2: drift, 1: error."""
+    """Compute the plan read-only. Exit 0: no drift, 2: drift, 3: over the blast radius, 1: error."""
     from nthlayer_pipelines.inprocess import PlanFailed, plan_in_process
     from nthlayer_pipelines.reconcile.plan import plan_to_json_text, render_plan_text
 
@@ -61,14 +82,41 @@ def plan(definitions_path: str | None, as_json: bool) -> None:
         environ["NTHLAYER_DEFINITIONS"] = definitions_path
     try:
         result = plan_in_process(environ)
-    except (PlanFailed, DefinitionsError, SourceError) as error:
-        made = error.plan if isinstance(error, PlanFailed) else None
-        if made is not None:  # a check of the plan failed: the plan is still what the reader needs
-            click.echo(plan_to_json_text(made) if as_json else render_plan_text(made))
+    except PlanFailed as error:
+        sys.exit(_report_failed_plan(error, as_json))
+    except (DefinitionsError, SourceError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_ERROR)
     click.echo(plan_to_json_text(result) if as_json else render_plan_text(result))
     sys.exit(EXIT_DRIFT if result.has_drift else EXIT_OK)
+
+
+def _report_failed_plan(error: PlanFailed, as_json: bool) -> int:
+    """The plan when it was made (stdout: a reader still needs it; its JSON carries the failed checks and
+    their reasons), then the verdict (stderr); the exit status."""
+    from nthlayer_pipelines.assets.checks import BLAST_RADIUS_CHECK
+    from nthlayer_pipelines.reconcile.plan import plan_to_json_text, render_plan_text
+
+    made = error.plan
+    if made is None:
+        click.echo(f"error: {error}", err=True)
+        return EXIT_ERROR
+    blocked = {
+        "checks": [check.name for check in error.checks],
+        "reasons": [reason for check in error.checks for reason in check.reasons],
+    }
+    click.echo(plan_to_json_text(made, blocked=blocked) if as_json else render_plan_text(made))
+    if not error.checks or any(check.name != BLAST_RADIUS_CHECK for check in error.checks):
+        click.echo(f"error: {error}", err=True)
+        return EXIT_ERROR
+    click.echo(f"blocked: {error}", err=True)
+    click.echo(
+        f"over the blast radius: once a refresh run records plan {made.id}, only "
+        f"`nthlayer approve {made.id} --approver NAME --allow-blast-radius` applies its removals: "
+        "check them first",
+        err=True,
+    )
+    return EXIT_BLAST_RADIUS
 
 
 def _open_ledger() -> Ledger:
@@ -97,6 +145,9 @@ def _record(action: Callable[[Ledger], Approval]) -> None:
     with _open_ledger() as ledger:
         try:
             approval = action(ledger)
+        except BlastRadiusRefused as error:
+            click.echo(f"error: {error.saying(CLI_OVERRIDE)}", err=True)
+            sys.exit(EXIT_ERROR)
         except LedgerError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(EXIT_ERROR)
@@ -140,6 +191,7 @@ def reject(plan_id: str, approver: str, comment: str) -> None:
     """Reject a plan: it is never applied."""
     approver = _checked_approver(approver)
     _record(lambda ledger: ledger.reject(plan_id, approver=approver, comment=comment))
+    click.echo(AFTER_REJECTION)
 
 
 @main.command()
@@ -290,8 +342,10 @@ def demo(port: int, sandbox_port: int, seed: str) -> None:
     """Sandbox providers, a first refresh, then the Dagster webserver and daemon.
 
     Each start is fresh: the sandbox is seeded anew and DAGSTER_HOME (.dagster_home/) emptied."""
+    from nthlayer_pipelines.definitions import build_definitions
     from nthlayer_pipelines.demo import run_demo
 
+    build_definitions(os.environ)  # a bad setting is said here, before anything starts
     sys.exit(run_demo(webserver_port=port, sandbox_port=sandbox_port, seed=seed))
 
 

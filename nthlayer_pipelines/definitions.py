@@ -24,7 +24,6 @@ from nthlayer_pipelines.jobs import (
     refresh_job,
     reject_plan_job,
 )
-from nthlayer_pipelines.reconcile.policy import DEFAULT_MAX_PRE_APPROVED
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.io_manager import io_managers_from_env
 from nthlayer_pipelines.resources.ledger import LedgerResource
@@ -35,6 +34,9 @@ from nthlayer_pipelines.resources.settings import (
     Approvers,
     DefinitionsRepository,
     ReconcileSettings,
+    SettingsError,
+    env_positive,
+    env_whole,
 )
 from nthlayer_pipelines.resources.slack.resource import SLACK_PUBLIC_API, SlackNotifier
 from nthlayer_pipelines.schedules import DEFAULT_AUDIT_CRON, DEFAULT_REFRESH_CRON, build_schedules
@@ -70,25 +72,15 @@ def build_resources(
             read_only=read_only,
             api_url=_env_or(environ, "PAGERDUTY_API_URL", DEFAULT_API_URL),
             api_token=dg.EnvVar("PAGERDUTY_API_TOKEN"),
-            full_refresh_every_hours=float(environ.get("NTHLAYER_FULL_REFRESH_EVERY_HOURS", "24")),
-            timeout_seconds=float(environ.get("NTHLAYER_PAGERDUTY_TIMEOUT_SECONDS", "30")),
+            full_refresh_every_hours=env_positive(environ, "NTHLAYER_FULL_REFRESH_EVERY_HOURS", 24),
+            timeout_seconds=env_positive(environ, "NTHLAYER_PAGERDUTY_TIMEOUT_SECONDS", 30),
         ),
         "cortex": CortexResource(
             api_url=_env_or(environ, "CORTEX_API_URL", ""),
             api_token=_env_or(environ, "CORTEX_API_TOKEN", ""),
         ),
         "definitions": DefinitionsRepository(path=environ.get("NTHLAYER_DEFINITIONS", DEFAULT_DEFINITIONS)),
-        "reconcile": ReconcileSettings(
-            source_precedence=environ.get("NTHLAYER_SOURCE_PRECEDENCE", "git,cortex"),
-            max_unresolved_users=int(environ.get("NTHLAYER_MAX_UNRESOLVED_USERS", "10")),
-            pre_approved_kinds=environ.get("NTHLAYER_PRE_APPROVED_KINDS", "add_member,create_team"),
-            max_pre_approved_changes=int(
-                environ.get("NTHLAYER_MAX_PRE_APPROVED_CHANGES", str(DEFAULT_MAX_PRE_APPROVED))
-            ),
-            max_team_removal_share=float(environ.get("NTHLAYER_MAX_TEAM_REMOVAL_SHARE", "0.2")),
-            min_team_removals=int(environ.get("NTHLAYER_MIN_TEAM_REMOVALS", "2")),
-            max_total_removals=int(environ.get("NTHLAYER_MAX_TOTAL_REMOVALS", "50")),
-        ),
+        "reconcile": ReconcileSettings.from_env(environ),
         "ledger": LedgerResource(url=_env_or(environ, "NTHLAYER_LEDGER_URL", ""), read_only=read_only),
         "slack": SlackNotifier(
             token=_env_or(environ, "SLACK_BOT_TOKEN", ""),
@@ -143,7 +135,9 @@ def _fixed_value(value: object, description: str) -> dg.ResourceDefinition:
 
 
 def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions:
-    sensor_interval = int(environ.get("NTHLAYER_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS))
+    sensor_interval = env_whole(
+        environ, "NTHLAYER_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS, minimum=1
+    )
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ALL_CHECKS,
@@ -168,4 +162,7 @@ def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions
     )
 
 
-defs = build_definitions()
+try:
+    defs = build_definitions()
+except SettingsError as error:
+    raise SettingsError(str(error)) from None  # `dagster` and `dg` show the line, not the readers' frames

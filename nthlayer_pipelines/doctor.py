@@ -292,6 +292,19 @@ def check_definitions(environ: Mapping[str, str]) -> CheckResult:
     return CheckResult("definitions", Status.OK, f"{path} is valid")
 
 
+def check_settings(environ: Mapping[str, str]) -> CheckResult:
+    """Every setting the code location reads parses: the same check, and the same line, as its load."""
+    from nthlayer_pipelines.resources.settings import SettingsError
+
+    try:
+        from nthlayer_pipelines.definitions import build_definitions
+
+        build_definitions(environ)
+    except SettingsError as error:
+        return CheckResult("settings", Status.FAIL, str(error))
+    return CheckResult("settings", Status.OK, "every setting the code location reads is valid")
+
+
 def check_approvers(environ: Mapping[str, str]) -> CheckResult:
     from nthlayer_pipelines.resources.settings import APPROVERS_ENV_VAR, Approvers
 
@@ -421,7 +434,8 @@ def check_ledger(environ: Mapping[str, str]) -> CheckResult:
 
 
 def run_checks(environ: Mapping[str, str] = os.environ) -> list[CheckResult]:
-    """Every check, in the order a person fixes things: providers, sources, approvers, instance, ledger.
+    """Every check, in the order a person fixes things: providers, sources, settings, approvers, instance,
+    ledger.
 
     The instance's dagster.yaml reads its `env:` values from the process environment.
     """
@@ -430,6 +444,7 @@ def run_checks(environ: Mapping[str, str] = os.environ) -> list[CheckResult]:
         ("cortex", check_cortex),
         ("slack", check_slack),
         ("definitions", check_definitions),
+        ("settings", check_settings),
         ("approvers", check_approvers),
         ("storage", check_instance),
         ("ledger", check_ledger),

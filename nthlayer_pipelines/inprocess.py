@@ -11,22 +11,29 @@ from nthlayer_pipelines.assets.checks import ALL_CHECKS
 from nthlayer_pipelines.definitions import ASSETS, build_resources
 from nthlayer_pipelines.model import Plan
 from nthlayer_pipelines.resources.ledger import LedgerResource
-from nthlayer_pipelines.run_failures import failure_summary
+from nthlayer_pipelines.resources.pagerduty.client import TOKEN_ENV_VAR
+from nthlayer_pipelines.resources.settings import require_env
+from nthlayer_pipelines.run_failures import FailedCheck, failed_checks, failure_summary
 
 
 class PlanFailed(Exception):
     """The run failed; the message says which step or check failed and why. `plan` is the plan when it was
-    made and only a check of it failed (a blocked team, the blast radius): a reader still sees it."""
+    made and only a check of it failed (a blocked team, the blast radius): a reader still sees it. `checks`
+    are the checks that failed."""
 
-    def __init__(self, message: str, plan: Plan | None = None) -> None:
+    def __init__(self, message: str, plan: Plan | None = None, checks: tuple[FailedCheck, ...] = ()) -> None:
         super().__init__(message)
         self.plan = plan
+        self.checks = checks
 
 
 def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
     """The plan the definitions call for now, computed read-only whatever the environment names: the
     ledger (when NTHLAYER_LEDGER_URL names one) is read, to start from its stored snapshot and to name the
     plan instance a refresh would record, and never written; no provider is written either."""
+    require_env(
+        environ, TOKEN_ENV_VAR, "`nthlayer plan` reads PagerDuty with a REST API key (read-only will do)"
+    )
     resources = build_resources(environ, read_only=True)
     if not environ.get("NTHLAYER_LEDGER_URL"):
         # Without a ledger to read, an empty one in memory: a CI check of a definitions repo leaves no files.
@@ -41,6 +48,9 @@ def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
     )
     if not result.success:
         planned = result.is_node_success("change_plan")
-        plan = result.output_for_node("change_plan") if planned else None
-        raise PlanFailed(failure_summary(result.all_events) or "the run failed", plan)
+        raise PlanFailed(
+            failure_summary(result.all_events) or "the run failed",
+            result.output_for_node("change_plan") if planned else None,
+            failed_checks(result.all_events),
+        )
     return result.output_for_node("change_plan")

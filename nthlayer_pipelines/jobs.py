@@ -12,7 +12,7 @@ from nthlayer_pipelines.assets.observed import POOL
 from nthlayer_pipelines.model import ChangeStatus, DefinitionsError, SourceError
 from nthlayer_pipelines.notifications import apply_summary_message
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
-from nthlayer_pipelines.resources.ledger import LedgerError, LedgerResource
+from nthlayer_pipelines.resources.ledger import AFTER_REJECTION, LedgerError, LedgerResource
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.settings import (
     ApproverRefused,
@@ -137,7 +137,7 @@ def reject(
     approver = _checked_approver(context, approvers, config.approver)
     with ledger.open() as store, _ledger_refusal_fails_the_op():
         rejection = store.reject(config.plan_id, approver=approver, comment=config.comment)
-    context.log.info("plan %s rejected by %s", rejection.plan_id, rejection.approver)
+    context.log.info("plan %s rejected by %s: %s", rejection.plan_id, rejection.approver, AFTER_REJECTION)
     return dg.Output(
         rejection.id,
         metadata={

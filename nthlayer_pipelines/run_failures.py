@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -16,6 +17,31 @@ FAILURE_EVENT_TYPES = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class FailedCheck:
+    """A blocking check that failed, on which asset, and why: one reason a line (the check's description)."""
+
+    name: str
+    asset: str
+    reasons: tuple[str, ...]
+
+
+def failed_checks(events: Iterable[dg.DagsterEvent]) -> tuple[FailedCheck, ...]:
+    return tuple(
+        FailedCheck(
+            name=evaluation.check_name,
+            asset=evaluation.asset_key.to_user_string(),
+            reasons=tuple((evaluation.description or "").splitlines()),
+        )
+        for evaluation in (
+            event.event_specific_data
+            for event in events
+            if event.event_type_value == dg.DagsterEventType.ASSET_CHECK_EVALUATION.value
+        )
+        if not evaluation.passed
+    )
+
+
 def _user_message(error: SerializableErrorInfo) -> str:
     """What went wrong in the step's own code: Dagster's "error occurred while executing op" wrapper is
     skipped for its cause, and the exception's module path is dropped."""
@@ -27,7 +53,9 @@ def _user_message(error: SerializableErrorInfo) -> str:
 
 
 def failure_summary(events: Iterable[dg.DagsterEvent]) -> str:
-    """One line per failed step (with its `problems` metadata) and per failed check; "" when none."""
+    """One line per failed step (with its `problems` metadata), and per failed check with its reasons
+    beneath it; "" when none."""
+    events = list(events)
     lines: list[str] = []
     for event in events:
         if event.is_step_failure and event.step_failure_data is not None:
@@ -40,10 +68,7 @@ def failure_summary(events: Iterable[dg.DagsterEvent]) -> str:
                 problems = user.metadata.get("problems")
                 if problems is not None:
                     lines.append(str(problems.value))
-        elif event.event_type_value == dg.DagsterEventType.ASSET_CHECK_EVALUATION.value:
-            evaluation = event.event_specific_data
-            if not evaluation.passed:
-                lines.append(
-                    f"check {evaluation.check_name} failed on {evaluation.asset_key.to_user_string()}"
-                )
+    for check in failed_checks(events):
+        lines.append(f"check {check.name} failed on {check.asset}:")
+        lines += [f"  - {reason}" for reason in check.reasons]
     return "\n".join(lines)

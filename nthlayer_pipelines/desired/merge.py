@@ -22,7 +22,7 @@ def parse_precedence(text: str) -> tuple[str, ...]:
     if unknown or len(set(order)) != len(order) or not order:
         raise ValueError(
             f"NTHLAYER_SOURCE_PRECEDENCE={text!r}: "
-            f"expected a comma-separated order of {', '.join(DEFAULT_PRECEDENCE)}"
+            f"must be a comma-separated order of {', '.join(DEFAULT_PRECEDENCE)}"
         )
     return order
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -295,5 +296,9 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
     }
 
 
-def plan_to_json_text(plan: Plan) -> str:
-    return json.dumps(plan_to_json(plan), indent=2)
+def plan_to_json_text(plan: Plan, *, blocked: Mapping[str, Any] | None = None) -> str:
+    """The JSON contract; `blocked` (the failed checks and their reasons) only when a check of it failed."""
+    payload = plan_to_json(plan)
+    if blocked is not None:
+        payload["blocked"] = dict(blocked)
+    return json.dumps(payload, indent=2)

@@ -50,7 +50,7 @@ def parse_pre_approved(text: str) -> frozenset[ChangeKind]:
             known = ", ".join(kind.value for kind in ChangeKind)
             raise ValueError(
                 f"{PRE_APPROVED_ENV_VAR}={text!r}: {part.strip()!r} is not a change kind; "
-                f"expected a comma-separated list of {known}, or nothing for none"
+                f"must be a comma-separated list of {known}, or nothing for none"
             ) from None
     return frozenset(kinds)
 

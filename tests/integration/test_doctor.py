@@ -73,6 +73,7 @@ def test_a_deployment_without_its_daemon_fails_on_that_alone(deployment_env: dic
         "cortex": "ok",
         "slack": "ok",
         "definitions": "ok",
+        "settings": "ok",
         "approvers": "ok",
         "storage": "ok",
         "daemon": "fail",

@@ -197,7 +197,10 @@ def test_a_rejected_plan_cannot_be_approved_and_its_approvals_are_withdrawn(ledg
         ledger.approve(PLAN.id, approver="alice")
     assert str(raised.value) == (
         f"plan {PLAN.id} was rejected by bob ({rejection.id}): mallory is on call this week; "
-        "refresh for a new plan"
+        "a rejected plan is never applied; the next refresh run records the drift still there as a new "
+        "plan (the rejected changes in it wait for a person, never pre-approved): launch the `refresh` job "
+        "(in the UI, or `dg launch --job refresh -m nthlayer_pipelines.definitions`; refresh_schedule runs "
+        "it hourly)"
     )
     with pytest.raises(LedgerError, match="was rejected"):
         ledger.reject(PLAN.id, approver="bob")

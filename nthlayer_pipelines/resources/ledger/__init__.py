@@ -3,9 +3,11 @@
 from nthlayer_pipelines.resources.ledger.migrate import Revision, head_revision
 from nthlayer_pipelines.resources.ledger.schema import metadata
 from nthlayer_pipelines.resources.ledger.store import (
+    AFTER_REJECTION,
     APPLY_LOCK_KEY,
     WRITE_LOCK_KEY,
     Approval,
+    BlastRadiusRefused,
     ChangeOutcome,
     Ledger,
     LedgerError,
@@ -18,9 +20,11 @@ from nthlayer_pipelines.resources.ledger.store import (
 )
 
 __all__ = [
+    "AFTER_REJECTION",
     "APPLY_LOCK_KEY",
     "WRITE_LOCK_KEY",
     "Approval",
+    "BlastRadiusRefused",
     "ChangeOutcome",
     "Ledger",
     "LedgerError",

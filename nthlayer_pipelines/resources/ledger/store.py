@@ -97,6 +97,43 @@ class LedgerMissingError(LedgerError):
     """A read-only open of a ledger that does not exist: there is nothing to read."""
 
 
+class BlastRadiusRefused(LedgerError):
+    """An approval of removals from a plan over the blast radius, without the override. The message names the
+    launchpad's field; `saying` names the override where the approver types it (the CLI's flag)."""
+
+    def __init__(self, plan_id: str, reasons: Sequence[str]) -> None:
+        self.plan_id, self.reasons = plan_id, tuple(reasons)
+        super().__init__(self.saying("`allow_blast_radius: true`"))
+
+    def saying(self, override: str) -> str:
+        return (
+            f"plan {self.plan_id} exceeds the blast radius: {'; '.join(self.reasons)}. "
+            f"Check the removals, then approve with {override} to override"
+        )
+
+
+# What records a plan, said wherever a plan id is refused for not being one: `nthlayer plan` only previews.
+START_A_REFRESH = (
+    "launch the `refresh` job (in the UI, or `dg launch --job refresh -m nthlayer_pipelines.definitions`; "
+    "refresh_schedule runs it hourly)"
+)
+
+
+def unrecorded_plan(plan_id: str) -> str:
+    return (
+        f"no plan {plan_id!r} in the ledger: only a refresh run records a plan (`nthlayer plan` previews "
+        f"the one a refresh would record, and records nothing); {START_A_REFRESH}, then approve the plan "
+        "it records"
+    )
+
+
+# What makes a new plan once one is rejected: the next refresh, for the drift that is still there.
+AFTER_REJECTION = (
+    "a rejected plan is never applied; the next refresh run records the drift still there as a new plan "
+    f"(the rejected changes in it wait for a person, never pre-approved): {START_A_REFRESH}"
+)
+
+
 class LedgerOutdatedError(LedgerError):
     """The ledger's schema is older (or newer) than this version of nthlayer writes."""
 
@@ -906,7 +943,7 @@ def _plan(conn: Connection, plan_id: str) -> Plan | None:
 def _require_plan(conn: Connection, plan_id: str) -> Plan:
     plan = _plan(conn, plan_id)
     if plan is None:
-        raise LedgerError(f"no plan {plan_id!r} in the ledger: see `nthlayer plan` for the current plan id")
+        raise LedgerError(unrecorded_plan(plan_id))
     return plan
 
 
@@ -1029,7 +1066,7 @@ def _refuse_rejected(conn: Connection, plan_id: str) -> None:
         because = f": {rejection.comment}" if rejection.comment else ""
         raise LedgerError(
             f"plan {plan_id} was rejected by {rejection.approver} ({rejection.id}){because}; "
-            "refresh for a new plan"
+            + AFTER_REJECTION
         )
 
 
@@ -1080,10 +1117,7 @@ def _approve(
     verdict = None if basis is None else assess_blast_radius(plan, rosters_from_json(basis), limits)
     covers_removal = any(reduces_a_team(c) for c in chosen)
     if verdict is not None and verdict.exceeded and covers_removal and not allow_blast_radius:
-        raise LedgerError(
-            f"plan {plan_id} exceeds the blast radius: {'; '.join(verdict.reasons)}. "
-            "Check the removals, then approve with `allow_blast_radius: true` to override"
-        )
+        raise BlastRadiusRefused(plan_id, verdict.reasons)
     return _insert_approval(
         conn,
         plan_id=plan_id,
