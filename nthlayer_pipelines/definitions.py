@@ -17,12 +17,23 @@ from nthlayer_pipelines.assets.checks import ALL_CHECKS
 from nthlayer_pipelines.assets.desired import cortex_teams, desired_state, git_definitions
 from nthlayer_pipelines.assets.observed import pagerduty_snapshot
 from nthlayer_pipelines.assets.reconcile import change_plan, divergences
-from nthlayer_pipelines.jobs import (
+from nthlayer_pipelines.orchestration.jobs import (
     apply_plan_job,
     approve_plan_job,
     nightly_audit_job,
     refresh_job,
     reject_plan_job,
+)
+from nthlayer_pipelines.orchestration.schedules import (
+    DEFAULT_AUDIT_CRON,
+    DEFAULT_REFRESH_CRON,
+    build_schedules,
+)
+from nthlayer_pipelines.orchestration.sensors import (
+    DEFAULT_SENSOR_INTERVAL_SECONDS,
+    build_approved_plans_sensor,
+    build_refresh_after_apply_sensor,
+    run_failure_to_slack,
 )
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.io_manager import io_managers_from_env
@@ -39,13 +50,6 @@ from nthlayer_pipelines.resources.settings import (
     env_whole,
 )
 from nthlayer_pipelines.resources.slack.resource import SLACK_PUBLIC_API, SlackNotifier
-from nthlayer_pipelines.schedules import DEFAULT_AUDIT_CRON, DEFAULT_REFRESH_CRON, build_schedules
-from nthlayer_pipelines.sensors import (
-    DEFAULT_SENSOR_INTERVAL_SECONDS,
-    build_approved_plans_sensor,
-    build_refresh_after_apply_sensor,
-    run_failure_to_slack,
-)
 
 ASSETS = [
     git_definitions,

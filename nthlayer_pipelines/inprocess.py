@@ -10,10 +10,10 @@ import dagster as dg
 from nthlayer_pipelines.assets.checks import ALL_CHECKS
 from nthlayer_pipelines.definitions import ASSETS, build_resources
 from nthlayer_pipelines.model import Plan
+from nthlayer_pipelines.orchestration.run_failures import FailedCheck, failed_checks, failure_summary
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.pagerduty.client import TOKEN_ENV_VAR
 from nthlayer_pipelines.resources.settings import require_env
-from nthlayer_pipelines.run_failures import FailedCheck, failed_checks, failure_summary
 
 
 class PlanFailed(Exception):

@@ -8,7 +8,12 @@ import pandas as pd
 
 from nthlayer_pipelines.model import Change, Plan
 from nthlayer_pipelines.reconcile.observed import ObservedState
-from nthlayer_pipelines.sandbox import DEFAULT_CORTEX_TOKEN, DEFAULT_PAGERDUTY_TOKEN, DEFAULT_SLACK_TOKEN
+from nthlayer_pipelines.sandbox import (
+    DEFAULT_CORTEX_TOKEN,
+    DEFAULT_PAGERDUTY_TOKEN,
+    DEFAULT_SLACK_TOKEN,
+    RunningSandbox,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_DEFINITIONS = REPO / "examples" / "org"
@@ -86,3 +91,8 @@ def drop_ledger(url: str) -> None:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
     finally:
         engine.dispose()
+
+
+def slack_messages(sandbox: RunningSandbox) -> list[str]:
+    """The texts of the messages the sandbox's Slack received, oldest first."""
+    return [m["text"] for m in sandbox.state.to_dict()["slack"]["messages"]]

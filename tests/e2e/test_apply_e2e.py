@@ -56,6 +56,7 @@ from tests.support import (
     EXPECTED_EXAMPLE_CHANGES,
     change_row,
     pipeline_environment,
+    slack_messages,
 )
 
 pytestmark = pytest.mark.postgres
@@ -564,4 +565,12 @@ def test_a_cortex_outage_fails_the_refresh_and_nothing_is_planned_or_written(
     assert ledger_plan_rows(example_deployment.database_url) == plans_before
     assert [(t.status, t.run_ids) for t in ticks] == [("SKIPPED", ())] * len(ticks)
     assert [r.run_id for r in ui.runs("apply_plan")] == applies_before
-    assert [(r["method"], r["path"]) for r in during if r["method"] != "GET"] == []
+    # Nothing written anywhere; the one message is the failure sensor's, telling Slack the refresh failed.
+    writes = [(r["provider"], r["method"], r["path"]) for r in e2e_sandbox.requests()[seen_before:]]
+    assert [w for w in writes if w[1] != "GET" and w[0] != "slack"] == []
+    announced = wait_until(
+        "Slack to hear of the failed refresh",
+        lambda: [m for m in slack_messages(e2e_sandbox) if "the refresh failed" in m] or None,
+    )
+    assert len(announced) == 1, announced
+    assert "cortex_teams" in announced[0], announced[0]

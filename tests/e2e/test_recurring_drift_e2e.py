@@ -24,7 +24,7 @@ from tests.e2e.test_apply_e2e import (
 )
 from tests.integration.test_plan_instances import definitions
 from tests.reliability import Reliability
-from tests.support import ARTIFACTS, EXAMPLE_SEED
+from tests.support import ARTIFACTS, EXAMPLE_SEED, slack_messages
 
 pytestmark = pytest.mark.postgres
 
@@ -124,6 +124,6 @@ def test_an_approved_removal_undone_in_git_before_the_gate_applies_it_is_superse
     with Ledger(deployment.database_url) as ledger:
         (outcome,) = [o for o in ledger.outcomes(plan_id) if o.change_id == removal.id]
     assert outcome.status is ChangeStatus.SUPERSEDED
-    messages = [m["text"] for m in sandbox.state.to_dict()["slack"]["messages"]]
+    messages = slack_messages(sandbox)
     assert "superseded" in messages[-1]
     reliability.count("stale approval on the daemon", approved_after_revert=1, written=0)

@@ -28,6 +28,7 @@ from dagster._serdes import serialize_value
 
 from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.model import SourceError
+from nthlayer_pipelines.orchestration.sensors import run_failure_to_slack
 from nthlayer_pipelines.resources.cortex.client import CortexClient
 from nthlayer_pipelines.resources.http.client import REDACTED
 from nthlayer_pipelines.resources.ledger import Ledger
@@ -39,7 +40,6 @@ from nthlayer_pipelines.resources.pagerduty.client import (
 from nthlayer_pipelines.resources.slack.resource import SlackNotifier
 from nthlayer_pipelines.sandbox import RunningSandbox, load_seed, running_sandbox
 from nthlayer_pipelines.sandbox.faults import parse_plan
-from nthlayer_pipelines.sensors import run_failure_to_slack
 from tests.reliability import Reliability
 from tests.support import EXAMPLE_SEED, REPO, pipeline_environment
 

@@ -15,8 +15,8 @@ import yaml
 from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.demo import INSTANCE_YAML
 from nthlayer_pipelines.sandbox import RunningSandbox
-from tests.integration.test_plan_instances import Deployment, environment, slack_messages
-from tests.support import REPO
+from tests.integration.test_plan_instances import Deployment, environment
+from tests.support import REPO, slack_messages
 
 # A member with a role no definition may have: git_definitions fails, and the run with it.
 INVALID_TEAM = """\

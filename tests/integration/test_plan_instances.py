@@ -15,13 +15,13 @@ import pytest
 
 from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.model import ChangeStatus, Plan
+from nthlayer_pipelines.orchestration.sensors import run_failure_to_slack
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.sandbox import RunningSandbox
 from nthlayer_pipelines.sandbox.faults import parse_plan
-from nthlayer_pipelines.sensors import run_failure_to_slack
 from tests.integration.test_apply_flow import approve_config, pagerduty_members, tick
 from tests.reliability import Reliability
-from tests.support import REPO, pipeline_environment
+from tests.support import REPO, pipeline_environment, slack_messages
 
 PAYMENTS_AS_SEEDED = """\
 apiVersion: nthlayer/v1
@@ -95,10 +95,6 @@ class Deployment:
 
 def members_of_payments(sandbox: RunningSandbox) -> dict[str, str]:
     return pagerduty_members(sandbox)["Payments"]
-
-
-def slack_messages(sandbox: RunningSandbox) -> list[str]:
-    return [m["text"] for m in sandbox.state.to_dict()["slack"]["messages"]]
 
 
 def test_a_drift_that_comes_back_is_fixed_again(

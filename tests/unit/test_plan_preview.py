@@ -8,8 +8,8 @@ import dagster as dg
 import yaml
 
 from nthlayer_pipelines.definitions import build_definitions
-from nthlayer_pipelines.jobs import approve_plan_job
 from nthlayer_pipelines.model import DesiredState
+from nthlayer_pipelines.orchestration.jobs import approve_plan_job
 from nthlayer_pipelines.reconcile.plan import render_plan_markdown
 from nthlayer_pipelines.ui_links import (
     ASSET_GROUPS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from nthlayer_pipelines.jobs import nightly_audit_job, refresh_job
+from nthlayer_pipelines.orchestration.jobs import nightly_audit_job, refresh_job
 
 DEFAULT_REFRESH_CRON = "0 * * * *"
 DEFAULT_AUDIT_CRON = "30 2 * * *"

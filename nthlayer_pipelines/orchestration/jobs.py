@@ -10,7 +10,7 @@ from nthlayer_pipelines.apply import ApplyRefused, apply_approval
 from nthlayer_pipelines.assets.desired import current_desired_state
 from nthlayer_pipelines.assets.observed import POOL
 from nthlayer_pipelines.model import ChangeStatus, DefinitionsError, SourceError
-from nthlayer_pipelines.notifications import apply_summary_message
+from nthlayer_pipelines.orchestration.notifications import apply_summary_message
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.ledger import AFTER_REJECTION, LedgerError, LedgerResource
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource

@@ -2,11 +2,16 @@
 
 import dagster as dg
 
-from nthlayer_pipelines.jobs import ANNOUNCED_TAG, apply_plan_job, nightly_audit_job, refresh_job
-from nthlayer_pipelines.notifications import run_failure_message
+from nthlayer_pipelines.orchestration.jobs import (
+    ANNOUNCED_TAG,
+    apply_plan_job,
+    nightly_audit_job,
+    refresh_job,
+)
+from nthlayer_pipelines.orchestration.notifications import run_failure_message
+from nthlayer_pipelines.orchestration.run_failures import FAILURE_EVENT_TYPES, failure_summary
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.slack.resource import SlackNotifier
-from nthlayer_pipelines.run_failures import FAILURE_EVENT_TYPES, failure_summary
 
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 # Every job whose failure a person must hear of: the read-only ones too, or a broken refresh goes unseen.
