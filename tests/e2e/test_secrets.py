@@ -44,7 +44,7 @@ from tests.e2e.deployment import (
 from tests.e2e.test_apply_e2e import NOT_DURING_THE_TESTS, SENSOR_INTERVAL_SECONDS, approve_config
 from tests.postgres import free_port
 from tests.reliability import Reliability
-from tests.support import ARTIFACTS, EXAMPLE_SEED, REPO, pipeline_environment
+from tests.support import ARTIFACTS, EXAMPLE_SEED, REPO, pipeline_environment, slack_messages
 
 pytestmark = pytest.mark.postgres
 
@@ -142,6 +142,13 @@ def fail_on_echoed_headers(ui: DagsterUi, sandbox: RunningSandbox, ledger: Ledge
     refused = ui.wait_for_run(ui.launch_run("refresh"))
     assert refused.status == "FAILURE"
     assert any("Cortex GET /api/v1/teams" in m for m in failure_messages(ui, refused.run_id))
+    # The failure sensor announces the refused refresh; heard before the next faults are set, so that
+    # the proxy's echo below meets the apply's own summary, not this notice.
+    wait_until(
+        "the refused refresh to be announced in Slack",
+        lambda: any("the refresh failed" in m for m in slack_messages(sandbox)),
+        timeout_seconds=120,
+    )
 
     # Carol leaves Payments through the API (so the audit trail has it): the next plan adds her back.
     org = sandbox.state.pagerduty
