@@ -37,11 +37,11 @@ class DeploymentError(RuntimeError):
 
 
 def wait_until(what: str, probe: Callable[[], T | None], timeout_seconds: float = RUN_TIMEOUT_SECONDS) -> T:
-    """Call `probe` until it returns something other than None (or False), and return that."""
+    """Call `probe` until it returns something truthy (not None, False or an empty list), and return that."""
     deadline = time.monotonic() + timeout_seconds
     while True:
         found = probe()
-        if found is not None and found is not False:
+        if found:
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {timeout_seconds:.0f}s waiting for {what}")

@@ -570,7 +570,7 @@ def test_a_cortex_outage_fails_the_refresh_and_nothing_is_planned_or_written(
     assert [w for w in writes if w[1] != "GET" and w[0] != "slack"] == []
     announced = wait_until(
         "Slack to hear of the failed refresh",
-        lambda: [m for m in slack_messages(e2e_sandbox) if "the refresh failed" in m] or None,
+        lambda: [m for m in slack_messages(e2e_sandbox) if "the refresh failed" in m],
     )
     assert len(announced) == 1, announced
     assert "cortex_teams" in announced[0], announced[0]

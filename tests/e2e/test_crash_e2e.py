@@ -155,7 +155,7 @@ def test_the_daemon_killed_just_after_launching_an_apply_leaves_one_run(
     # (`start_timeout_seconds`); nothing is written and `nthlayer retry` applies it: not this test.
     (launched,) = wait_until(
         "the sensor's apply to start",
-        lambda: [r for r in ui.runs("apply_plan", tags) if r.status not in ("QUEUED", "STARTING")] or None,
+        lambda: [r for r in ui.runs("apply_plan", tags) if r.status not in ("QUEUED", "STARTING")],
         60,
     )
     daemon.kill()
