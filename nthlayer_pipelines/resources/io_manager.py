@@ -21,6 +21,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from nthlayer_pipelines.resources.ledger import Ledger, default_ledger_url, display_url
+from nthlayer_pipelines.resources.settings import env_choice
 
 IO_MANAGER_ENV_VAR = "NTHLAYER_IO_MANAGER"
 LEDGER_URL_ENV_VAR = "NTHLAYER_LEDGER_URL"
@@ -105,10 +106,7 @@ def _op_output_key(context: dg.OutputContext | None) -> str:
 def io_managers_from_env(environ: Mapping[str, str]) -> dict[str, LedgerIOManager]:
     """The deployment's IO manager as `NTHLAYER_IO_MANAGER` names it: `ledger` stores outputs where
     `NTHLAYER_LEDGER_URL` points; unset or `filesystem`, nothing here, and Dagster's default applies."""
-    choice = environ.get(IO_MANAGER_ENV_VAR, "").strip().lower() or "filesystem"
-    if choice not in IO_MANAGER_CHOICES:
-        expected = ", ".join(IO_MANAGER_CHOICES)
-        raise ValueError(f"{IO_MANAGER_ENV_VAR}={environ[IO_MANAGER_ENV_VAR]!r}: expected one of {expected}")
+    choice = env_choice(environ, IO_MANAGER_ENV_VAR, IO_MANAGER_CHOICES, default="filesystem")
     if choice == "filesystem":
         return {}
     # An EnvVar keeps the URL's password out of the run config, as the ledger resource does.

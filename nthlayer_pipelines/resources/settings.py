@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -86,6 +86,16 @@ def env_share(environ: Mapping[str, str], name: str, default: float) -> float:
         return f"a share between 0 and 1 (0.2 is 20 %){meant}"
 
     return _env_number(environ, name, default, whole=False, valid=lambda v: 0 <= v <= 1, must=must)
+
+
+def env_choice(environ: Mapping[str, str], name: str, choices: Sequence[str], default: str) -> str:
+    """One of `choices`, compared in lower case; the default when unset or blank."""
+    text = _given(environ, name)
+    if text is None:
+        return default
+    if text.lower() not in choices:
+        raise SettingsError(f"{name}={text!r}: must be one of {', '.join(choices)} (unset: {default})")
+    return text.lower()
 
 
 def require_env(environ: Mapping[str, str], name: str, why: str) -> str:

@@ -192,5 +192,5 @@ def test_the_io_manager_is_chosen_by_the_environment_and_defaults_to_dagsters() 
     assert "io_manager" not in build_definitions(base).resources
     assert "io_manager" not in build_definitions({**base, "NTHLAYER_IO_MANAGER": "filesystem"}).resources
     assert "io_manager" in build_definitions({**base, "NTHLAYER_IO_MANAGER": "ledger"}).resources
-    with pytest.raises(ValueError, match="NTHLAYER_IO_MANAGER='s3': expected one of filesystem, ledger"):
+    with pytest.raises(ValueError, match="NTHLAYER_IO_MANAGER='s3': must be one of filesystem, ledger"):
         io_managers_from_env({"NTHLAYER_IO_MANAGER": "s3"})

@@ -49,6 +49,11 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
             "NTHLAYER_MAX_TOTAL_REMOVALS='fifty': must be a whole number, 0 or more (unset: 50)",
         ),
         (
+            ["plan"],
+            {"NTHLAYER_IO_MANAGER": "s3"},
+            "NTHLAYER_IO_MANAGER='s3': must be one of filesystem, ledger (unset: filesystem)",
+        ),
+        (
             ["approve", "plan-0123456789ab", "--approver", "alice"],
             {"NTHLAYER_MAX_TEAM_REMOVAL_SHARE": "7"},
             "NTHLAYER_MAX_TEAM_REMOVAL_SHARE='7': must be a share between 0 and 1 (0.2 is 20 %); "
