@@ -27,8 +27,8 @@ from nthlayer_pipelines.sandbox.pagerduty.errors import (
     EP_BLOCKS_REMOVAL,
     MISSING_ABILITY,
     PagerDutyError,
+    found,
     invalid_input,
-    not_found,
 )
 from nthlayer_pipelines.sandbox.pagerduty.http import Page, api_base, json_object, write_origin
 from nthlayer_pipelines.sandbox.pagerduty.models import PAGERDUTY_TEAM_ROLES, PagerDutyTeam, PagerDutyUser
@@ -130,9 +130,7 @@ class PagerDutyApi:
         return page.respond("users", users, lambda u: render.user(u, includes))
 
     def get_user(self, ctx: RequestContext) -> Response:
-        user = self._org.users.get(ctx.path_params["id"])
-        if user is None:
-            raise not_found("User")
+        user = found(self._org.users, ctx.path_params["id"], "User")
         includes = set(ctx.request.query_params.getlist("include[]"))
         return json_response({"user": self._render(ctx).user(user, includes)})
 
@@ -147,7 +145,7 @@ class PagerDutyApi:
         return page.respond("teams", teams, render.team)
 
     def get_team(self, ctx: RequestContext) -> Response:
-        team = self._require_team(ctx.path_params["id"])
+        team = found(self._org.teams, ctx.path_params["id"], "Team")
         return json_response({"team": self._render(ctx).team(team)})
 
     def create_team(self, ctx: RequestContext) -> Response:
@@ -170,7 +168,7 @@ class PagerDutyApi:
 
     def list_members(self, ctx: RequestContext) -> Response:
         page = Page.from_query(ctx)
-        team = self._require_team(ctx.path_params["id"])
+        team = found(self._org.teams, ctx.path_params["id"], "Team")
         members = self._org.memberships[team.id]
         expand = "users" in ctx.request.query_params.getlist("include[]")
         renderer = self._render(ctx)
@@ -184,8 +182,8 @@ class PagerDutyApi:
         return page.respond_items("members", members.items(), len(members), render)
 
     def put_membership(self, ctx: RequestContext) -> Response:
-        team = self._require_team(ctx.path_params["id"])
-        user = self._require_user(ctx.path_params["user_id"])
+        team = found(self._org.teams, ctx.path_params["id"], "Team")
+        user = found(self._org.users, ctx.path_params["user_id"], "User")
         body = json_object(ctx, allow_empty=True)
         role = body.get("role")
         current = self._org.memberships[team.id].get(user.id)
@@ -197,8 +195,8 @@ class PagerDutyApi:
         return Response(status_code=204)
 
     def delete_membership(self, ctx: RequestContext) -> Response:
-        team = self._require_team(ctx.path_params["id"])
-        user = self._require_user(ctx.path_params["user_id"])
+        team = found(self._org.teams, ctx.path_params["id"], "Team")
+        user = found(self._org.users, ctx.path_params["user_id"], "User")
         if user.id in self._org.memberships[team.id] and self._org.blocking_policies(team.id, user.id):
             raise invalid_input(EP_BLOCKS_REMOVAL)
         self._org.remove_membership(team.id, user.id, origin=write_origin(ctx))
@@ -215,8 +213,7 @@ class PagerDutyApi:
         self._require_audit_trail(account_wide=False)
         collection = ctx.endpoint.split("/")[1]  # "GET /services/{id}/audit/records"
         objects, what = _AUDITED[collection](self._org)
-        if ctx.path_params["id"] not in objects:
-            raise not_found(what)
+        found(objects, ctx.path_params["id"], what)
         return self._audit_page(ctx, root_id=ctx.path_params["id"])
 
     def _require_audit_trail(self, *, account_wide: bool) -> None:
@@ -248,14 +245,3 @@ class PagerDutyApi:
         )
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _require_team(self, team_id: str) -> PagerDutyTeam:
-        team = self._org.teams.get(team_id)
-        if team is None:
-            raise not_found("Team")
-        return team
-
-    def _require_user(self, user_id: str) -> PagerDutyUser:
-        user = self._org.users.get(user_id)
-        if user is None:
-            raise not_found("User")
-        return user

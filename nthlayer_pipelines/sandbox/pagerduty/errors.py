@@ -3,7 +3,8 @@ uses. The fault injector answers with some of them too."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from starlette.responses import Response
 
@@ -36,3 +37,14 @@ def invalid_input(*errors: str) -> PagerDutyError:
 
 def not_found(what: str) -> PagerDutyError:
     return PagerDutyError(404, 2100, "Not Found", [f"{what} not found"])
+
+
+T = TypeVar("T")
+
+
+def found(objects: Mapping[str, T], object_id: str, what: str) -> T:
+    """The object with that id, or PagerDuty's 404 naming what was asked for ("Team not found")."""
+    found_object = objects.get(object_id)
+    if found_object is None:
+        raise not_found(what)
+    return found_object

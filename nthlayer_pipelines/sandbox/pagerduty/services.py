@@ -21,7 +21,7 @@ from typing import Any
 from starlette.responses import Response
 
 from nthlayer_pipelines.sandbox.core import Endpoint, RequestContext, json_response
-from nthlayer_pipelines.sandbox.pagerduty.errors import invalid_input, not_found
+from nthlayer_pipelines.sandbox.pagerduty.errors import found, invalid_input
 from nthlayer_pipelines.sandbox.pagerduty.http import (
     Page,
     api_base,
@@ -102,7 +102,7 @@ class ServiceEndpoints:
         return page.respond("services", sorted_by_name(ctx, services), lambda s: render.service(s, wanted))
 
     def get_service(self, ctx: RequestContext) -> Response:
-        service = self._require_service(ctx.path_params["id"])
+        service = found(self._org.services, ctx.path_params["id"], "Service")
         wanted = includes(ctx, SERVICE_INCLUDES)
         return json_response({"service": self._render(ctx).service(service, wanted)})
 
@@ -114,17 +114,11 @@ class ServiceEndpoints:
         return json_response({"service": self._render(ctx).service(service)}, 201)
 
     def update_service(self, ctx: RequestContext) -> Response:
-        service = self._require_service(ctx.path_params["id"])
+        service = found(self._org.services, ctx.path_params["id"], "Service")
         fields = service_fields(_wrapped(ctx, "service"), creating=False)
         with _refused_as_invalid_input():
             self._org.update_service(service.id, origin=write_origin(ctx), **fields)
         return json_response({"service": self._render(ctx).service(service)})
-
-    def _require_service(self, service_id: str) -> Service:
-        service = self._org.services.get(service_id)
-        if service is None:
-            raise not_found("Service")
-        return service
 
     # -- escalation policies -------------------------------------------------------------------------
     def list_policies(self, ctx: RequestContext) -> Response:
@@ -149,7 +143,7 @@ class ServiceEndpoints:
         )
 
     def get_policy(self, ctx: RequestContext) -> Response:
-        policy = self._require_policy(ctx.path_params["id"])
+        policy = found(self._org.escalation_policies, ctx.path_params["id"], "Escalation policy")
         wanted = includes(ctx, POLICY_INCLUDES)
         return json_response({"escalation_policy": self._render(ctx).policy(policy, wanted)})
 
@@ -161,17 +155,11 @@ class ServiceEndpoints:
         return json_response({"escalation_policy": self._render(ctx).policy(policy)}, 201)
 
     def update_policy(self, ctx: RequestContext) -> Response:
-        policy = self._require_policy(ctx.path_params["id"])
+        policy = found(self._org.escalation_policies, ctx.path_params["id"], "Escalation policy")
         fields = policy_fields(_wrapped(ctx, "escalation_policy"), creating=False)
         with _refused_as_invalid_input():
             self._org.update_escalation_policy(policy.id, origin=write_origin(ctx), **fields)
         return json_response({"escalation_policy": self._render(ctx).policy(policy)})
-
-    def _require_policy(self, policy_id: str) -> EscalationPolicy:
-        policy = self._org.escalation_policies.get(policy_id)
-        if policy is None:
-            raise not_found("Escalation policy")
-        return policy
 
     # -- schedules -----------------------------------------------------------------------------------
     def list_schedules(self, ctx: RequestContext) -> Response:
@@ -188,9 +176,7 @@ class ServiceEndpoints:
         return page.respond("schedules", schedules, lambda s: render.schedule(s, layers=layers))
 
     def get_schedule(self, ctx: RequestContext) -> Response:
-        schedule = self._org.schedules.get(ctx.path_params["id"])
-        if schedule is None:
-            raise not_found("Schedule")
+        schedule = found(self._org.schedules, ctx.path_params["id"], "Schedule")
         return json_response({"schedule": self._render(ctx).schedule(schedule, layers=True)})
 
 
