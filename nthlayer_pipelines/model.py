@@ -10,10 +10,10 @@ import hashlib
 import json
 import unicodedata
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import idna
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 
 def normalize_email(value: str) -> str:
@@ -112,12 +112,38 @@ class DivergenceKind(StrEnum):
     UNMANAGED_TEAM = "unmanaged_team"
 
 
+class Action(StrEnum):
+    """What a change does to the object it names, whatever the kind."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class Risk(StrEnum):
+    """How much a change can hurt, for the policy and the reader: a low one adds, a privileged one grants
+    or changes who is paged, a destructive one takes something away."""
+
+    LOW = "low"
+    PRIVILEGED = "privileged"
+    DESTRUCTIVE = "destructive"
+
+
+TEAM_MEMBERSHIP = "team_membership"  # the resource kinds PagerDuty's changes belong to
+SERVICE_STANDARD = "service_standard"
+
+
 class ChangeKind(StrEnum):
-    """In plan order: creates first, removals last."""
+    """In plan order: teams and escalation policies are created first, a policy's rules are set before a
+    service is pointed at it, removals come last."""
 
     CREATE_TEAM = "create_team"
+    CREATE_ESCALATION_POLICY = "create_escalation_policy"
     ADD_MEMBER = "add_member"
     SET_ROLE = "set_role"
+    UPDATE_ESCALATION_POLICY = "update_escalation_policy"
+    SET_SERVICE_POLICY = "set_service_policy"
+    UPDATE_SERVICE = "update_service"
     REMOVE_MEMBER = "remove_member"
 
     @property
@@ -125,13 +151,50 @@ class ChangeKind(StrEnum):
         return list(ChangeKind).index(self)
 
     @property
+    def action(self) -> Action:
+        if self in (ChangeKind.CREATE_TEAM, ChangeKind.CREATE_ESCALATION_POLICY, ChangeKind.ADD_MEMBER):
+            return Action.CREATE
+        if self is ChangeKind.REMOVE_MEMBER:
+            return Action.DELETE
+        return Action.UPDATE
+
+    @property
+    def resource(self) -> str:
+        """The resource kind (one folder of `assets/pagerduty/`) that plans, decides and writes it."""
+        membership = (
+            ChangeKind.CREATE_TEAM,
+            ChangeKind.ADD_MEMBER,
+            ChangeKind.SET_ROLE,
+            ChangeKind.REMOVE_MEMBER,
+        )
+        return TEAM_MEMBERSHIP if self in membership else SERVICE_STANDARD
+
+    @property
     def symbol(self) -> str:
-        return {"create_team": "+", "add_member": "+", "set_role": "~", "remove_member": "-"}[self.value]
+        return {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-"}[self.action]
+
+
+class FieldChange(Frozen):
+    """One attribute a change sets: what the provider held when the plan was made, and what it writes.
+    Values are JSON (a number, a string, a list of rules), as the provider's API speaks them."""
+
+    name: str
+    before: JsonValue = None
+    after: JsonValue = None
+
+
+# Fields the envelope gained after membership changes were first recorded: a membership change leaves
+# them at their defaults, and they are left out of its stored body (and so of an approval's digest).
+_LATER_FIELDS = {"provider": "pagerduty", "target_id": None, "target_name": None, "fields": []}
 
 
 class Change(Frozen):
-    """One write a plan proposes. `id` is stable: the same drift seen twice is the same change, and a
-    change that would write anything else (another team, user or role) has another id."""
+    """One write a plan proposes: the envelope every kind's changes share. `id` is stable: the same drift
+    seen twice is the same change, and a change that would write anything else has another id.
+
+    `team` is the change's scope (what the blast radius and the audit group by); a membership change names
+    the member (`email`, `user_id`, `role`), a change of another kind the object it writes (`target_id`,
+    `target_name`) and the attributes it sets (`fields`)."""
 
     id: str
     kind: ChangeKind
@@ -142,6 +205,53 @@ class Change(Frozen):
     user_id: str | None = None
     role: Role | None = None
     from_role: Role | None = None
+    provider: str = "pagerduty"
+    target_id: str | None = None  # the service or escalation policy written to; None while it is created
+    target_name: str | None = None
+    fields: tuple[FieldChange, ...] = ()
+
+    @property
+    def action(self) -> Action:
+        return self.kind.action
+
+    @property
+    def resource(self) -> str:
+        return self.kind.resource
+
+    @property
+    def scope(self) -> str:
+        return self.team
+
+    @property
+    def subject(self) -> str:
+        """What the change is about, e.g. `payments/alice@example.com` or `payments/Payment API`."""
+        if self.resource == TEAM_MEMBERSHIP:
+            who = self.email or self.user_id
+            return f"{self.team}/{who}" if who else self.team
+        return f"{self.team}/{self.target_name or self.target_id}"
+
+    @property
+    def risk(self) -> Risk:
+        if self.action is Action.DELETE:
+            return Risk.DESTRUCTIVE
+        if self.kind in (ChangeKind.CREATE_TEAM, ChangeKind.CREATE_ESCALATION_POLICY):
+            return Risk.LOW
+        if self.kind is ChangeKind.ADD_MEMBER and self.role is not Role.MANAGER:
+            return Risk.LOW
+        return Risk.PRIVILEGED  # a manager granted, a role changed, or who is paged changed
+
+    def field(self, name: str) -> FieldChange | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    def body(self) -> dict[str, Any]:
+        """The change as the ledger stores it and an approval's digest covers it: every field, except the
+        envelope's later fields while they are at their defaults (so a membership change recorded before
+        they existed reads back, and digests, as it was written)."""
+        body = self.model_dump(mode="json")
+        for name, default in _LATER_FIELDS.items():
+            if body.get(name) == default:
+                del body[name]
+        return body
 
     @staticmethod
     def make_id(
@@ -177,7 +287,7 @@ class Change(Frozen):
         role: Role | None = None,
         from_role: Role | None = None,
     ) -> Change:
-        """The change with its id made from its own fields."""
+        """A membership change with its id made from its own fields."""
         change_id = cls.make_id(
             provider,
             kind,
@@ -199,6 +309,47 @@ class Change(Frozen):
             role=role,
             from_role=from_role,
         )
+
+    @classmethod
+    def of_fields(
+        cls,
+        provider: str,
+        kind: ChangeKind,
+        *,
+        team: str,
+        team_name: str,
+        team_id: str | None,
+        target_id: str | None,
+        target_name: str,
+        fields: tuple[FieldChange, ...],
+    ) -> Change:
+        """A change that sets attributes of an object. Its id covers the object (by id, or by name while it
+        has none) and every value written; the values it found (`before`) count in the plan's id instead."""
+        written = {f.name: f.after for f in fields}
+        by_name = target_name if target_id is None else ""
+        key = json.dumps(
+            [provider, kind.value, team, team_id or "", target_id or "", by_name, written], sort_keys=True
+        )
+        return cls(
+            id="chg-" + hashlib.sha256(key.encode()).hexdigest()[:12],
+            kind=kind,
+            team=team,
+            team_name=team_name,
+            team_id=team_id,
+            provider=provider,
+            target_id=target_id,
+            target_name=target_name,
+            fields=fields,
+        )
+
+    @property
+    def observed_basis(self) -> str:
+        """What the change was computed from, for the plan instance's id: the role a membership change
+        found, or the values an attribute change found."""
+        if self.fields:
+            found = {f.name: f.before for f in self.fields}
+            return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:12]
+        return self.from_role.value if self.from_role else ""
 
 
 class FindingKind(StrEnum):
@@ -242,8 +393,8 @@ class Plan(Frozen):
 
     @staticmethod
     def make_id(changes: tuple[Change, ...]) -> str:
-        """The content id: the changes and the observed state each was computed from (`from_role`)."""
-        lines = (f"{c.id} {c.from_role.value if c.from_role else ''}".rstrip() for c in changes)
+        """The content id: the changes and the observed state each was computed from (`observed_basis`)."""
+        lines = (f"{c.id} {c.observed_basis}".rstrip() for c in changes)
         digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
         return "plan-" + digest
 

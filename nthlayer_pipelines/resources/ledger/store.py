@@ -396,7 +396,7 @@ class Ledger:
                                 "plan_id": instance_id,
                                 "change_id": c.id,
                                 "position": i,
-                                "body": c.model_dump(mode="json"),
+                                "body": c.body(),
                             }
                             for i, c in enumerate(plan.changes)
                         ],
@@ -957,7 +957,7 @@ def changes_digest(plan_id: str, changes: Iterable[Change]) -> str:
     """sha256 over the plan instance's id and the changes, every field as stored: what an approval covers.
     The apply recomputes it from the ledger's rows and refuses a mismatch, so a row edited after the
     approval (another user id, another team) is never written under an approval of something else."""
-    bodies = [c.model_dump(mode="json") for c in changes]
+    bodies = [c.body() for c in changes]
     text = json.dumps({"plan_id": plan_id, "changes": bodies}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
