@@ -3,11 +3,12 @@
 Before anything is written, the approval must still cover exactly what was approved: the digest of the
 approved changes, recomputed from the ledger's rows, must match the one recorded with the approval. Then,
 for each approved change not yet done in the intent log, in plan order: mark it pending, check that the
-definitions as they stand now still want it (else it is superseded, written nowhere), re-read the entity,
-decide with `reconcile.outcome.decide` (skip what converged, leave what moved under the plan), write, and
-record the outcome with what it cost. Then re-read every team written to until each applied
-change shows (read-after-write lag), and report what did not. One bad change never stops the others.
-The whole apply holds the ledger's apply lock: two applies never carry out changes at the same time.
+definitions as they stand now still want it (else it is superseded, written nowhere), and hand it to its
+kind's writer (`core.kind.KindWriter`), which re-reads the object, decides (skip what converged, leave what
+moved under the plan) and writes; record the outcome with what it cost. Then re-read what was written
+until each applied change shows (read-after-write lag), and report what did not. One bad change never
+stops the others. The whole apply holds the ledger's apply lock: two applies never carry out changes at
+the same time.
 
 No Dagster here: the apply job, the CLI and the tests call `apply_approval` with a client and a ledger.
 """
@@ -17,62 +18,25 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
-from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, DesiredState, Plan, Role
-from nthlayer_pipelines.reconcile.outcome import Action, converged, decide, unwanted_reason
+from nthlayer_pipelines.assets.pagerduty.writers import pagerduty_writers
+from nthlayer_pipelines.core.kind import ApplyRow, KindWriter, RunLog
+from nthlayer_pipelines.model import Change, ChangeStatus, DesiredState, Plan
 from nthlayer_pipelines.reconcile.plan import describe_change, markdown_cell
-from nthlayer_pipelines.reconcile.safety import (
-    BlastRadiusLimits,
-    assess_blast_radius,
-    reduces_a_team,
-    rosters_from_members,
-)
+from nthlayer_pipelines.reconcile.safety import BlastRadiusLimits
 from nthlayer_pipelines.resources.ledger import Approval, Ledger
 from nthlayer_pipelines.resources.ledger.store import changes_digest
-from nthlayer_pipelines.resources.pagerduty.client import (
-    PagerDutyClient,
-    PagerDutyError,
-    WriteOutcomeUnknownError,
-)
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 
 logger = logging.getLogger("nthlayer_pipelines.apply")
 
-ESCALATION_POLICY_BLOCKS_REMOVAL = 2001  # PagerDuty's code on a 400 to DELETE /teams/{id}/users/{id}
 REPORTED_STATUSES = tuple(s for s in ChangeStatus if s is not ChangeStatus.PENDING)
-
-_STATUS_FOR_ACTION = {
-    Action.SKIP: ChangeStatus.SKIPPED,
-    Action.STALE: ChangeStatus.STALE,
-    Action.FAIL: ChangeStatus.FAILED,
-}
 
 
 class ApplyRefused(Exception):
     """The approval may not be applied; nothing was written."""
-
-
-class RunLog(Protocol):
-    """`logging.Logger` or Dagster's `context.log`."""
-
-    def info(self, msg: str, *args: object) -> None: ...
-
-    def warning(self, msg: str, *args: object) -> None: ...
-
-
-@dataclass(frozen=True)
-class ApplyRow:
-    """What one change came to in this run."""
-
-    change: Change
-    status: ChangeStatus
-    detail: str = ""
-    error: str | None = None
-    team_id: str | None = None  # the PagerDuty team it was carried out on, once known
-    api_calls: int = 0
-    retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,7 +125,8 @@ def apply_approval(
         calls_before, retries_before = client.api_calls, client.retries
         done = {o.change_id for o in ledger.outcomes(plan.id) if o.status.terminal}
         approved = set(recorded.change_ids)
-        run = _ApplyRun(ledger, client, plan, recorded, desired, run_id, log)
+        writers = pagerduty_writers(client, log)
+        run = _ApplyRun(ledger, client, plan, recorded, desired, run_id, log, writers)
         approved_changes = [c for c in plan.changes if c.id in approved]
         todo = [c for c in approved_changes if c.id not in done]
         _check_blast_radius(run, todo, limits or BlastRadiusLimits(), recorded.allow_blast_radius)
@@ -225,25 +190,24 @@ def _check_may_apply(ledger: Ledger, approval: Approval) -> tuple[Approval, Plan
 
 
 def _check_blast_radius(run: _ApplyRun, todo: list[Change], limits: BlastRadiusLimits, allow: bool) -> None:
-    """Judge what this apply would write against the teams as PagerDuty holds them now, before any write:
+    """Judge what this apply would write against the provider as it holds things now, before any write:
     the verdict is computed here, never read back from a row someone could have deleted."""
-    writing = [c for c in todo if unwanted_reason(c, run.desired) is None]
-    if allow or not any(reduces_a_team(c) for c in writing):
+    if allow:
         return
-    team_ids = sorted({c.team_id for c in writing if c.team_id and reduces_a_team(c)})
-    live = {team_id: run.read_members(team_id) for team_id in team_ids}
-    rosters = rosters_from_members({t: members for t, members in live.items() if members is not None})
-    verdict = assess_blast_radius(Plan(id=run.plan.id, changes=tuple(writing)), rosters, limits)
-    if verdict.exceeded:
+    writing = [c for c in todo if run.writer(c).unwanted(c, run.desired) is None]
+    reasons: list[str] = []
+    for resource, writer in run.writers.items():
+        reasons += writer.live_blast_radius([c for c in writing if c.resource == resource], limits)
+    if reasons:
         raise ApplyRefused(
-            f"plan {run.plan.id} exceeds the blast radius ({'; '.join(verdict.reasons)}) and approval "
+            f"plan {run.plan.id} exceeds the blast radius ({'; '.join(reasons)}) and approval "
             f"{run.approval.id} does not say `allow_blast_radius: true`: nothing was written"
         )
 
 
 @dataclass
 class _ApplyRun:
-    """The state of one apply: what was read, which teams were written, what each change came to."""
+    """The state of one apply: the kinds' writers, and what each change came to."""
 
     ledger: Ledger
     client: PagerDutyClient
@@ -252,19 +216,31 @@ class _ApplyRun:
     desired: DesiredState
     run_id: str | None
     log: RunLog
+    writers: Mapping[str, KindWriter]
     rows: list[ApplyRow] = field(default_factory=list)
-    touched: set[str] = field(default_factory=set)
-    _members: dict[str, dict[str, Role] | None] = field(default_factory=dict)  # None: the team is gone
-    _team_ids: dict[str, str] = field(default_factory=dict)  # team slug -> id, for teams found by name
+
+    def writer(self, change: Change) -> KindWriter:
+        writer = self.writers.get(change.resource)
+        if writer is None:  # a plan recorded by a version that knew a kind this one does not
+            raise ApplyRefused(
+                f"change {change.id} is of kind {change.resource!r}, which nothing here applies"
+            )
+        return writer
+
+    @property
+    def touched(self) -> set[str]:
+        return set().union(*(writer.touched for writer in self.writers.values()))
 
     def carry_out(self, change: Change) -> None:
         if not self.ledger.mark_pending(self.plan.id, self.approval.id, [change.id], self.run_id):
             return  # another run finished it meanwhile
         calls, retries = self.client.api_calls, self.client.retries
-        try:
-            row = self._carry_out(change)
-        except PagerDutyError as error:  # a read before the write failed
-            row = ApplyRow(change, ChangeStatus.FAILED, "", str(error))
+        writer = self.writer(change)
+        unwanted = writer.unwanted(change, self.desired)
+        if unwanted is not None:
+            row = ApplyRow(change, ChangeStatus.SUPERSEDED, f"{unwanted}: not written", None, change.team_id)
+        else:
+            row = writer.carry_out(change)
         row = replace(row, api_calls=self.client.api_calls - calls, retries=self.client.retries - retries)
         self.ledger.record_outcome(
             self.plan.id,
@@ -281,97 +257,6 @@ class _ApplyRun:
         say = self.log.warning if row.status is ChangeStatus.FAILED else self.log.info
         say("%s %s: %s", row.status, describe_change(change), row.error or row.detail)
 
-    def _carry_out(self, change: Change) -> ApplyRow:
-        unwanted = unwanted_reason(change, self.desired)
-        if unwanted is not None:
-            return ApplyRow(change, ChangeStatus.SUPERSEDED, f"{unwanted}: not written", None, change.team_id)
-        if change.kind is ChangeKind.CREATE_TEAM:
-            return self._create_team(change)
-        team_id = self._team_id(change)
-        members = self.read_members(team_id) if team_id else None
-        current = members.get(change.user_id or "") if members is not None else None
-        decision = decide(change, team_exists=members is not None, current_role=current)
-        if decision.action is not Action.WRITE:
-            return ApplyRow(change, _STATUS_FOR_ACTION[decision.action], decision.detail, team_id=team_id)
-        assert team_id is not None  # decide() writes only to a team that exists
-        if not change.user_id:
-            return ApplyRow(
-                change, ChangeStatus.FAILED, "the change names no PagerDuty user id", None, team_id
-            )
-        try:
-            if change.kind is ChangeKind.REMOVE_MEMBER:
-                self.client.remove_membership(team_id, change.user_id)
-            else:
-                assert change.role is not None  # decide() refuses a membership change without a role
-                self.client.set_membership(team_id, change.user_id, change.role)
-        except PagerDutyError as error:
-            self._members.pop(team_id, None)  # the write may have landed
-            if change.kind is ChangeKind.REMOVE_MEMBER and _blocked_by_escalation_policy(error):
-                detail = self._blocking_policies(team_id, change, error)
-                return ApplyRow(change, ChangeStatus.BLOCKED, detail, None, team_id)
-            return ApplyRow(change, ChangeStatus.FAILED, decision.detail, str(error), team_id)
-        self._members.pop(team_id, None)
-        self.touched.add(team_id)
-        return ApplyRow(change, ChangeStatus.APPLIED, decision.detail, None, team_id)
-
-    def _create_team(self, change: Change) -> ApplyRow:
-        existing = self.client.find_team_by_name(change.team_name)
-        decision = decide(change, team_exists=existing is not None)
-        if existing is not None:
-            self._team_ids[change.team] = existing.id
-            return ApplyRow(
-                change, ChangeStatus.SKIPPED, f"{decision.detail} ({existing.id})", None, existing.id
-            )
-        try:
-            created = self.client.create_team(change.team_name)
-            detail = f"created {created.id}"
-        except WriteOutcomeUnknownError as error:
-            # No answer to the POST: it may have been applied. Look before anyone creates it again.
-            found = self.client.find_team_by_name(change.team_name)
-            if found is None:
-                # Not seen yet is not proof it was never made: a fresh team can read as missing for a
-                # moment. Fail honestly; the next refresh finds it if it exists, else plans it again.
-                detail = "no answer to the create and no team of that name yet; the next refresh tells"
-                return ApplyRow(change, ChangeStatus.FAILED, detail, str(error))
-            created, detail = found, f"created {found.id} (the answer was lost; found by name)"
-        self._team_ids[change.team] = created.id
-        self.touched.add(created.id)
-        return ApplyRow(change, ChangeStatus.APPLIED, detail, None, created.id)
-
-    def _team_id(self, change: Change) -> str | None:
-        """The change's team: by id, else (a team the plan creates) by name, remembered for the run."""
-        if change.team_id:
-            return change.team_id
-        if change.team not in self._team_ids:
-            found = self.client.find_team_by_name(change.team_name)
-            if found is None:
-                return None
-            self._team_ids[change.team] = found.id
-        return self._team_ids[change.team]
-
-    def read_members(self, team_id: str) -> dict[str, Role] | None:
-        """The team's members, read once per run until a write to the team; None when it is gone."""
-        if team_id not in self._members:
-            self._members[team_id] = _members_of(self.client, team_id)
-        return self._members[team_id]
-
-    def _blocking_policies(self, team_id: str, change: Change, error: PagerDutyError) -> str:
-        """Name the escalation policies that hold the user; they are for a person to change, never us."""
-        who = change.email or change.user_id
-        try:
-            policies = self.client.list_escalation_policies(team_ids=[team_id])
-        except PagerDutyError as lookup_error:
-            self.log.warning("could not list the escalation policies of team %s: %s", team_id, lookup_error)
-            policies = []
-        names = [f"{p.name} ({p.id})" for p in policies if change.user_id in p.user_ids]
-        if not names:
-            reason = "; ".join([error.message, *error.errors])
-            return f"PagerDuty refuses to remove {who}: {reason}"
-        return (
-            f"{who} is a target of escalation policy {', '.join(names)}: change the policy by hand, "
-            "then plan again"
-        )
-
     def verify(self, attempts: int, delay_seconds: float, sleep: Callable[[float], None]) -> tuple[str, ...]:
         """Re-read what was written until every applied change shows; what never does is returned."""
         waiting = [row for row in self.rows if row.status is ChangeStatus.APPLIED]
@@ -381,14 +266,11 @@ class _ApplyRun:
                 break
             if attempt > 1:
                 sleep(delay_seconds)
-            members: dict[str, dict[str, Role] | None] = {}
+            for writer in self.writers.values():
+                writer.start_verifying()
             still: list[ApplyRow] = []
             for row in waiting:
-                assert row.team_id is not None  # every applied row knows its team
-                try:
-                    holds, seen = self._holds(row, row.team_id, members)
-                except PagerDutyError as error:
-                    holds, seen = False, f"could not be read: {error}"
+                holds, seen = self.writer(row.change).holds(row)
                 if not holds:
                     still.append(row)
                     last_seen[row.change.id] = seen
@@ -399,32 +281,3 @@ class _ApplyRun:
         for item in unconverged:
             self.log.warning("not converged after %d reads: %s", attempts, item)
         return unconverged
-
-    def _holds(
-        self, row: ApplyRow, team_id: str, members: dict[str, dict[str, Role] | None]
-    ) -> tuple[bool, str]:
-        if row.change.kind is ChangeKind.CREATE_TEAM:
-            exists = self.client.get_team(team_id) is not None
-            return converged(row.change, team_exists=exists), "the team is not there"
-        if team_id not in members:
-            members[team_id] = _members_of(self.client, team_id)
-        team = members[team_id]
-        current = team.get(row.change.user_id or "") if team is not None else None
-        holds = converged(row.change, team_exists=team is not None, current_role=current)
-        seen = (
-            "the team is gone" if team is None else f"found {current.value if current else 'no membership'}"
-        )
-        return holds, seen
-
-
-def _members_of(client: PagerDutyClient, team_id: str) -> dict[str, Role] | None:
-    try:
-        return {m.user_id: m.role for m in client.list_team_members(team_id)}
-    except PagerDutyError as error:
-        if error.status == 404:
-            return None
-        raise
-
-
-def _blocked_by_escalation_policy(error: PagerDutyError) -> bool:
-    return error.status == 400 and error.code == ESCALATION_POLICY_BLOCKS_REMOVAL

@@ -112,7 +112,7 @@ class DivergenceKind(StrEnum):
     UNMANAGED_TEAM = "unmanaged_team"
 
 
-class Action(StrEnum):
+class ChangeAction(StrEnum):
     """What a change does to the object it names, whatever the kind."""
 
     CREATE = "create"
@@ -151,12 +151,12 @@ class ChangeKind(StrEnum):
         return list(ChangeKind).index(self)
 
     @property
-    def action(self) -> Action:
+    def action(self) -> ChangeAction:
         if self in (ChangeKind.CREATE_TEAM, ChangeKind.CREATE_ESCALATION_POLICY, ChangeKind.ADD_MEMBER):
-            return Action.CREATE
+            return ChangeAction.CREATE
         if self is ChangeKind.REMOVE_MEMBER:
-            return Action.DELETE
-        return Action.UPDATE
+            return ChangeAction.DELETE
+        return ChangeAction.UPDATE
 
     @property
     def resource(self) -> str:
@@ -171,7 +171,7 @@ class ChangeKind(StrEnum):
 
     @property
     def symbol(self) -> str:
-        return {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-"}[self.action]
+        return {ChangeAction.CREATE: "+", ChangeAction.UPDATE: "~", ChangeAction.DELETE: "-"}[self.action]
 
 
 class FieldChange(Frozen):
@@ -211,7 +211,7 @@ class Change(Frozen):
     fields: tuple[FieldChange, ...] = ()
 
     @property
-    def action(self) -> Action:
+    def action(self) -> ChangeAction:
         return self.kind.action
 
     @property
@@ -232,7 +232,7 @@ class Change(Frozen):
 
     @property
     def risk(self) -> Risk:
-        if self.action is Action.DELETE:
+        if self.action is ChangeAction.DELETE:
             return Risk.DESTRUCTIVE
         if self.kind in (ChangeKind.CREATE_TEAM, ChangeKind.CREATE_ESCALATION_POLICY):
             return Risk.LOW

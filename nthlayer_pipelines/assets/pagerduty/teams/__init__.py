@@ -1,0 +1,1 @@
+"""Team membership: teams and who is on them, with which role."""

@@ -1,0 +1,1 @@
+"""What every resource kind shares, pure: no Dagster, no I/O, no provider's client."""
