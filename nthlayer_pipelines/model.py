@@ -361,6 +361,15 @@ class FindingKind(StrEnum):
     AMBIGUOUS_TEAM = "ambiguous_team"  # several PagerDuty teams match the name: the team is not planned
     PINNED_TEAM_NAME_MISMATCH = "pinned_team_name_mismatch"  # its removals wait for a person
     POSSIBLE_EMAIL_RENAME = "possible_email_rename"  # a removal beside an unresolved addition: waits too
+    # Services held to their tier's standard: nothing is planned for what these name.
+    MISSING_SERVICE = "missing_service"  # a declared service PagerDuty does not have: never created here
+    AMBIGUOUS_SERVICE = "ambiguous_service"  # several services match one definition, or one matches two
+    PINNED_SERVICE_NAME_MISMATCH = "pinned_service_name_mismatch"  # planned by its pin, said aloud
+    UNMANAGED_SERVICE = "unmanaged_service"  # a service of a declared team that no definition claims
+    MISSING_SCHEDULE = "missing_schedule"  # a declared schedule PagerDuty does not have, or has twice
+    STANDARD_UNMET = "standard_unmet"  # the standard cannot be met as declared (e.g. no managers)
+    NO_STANDARD = "no_standard"  # a service's tier has no Standard: nothing is checked
+    UNUSED_MANAGED_POLICY = "unused_managed_policy"  # a team's managed policy no service uses: kept
 
     @property
     def blocking(self) -> bool:
@@ -375,6 +384,7 @@ class Finding(Frozen):
     team: str | None = None
     email: str | None = None
     detail: str = ""
+    subject: str | None = None  # what else it is about: a service, a policy, a schedule
 
     @property
     def blocking(self) -> bool:

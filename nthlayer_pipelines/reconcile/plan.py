@@ -157,7 +157,7 @@ def render_plan_text(plan: Plan) -> str:
 
 
 def _subject(finding: Finding) -> str:
-    return " ".join(x for x in (finding.team, finding.email) if x)
+    return " ".join(x for x in (finding.team, finding.subject, finding.email) if x)
 
 
 def describe_change(change: Change) -> str:

@@ -12,7 +12,7 @@ PagerDuty when it is applied (`rosters_from_members`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -31,6 +31,9 @@ class BlastRadiusLimits:
     max_team_removal_share: float = 0.2
     min_team_removals: int = 2
     max_total_removals: int = 50
+    # Re-pointing a service changes who is paged for it from then on: a plan that re-points many at once
+    # (a standard's rules edited, a team renamed) is read by a person who says so.
+    max_services_repointed: int = 10
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_team_removal_share <= 1:
@@ -41,6 +44,10 @@ class BlastRadiusLimits:
             raise ValueError(f"min_team_removals must be at least 1, not {self.min_team_removals}")
         if self.max_total_removals < 0:
             raise ValueError(f"max_total_removals must not be negative, not {self.max_total_removals}")
+        if self.max_services_repointed < 0:
+            raise ValueError(
+                f"max_services_repointed must not be negative, not {self.max_services_repointed}"
+            )
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,18 @@ def assess_blast_radius(
     removals = plan.count(ChangeKind.REMOVE_MEMBER)
     if removals > limits.max_total_removals:
         reasons.append(f"{removals} removals in all > {limits.max_total_removals}")
+    reasons += repoint_reasons(plan.changes, limits)
     return BlastRadius(exceeded=bool(reasons), reasons=tuple(reasons), removals=removals)
+
+
+def repoint_reasons(changes: Sequence[Change], limits: BlastRadiusLimits) -> list[str]:
+    """Too many services pointed at another escalation policy in one plan."""
+    repointed = sum(1 for c in changes if c.kind is ChangeKind.SET_SERVICE_POLICY)
+    if repointed > limits.max_services_repointed:
+        return [
+            f"{repointed} services re-pointed to another escalation policy > {limits.max_services_repointed}"
+        ]
+    return []
 
 
 def _team_reasons(changes: list[Change], roster: TeamRoster, limits: BlastRadiusLimits) -> list[str]:
