@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from nthlayer_pipelines.incremental import (
     subdomain_from_html_url,
 )
-from nthlayer_pipelines.model import Role
+from nthlayer_pipelines.model import Role, team_name_key
 from nthlayer_pipelines.resources.http.client import (
     ApiClient,
     RequestFailed,
@@ -39,6 +39,8 @@ from nthlayer_pipelines.resources.http.ratelimit import (
 from nthlayer_pipelines.resources.pagerduty.models import (
     PagerDutyEscalationPolicy,
     PagerDutyMember,
+    PagerDutySchedule,
+    PagerDutyService,
     PagerDutyTeam,
     PagerDutyUser,
 )
@@ -356,15 +358,7 @@ class PagerDutyClient(ApiClient):
 
     def get_team(self, team_id: str) -> PagerDutyTeam | None:
         """The team, or None when PagerDuty does not know the id (404)."""
-        path = f"/teams/{_segment(team_id)}"
-        try:
-            response = self._request("GET", path)
-        except PagerDutyError as error:
-            if error.status == 404:
-                return None
-            raise
-        team = unwrap(parse_body(response, "GET", path), "team", "GET", path)
-        return self._parse(PagerDutyTeam.model_validate, team, path)
+        return self._get_one(f"/teams/{_segment(team_id)}", "team", PagerDutyTeam.model_validate)
 
     def find_team_by_name(self, name: str) -> PagerDutyTeam | None:
         """The team whose name equals `name` ignoring case; `query` only narrows the listing."""
@@ -380,10 +374,53 @@ class PagerDutyClient(ApiClient):
         return matches[0] if matches else None
 
     def list_escalation_policies(self, team_ids: Sequence[str] = ()) -> list[PagerDutyEscalationPolicy]:
+        """Every policy (of these teams, when given) with its rules, loops and the services on it: a
+        policy's `services` references come with it, so no `include[]` is asked for."""
         params = {"team_ids[]": list(team_ids)} if team_ids else None
+        parse = PagerDutyEscalationPolicy.from_api
         return self._read_all(
-            "/escalation_policies", "escalation_policies", PagerDutyEscalationPolicy.from_api, params=params
+            "/escalation_policies", "escalation_policies", parse, params=params, concurrent=True
         )
+
+    def get_escalation_policy(self, policy_id: str) -> PagerDutyEscalationPolicy | None:
+        """The policy, or None when PagerDuty does not know the id (404)."""
+        path = f"/escalation_policies/{_segment(policy_id)}"
+        return self._get_one(path, "escalation_policy", PagerDutyEscalationPolicy.from_api)
+
+    def find_escalation_policies_by_name(self, name: str) -> list[PagerDutyEscalationPolicy]:
+        """Every policy named `name`, names compared as `team_name_key` compares them (case, and spaces
+        around and between words, do not count). More than one is an ambiguity for the caller to refuse.
+
+        `query` only narrows the listing: PagerDuty finds it anywhere in a name, so it is the name's
+        longest word, which a name spaced otherwise (`Payments  (critical)`) holds too, where the whole
+        name would miss it."""
+        wanted = team_name_key(name)
+        longest_word = max(wanted.split(), key=len, default="")
+        candidates = self._read_all(
+            "/escalation_policies",
+            "escalation_policies",
+            PagerDutyEscalationPolicy.from_api,
+            params={"query": longest_word},
+        )
+        return [policy for policy in candidates if team_name_key(policy.name) == wanted]
+
+    def list_services(self, team_ids: Sequence[str] = ()) -> list[PagerDutyService]:
+        """Every service (of these teams, when given). Its policy and teams come as references, which is
+        all the model reads, so no `include[]` is asked for."""
+        params = {"team_ids[]": list(team_ids)} if team_ids else None
+        parse = PagerDutyService.from_api
+        return self._read_all("/services", "services", parse, params=params, concurrent=True)
+
+    def get_service(self, service_id: str) -> PagerDutyService | None:
+        """The service, or None when PagerDuty does not know the id (404)."""
+        return self._get_one(f"/services/{_segment(service_id)}", "service", PagerDutyService.from_api)
+
+    def list_schedules(self) -> list[PagerDutySchedule]:
+        return self._read_all("/schedules", "schedules", PagerDutySchedule.from_api, concurrent=True)
+
+    def get_schedule(self, schedule_id: str) -> PagerDutySchedule | None:
+        """The schedule, or None when PagerDuty does not know the id (404)."""
+        return self._get_one(f"/schedules/{_segment(schedule_id)}", "schedule", PagerDutySchedule.from_api)
 
     # ---- writes
 
@@ -404,10 +441,26 @@ class PagerDutyClient(ApiClient):
         response = self._request(
             "POST", "/teams", body={"team": {"type": "team", "name": name, "description": description}}
         )
-        team = unwrap(parse_body(response, "POST", "/teams"), "team", "POST", "/teams")
-        return self._parse(PagerDutyTeam.model_validate, team, "/teams", "POST")
+        return self._answer(response, "team", PagerDutyTeam.model_validate, "POST", "/teams")
 
     # ---- plumbing
+
+    def _get_one(self, path: str, key: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
+        """The `{key: {...}}` object at `path`, or None when PagerDuty answers 404."""
+        try:
+            response = self._request("GET", path)
+        except PagerDutyError as error:
+            if error.status == 404:
+                return None
+            raise
+        return self._answer(response, key, parse, "GET", path)
+
+    def _answer(
+        self, response: httpx.Response, key: str, parse: Callable[[dict[str, Any]], T], method: str, path: str
+    ) -> T:
+        """The object a `{key: {...}}` answer wraps, parsed."""
+        item = unwrap(parse_body(response, method, path), key, method, path)
+        return self._parse(parse, item, path, method)
 
     def _read_all(
         self,
