@@ -305,6 +305,32 @@ def test_targets_come_back_in_the_sandboxs_order_not_the_order_sent(
     assert [t["id"] for t in again["escalation_policy"]["escalation_rules"][0]["targets"]] == returned
 
 
+def test_a_target_may_be_sent_as_any_type_the_spec_allows_and_comes_back_as_a_reference(
+    pd: httpx.Client, org: SandboxOrg
+) -> None:
+    alice = org.pagerduty.user_by_email("alice@example.com")
+    assert alice is not None
+    primary, secondary = schedule_id(org, "Payments Primary"), schedule_id(org, "Payments Secondary")
+    sent = [
+        {"id": alice.id, "type": "user"},
+        {"id": primary, "type": "schedule"},
+        {"id": secondary, "type": "schedule_v3_reference"},
+    ]
+    body = {"escalation_rules": [{"escalation_delay_in_minutes": 5, "targets": sent}]}
+
+    written = pd.put(
+        f"/escalation_policies/{policy_id(org, 'Search On-Call')}", json={"escalation_policy": body}
+    )
+
+    assert written.status_code == 200
+    (rule,) = written.json()["escalation_policy"]["escalation_rules"]
+    assert {(t["id"], t["type"]) for t in rule["targets"]} == {
+        (alice.id, "user_reference"),
+        (primary, "schedule_reference"),
+        (secondary, "schedule_reference"),
+    }
+
+
 def test_a_policy_read_can_be_written_back_and_its_rules_keep_their_ids(
     pd: httpx.Client, org: SandboxOrg
 ) -> None:

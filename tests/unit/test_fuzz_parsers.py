@@ -277,7 +277,9 @@ POLICY = {
     "id": "PE00001",
     "name": "Payments On-Call",
     "teams": [{"id": "PT00001", "type": "team_reference"}],
-    "escalation_rules": [{"targets": [{"id": "PU00001", "type": "user_reference"}]}],
+    "escalation_rules": [
+        {"escalation_delay_in_minutes": 30, "targets": [{"id": "PU00001", "type": "user_reference"}]}
+    ],
 }
 
 

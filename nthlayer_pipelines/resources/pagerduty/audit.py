@@ -31,7 +31,7 @@ from nthlayer_pipelines.incremental import (
     subdomain_from_html_url,
 )
 from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
-from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError, parse_body, unwrap
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError, parse_body
 from nthlayer_pipelines.resources.pagerduty.models import AuditPage, AuditRecord, PagerDutyUser
 
 AUDIT_PATH = "/audit/records"
@@ -180,15 +180,7 @@ def read_audit_records(
 
 def get_user(client: PagerDutyClient, user_id: str) -> PagerDutyUser | None:
     """The user, or None when PagerDuty does not know the id (404: deleted)."""
-    path = f"/users/{quote(user_id, safe='')}"
-    try:
-        response = client._request("GET", path)
-    except PagerDutyError as error:
-        if error.status == 404:
-            return None
-        raise
-    user = unwrap(parse_body(response, "GET", path), "user", "GET", path)
-    return client._parse(PagerDutyUser.model_validate, user, path)
+    return client._get_one(f"/users/{quote(user_id, safe='')}", "user", PagerDutyUser.model_validate)
 
 
 # ---- the reads of an incremental refresh -------------------------------------------------------------

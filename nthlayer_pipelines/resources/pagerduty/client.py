@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 from nthlayer_pipelines.incremental import (
     subdomain_from_html_url,
 )
-from nthlayer_pipelines.model import Role
+from nthlayer_pipelines.model import Role, team_name_key
 from nthlayer_pipelines.resources.http.client import (
     ApiClient,
     RequestFailed,
@@ -37,9 +38,13 @@ from nthlayer_pipelines.resources.http.ratelimit import (
     TokenBucket,
 )
 from nthlayer_pipelines.resources.pagerduty.models import (
+    EscalationRuleSpec,
     PagerDutyEscalationPolicy,
     PagerDutyMember,
+    PagerDutySchedule,
+    PagerDutyService,
     PagerDutyTeam,
+    PagerDutyUrgencyRule,
     PagerDutyUser,
 )
 
@@ -56,6 +61,15 @@ MAX_SHORT_PAGES = 3  # consecutive pages with fewer items than asked for while `
 # connections in one client: 800 requests at 250 ms each took 5.8 s over 200 connections in one client
 # and 1.4 s over 8 clients of 25 (against the sandbox under uvicorn).
 CONNECTIONS_PER_CLIENT = 25
+
+
+class _Unset(Enum):
+    UNSET = "UNSET"
+
+
+# "Not given", where None has a meaning of its own (a timeout of None turns it off).
+UNSET = _Unset.UNSET
+Unset = Literal[_Unset.UNSET]
 
 
 class PagerDutyError(Exception):
@@ -261,6 +275,22 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def _timeout(name: str, seconds: int | None) -> int | None:
+    """A service timeout as sent: whole seconds, or None (JSON null) for off."""
+    if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 1):
+        raise ValueError(f"{name} must be a positive number of seconds, or None to turn it off: {seconds!r}")
+    return seconds
+
+
+def _policy_settings(num_loops: int, rules: Sequence[EscalationRuleSpec]) -> dict[str, Any]:
+    """A policy's loops and rules as a create or update sends them; PagerDuty wants at least one rule."""
+    if not isinstance(num_loops, int) or isinstance(num_loops, bool) or num_loops < 0:
+        raise ValueError(f"num_loops must be a whole number of 0 or more: {num_loops!r}")
+    if not rules:
+        raise ValueError("an escalation policy needs at least one rule")
+    return {"num_loops": num_loops, "escalation_rules": [rule.to_api() for rule in rules]}
+
+
 # ---- the client ---------------------------------------------------------------------------------------
 
 
@@ -356,15 +386,7 @@ class PagerDutyClient(ApiClient):
 
     def get_team(self, team_id: str) -> PagerDutyTeam | None:
         """The team, or None when PagerDuty does not know the id (404)."""
-        path = f"/teams/{_segment(team_id)}"
-        try:
-            response = self._request("GET", path)
-        except PagerDutyError as error:
-            if error.status == 404:
-                return None
-            raise
-        team = unwrap(parse_body(response, "GET", path), "team", "GET", path)
-        return self._parse(PagerDutyTeam.model_validate, team, path)
+        return self._get_one(f"/teams/{_segment(team_id)}", "team", PagerDutyTeam.model_validate)
 
     def find_team_by_name(self, name: str) -> PagerDutyTeam | None:
         """The team whose name equals `name` ignoring case; `query` only narrows the listing."""
@@ -380,10 +402,53 @@ class PagerDutyClient(ApiClient):
         return matches[0] if matches else None
 
     def list_escalation_policies(self, team_ids: Sequence[str] = ()) -> list[PagerDutyEscalationPolicy]:
+        """Every policy (of these teams, when given) with its rules, loops and the services on it: a
+        policy's `services` references come with it, so no `include[]` is asked for."""
         params = {"team_ids[]": list(team_ids)} if team_ids else None
+        parse = PagerDutyEscalationPolicy.from_api
         return self._read_all(
-            "/escalation_policies", "escalation_policies", PagerDutyEscalationPolicy.from_api, params=params
+            "/escalation_policies", "escalation_policies", parse, params=params, concurrent=True
         )
+
+    def get_escalation_policy(self, policy_id: str) -> PagerDutyEscalationPolicy | None:
+        """The policy, or None when PagerDuty does not know the id (404)."""
+        path = f"/escalation_policies/{_segment(policy_id)}"
+        return self._get_one(path, "escalation_policy", PagerDutyEscalationPolicy.from_api)
+
+    def find_escalation_policies_by_name(self, name: str) -> list[PagerDutyEscalationPolicy]:
+        """Every policy named `name`, names compared as `team_name_key` compares them (case, and spaces
+        around and between words, do not count). More than one is an ambiguity for the caller to refuse.
+
+        `query` only narrows the listing: PagerDuty finds it anywhere in a name, so it is the name's
+        longest word, which a name spaced otherwise (`Payments  (critical)`) holds too, where the whole
+        name would miss it."""
+        wanted = team_name_key(name)
+        longest_word = max(wanted.split(), key=len, default="")
+        candidates = self._read_all(
+            "/escalation_policies",
+            "escalation_policies",
+            PagerDutyEscalationPolicy.from_api,
+            params={"query": longest_word},
+        )
+        return [policy for policy in candidates if team_name_key(policy.name) == wanted]
+
+    def list_services(self, team_ids: Sequence[str] = ()) -> list[PagerDutyService]:
+        """Every service (of these teams, when given). Its policy and teams come as references, which is
+        all the model reads, so no `include[]` is asked for."""
+        params = {"team_ids[]": list(team_ids)} if team_ids else None
+        parse = PagerDutyService.from_api
+        return self._read_all("/services", "services", parse, params=params, concurrent=True)
+
+    def get_service(self, service_id: str) -> PagerDutyService | None:
+        """The service, or None when PagerDuty does not know the id (404)."""
+        return self._get_one(f"/services/{_segment(service_id)}", "service", PagerDutyService.from_api)
+
+    def list_schedules(self) -> list[PagerDutySchedule]:
+        return self._read_all("/schedules", "schedules", PagerDutySchedule.from_api, concurrent=True)
+
+    def get_schedule(self, schedule_id: str) -> PagerDutySchedule | None:
+        """The schedule, or None when PagerDuty does not know the id (404)."""
+        return self._get_one(f"/schedules/{_segment(schedule_id)}", "schedule", PagerDutySchedule.from_api)
 
     # ---- writes
 
@@ -404,10 +469,101 @@ class PagerDutyClient(ApiClient):
         response = self._request(
             "POST", "/teams", body={"team": {"type": "team", "name": name, "description": description}}
         )
-        team = unwrap(parse_body(response, "POST", "/teams"), "team", "POST", "/teams")
-        return self._parse(PagerDutyTeam.model_validate, team, "/teams", "POST")
+        return self._answer(response, "team", PagerDutyTeam.model_validate, "POST", "/teams")
+
+    def update_service(
+        self,
+        service_id: str,
+        *,
+        escalation_policy_id: str | None = None,
+        urgency_rule: PagerDutyUrgencyRule | None = None,
+        acknowledgement_timeout: int | Unset | None = UNSET,
+        auto_resolve_timeout: int | Unset | None = UNSET,
+    ) -> PagerDutyService:
+        """Change only the fields given, and answer the service as PagerDuty returned it. A timeout of None
+        turns it off (JSON null: a 0 may be taken as 0 seconds); a timeout not given is not sent. The
+        read-only fields (status, teams, integrations...) are never sent: echoing a status PagerDuty set
+        itself, such as `critical`, is refused (400, code 2001)."""
+        service: dict[str, Any] = {"type": "service"}
+        if escalation_policy_id is not None:
+            service["escalation_policy"] = {"id": escalation_policy_id, "type": "escalation_policy_reference"}
+        if urgency_rule is not None:
+            service["incident_urgency_rule"] = urgency_rule.to_api()
+        for field_name, timeout in (
+            ("acknowledgement_timeout", acknowledgement_timeout),
+            ("auto_resolve_timeout", auto_resolve_timeout),
+        ):
+            if timeout is not UNSET:
+                service[field_name] = _timeout(field_name, timeout)
+        if len(service) == 1:
+            raise ValueError("update_service was given no field to change")
+        path = f"/services/{_segment(service_id)}"
+        response = self._request("PUT", path, body={"service": service})
+        return self._answer(response, "service", PagerDutyService.from_api, "PUT", path)
+
+    def create_escalation_policy(
+        self,
+        name: str,
+        *,
+        team_id: str | None,
+        num_loops: int,
+        rules: Sequence[EscalationRuleSpec],
+        description: str = "",
+    ) -> PagerDutyEscalationPolicy:
+        """Create a policy with these rules, in order, on the team if one is given (PagerDuty allows one).
+        Not retried once sent: on `WriteOutcomeUnknownError`, look with `find_escalation_policies_by_name`
+        before creating again. A name already taken is refused (400, code 2001)."""
+        policy = {
+            "type": "escalation_policy",
+            "name": name,
+            "description": description,
+            **_policy_settings(num_loops, rules),
+        }
+        if team_id is not None:
+            policy["teams"] = [{"id": team_id, "type": "team_reference"}]
+        path = "/escalation_policies"
+        response = self._request("POST", path, body={"escalation_policy": policy})
+        return self._answer(response, "escalation_policy", PagerDutyEscalationPolicy.from_api, "POST", path)
+
+    def update_escalation_policy(
+        self,
+        policy_id: str,
+        *,
+        num_loops: int,
+        rules: Sequence[EscalationRuleSpec],
+        name: str | None = None,
+    ) -> PagerDutyEscalationPolicy:
+        """Replace the policy's rules and loop count; its team, description and services are not sent and
+        stay as they are. PagerDuty's schema requires a policy's name in a PUT, so it is sent: `name` when
+        given (the caller that just read the policy knows it), else the name a GET reads first. New rules
+        get new ids."""
+        path = f"/escalation_policies/{_segment(policy_id)}"
+        self._refuse_if_read_only("PUT", path)  # before the GET that would only serve the PUT
+        if name is None:  # a policy that is gone is PagerDuty's 404 to this GET
+            parse = PagerDutyEscalationPolicy.from_api
+            name = self._answer(self._request("GET", path), "escalation_policy", parse, "GET", path).name
+        policy = {"type": "escalation_policy", "name": name, **_policy_settings(num_loops, rules)}
+        response = self._request("PUT", path, body={"escalation_policy": policy})
+        return self._answer(response, "escalation_policy", PagerDutyEscalationPolicy.from_api, "PUT", path)
 
     # ---- plumbing
+
+    def _get_one(self, path: str, key: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
+        """The `{key: {...}}` object at `path`, or None when PagerDuty answers 404."""
+        try:
+            response = self._request("GET", path)
+        except PagerDutyError as error:
+            if error.status == 404:
+                return None
+            raise
+        return self._answer(response, key, parse, "GET", path)
+
+    def _answer(
+        self, response: httpx.Response, key: str, parse: Callable[[dict[str, Any]], T], method: str, path: str
+    ) -> T:
+        """The object a `{key: {...}}` answer wraps, parsed."""
+        item = unwrap(parse_body(response, method, path), key, method, path)
+        return self._parse(parse, item, path, method)
 
     def _read_all(
         self,
@@ -531,8 +687,7 @@ class PagerDutyClient(ApiClient):
         params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
     ) -> httpx.Response:
-        if self.read_only and method != "GET":
-            raise PagerDutyError(None, None, "refused: this client is read-only", (), method, path)
+        self._refuse_if_read_only(method, path)
         headers = {"From": self._from_email} if self._from_email and method != "GET" else None
         http: httpx.Client = getattr(self._thread, "http", self._http)
         request = http.build_request(method, path, params=params, json=body, headers=headers)
@@ -546,6 +701,10 @@ class PagerDutyClient(ApiClient):
         if not response.is_success:
             raise error_from_response(response, method, path, attempts)
         return response
+
+    def _refuse_if_read_only(self, method: str, path: str) -> None:
+        if self.read_only and method != "GET":
+            raise PagerDutyError(None, None, "refused: this client is read-only", (), method, path)
 
     def _send(self, http: httpx.Client, request: httpx.Request) -> httpx.Response:
         """One attempt, within the rate limit when there is a limiter."""

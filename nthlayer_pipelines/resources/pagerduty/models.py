@@ -6,13 +6,27 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nthlayer_pipelines.model import Email, Role
 
 
 class _PagerDutyObject(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+def _objects(item: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The objects listed under `key` (null: none); TypeError naming the field when it is no such list."""
+    value = item.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise TypeError(f"{key}: expected a list of objects")
+    return value
+
+
+def _none_is_empty_tuple(value: object) -> object:
+    return () if value is None else value
 
 
 class PagerDutyUser(_PagerDutyObject):
@@ -46,47 +60,195 @@ class PagerDutyMember(_PagerDutyObject):
         return cls.model_validate({"team_id": team_id, "user_id": user_id, "role": item.get("role")})
 
 
+# ---- escalation policies, services and schedules ------------------------------------------------------
+
+USER_TARGET = "user_reference"
+SCHEDULE_TARGET = "schedule_reference"
+# Every type PagerDuty may give a rule's target, as the one reference type the client speaks of.
+_TARGET_TYPES = {
+    "user": USER_TARGET,
+    "user_reference": USER_TARGET,
+    "schedule": SCHEDULE_TARGET,
+    "schedule_reference": SCHEDULE_TARGET,
+    "schedule_v3_reference": SCHEDULE_TARGET,
+}
+MAX_RULE_TARGETS = 10  # PagerDuty's limit: a rule has 1 to 10 targets
+
+
+def _reference_ids(item: dict[str, Any], key: str) -> tuple[object, ...]:
+    """The ids of the references listed under `key` (null: none)."""
+    return tuple(reference.get("id") for reference in _objects(item, key))
+
+
+def _owned_object(item: dict[str, Any]) -> dict[str, Any]:
+    """What a policy, service and schedule share: id, name, web page, and teams (as their ids)."""
+    return {
+        "id": item.get("id"),
+        "name": item.get("name"),
+        "team_ids": _reference_ids(item, "teams"),
+        "html_url": item.get("html_url"),
+    }
+
+
+def _reference_id(item: dict[str, Any], key: str) -> object:
+    reference = item.get(key)
+    return reference.get("id") if isinstance(reference, dict) else None
+
+
+class PagerDutyTarget(_PagerDutyObject):
+    """Whom a rule pages: a user or a schedule. Its type is normalised to `user_reference` or
+    `schedule_reference`, whichever of PagerDuty's aliases (user, schedule, schedule_v3_reference) it had."""
+
+    id: str
+    type: str
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _normalised(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value not in _TARGET_TYPES:
+            raise ValueError(f"{value!r} is not a user or schedule target")
+        return _TARGET_TYPES[value]
+
+    def to_api(self) -> dict[str, str]:
+        return {"id": self.id, "type": self.type}
+
+
+class EscalationRuleSpec(_PagerDutyObject):
+    """One rule as a create or update sends it: after `escalation_delay_in_minutes` unacknowledged, the
+    incident escalates away from these targets (1 to 10)."""
+
+    escalation_delay_in_minutes: int = Field(ge=0)
+    targets: tuple[PagerDutyTarget, ...] = Field(min_length=1, max_length=MAX_RULE_TARGETS)
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "escalation_delay_in_minutes": self.escalation_delay_in_minutes,
+            "targets": [target.to_api() for target in self.targets],
+        }
+
+
+class PagerDutyEscalationRule(_PagerDutyObject):
+    """A rule as PagerDuty returned it; `targets` in PagerDuty's order, which is its own, not the order they
+    were sent in (terraform-provider-pagerduty #639): compare them as sets."""
+
+    id: str | None = None
+    escalation_delay_in_minutes: int
+    targets: tuple[PagerDutyTarget, ...]
+
+    _none_is_empty = field_validator("targets", mode="before")(_none_is_empty_tuple)
+
+
 class PagerDutyEscalationPolicy(_PagerDutyObject):
-    """Enough of a policy to name it when it blocks a member's removal (PagerDuty's error 2001)."""
+    """A policy: its rules in order, how often it loops, and the services that use it. `user_ids` are the
+    users its rules target directly, which block their removal from its team (PagerDuty's error 2001)."""
 
     id: str
     name: str
     team_ids: tuple[str, ...] = ()
-    user_ids: tuple[str, ...] = ()  # users targeted directly by one of its rules
+    user_ids: tuple[str, ...] = ()  # users targeted directly by one of its rules, in the order first seen
+    num_loops: int = 0
+    rules: tuple[PagerDutyEscalationRule, ...] = ()
+    service_ids: tuple[str, ...] = ()  # read-only in PagerDuty: a service names its policy
+    html_url: str | None = None
+
+    @field_validator("num_loops", mode="before")
+    @classmethod
+    def _none_is_no_loops(cls, value: object) -> object:
+        return 0 if value is None else value
 
     @classmethod
     def from_api(cls, item: dict[str, Any]) -> PagerDutyEscalationPolicy:
-        user_ids: list[object] = []
-        for index, rule in enumerate(_objects(item, "escalation_rules")):
-            for target in _objects(rule, "targets", f"escalation_rules[{index}].targets"):
-                target_id = target.get("id")
-                if target.get("type") in ("user_reference", "user") and target_id not in user_ids:
-                    user_ids.append(target_id)
+        policy = cls.model_validate(
+            {
+                **_owned_object(item),
+                "num_loops": item.get("num_loops"),
+                "rules": _objects(item, "escalation_rules"),
+                "service_ids": _reference_ids(item, "services"),
+            }
+        )
+        targeted = (t.id for rule in policy.rules for t in rule.targets if t.type == USER_TARGET)
+        return policy.model_copy(update={"user_ids": tuple(dict.fromkeys(targeted))})
+
+
+class PagerDutyUrgencyRule(_PagerDutyObject):
+    """A service's `incident_urgency_rule`: `constant` (one `urgency`: high, low or severity_based) or
+    `use_support_hours` (one urgency inside the service's support hours, another outside them). Read from
+    PagerDuty's shape, where each part of `use_support_hours` is itself a constant rule."""
+
+    type: str
+    urgency: str | None = None
+    during_support_hours: str | None = None
+    outside_support_hours: str | None = None
+
+    @field_validator("during_support_hours", "outside_support_hours", mode="before")
+    @classmethod
+    def _urgency_of_part(cls, value: object) -> object:
+        return value.get("urgency") if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _complete(self) -> PagerDutyUrgencyRule:
+        if self.type == "constant":
+            if self.urgency is None:
+                raise ValueError("a constant urgency rule needs an urgency")
+        elif self.type == "use_support_hours":
+            if self.during_support_hours is None or self.outside_support_hours is None:
+                raise ValueError("a use_support_hours rule needs an urgency during and outside support hours")
+        else:
+            raise ValueError(f"urgency rule type {self.type!r} is neither constant nor use_support_hours")
+        return self
+
+    def to_api(self) -> dict[str, Any]:
+        if self.type == "constant":
+            return {"type": "constant", "urgency": self.urgency}
+        return {
+            "type": "use_support_hours",
+            "during_support_hours": {"type": "constant", "urgency": self.during_support_hours},
+            "outside_support_hours": {"type": "constant", "urgency": self.outside_support_hours},
+        }
+
+
+class PagerDutyService(_PagerDutyObject):
+    """A service: the policy it pages through, its timeouts (seconds; None: off) and urgency rule. Its
+    teams are its policy's (PagerDuty derives them) and, like `status`, read-only."""
+
+    id: str
+    name: str
+    status: str | None = None
+    escalation_policy_id: str
+    team_ids: tuple[str, ...] = ()
+    acknowledgement_timeout: int | None = None
+    auto_resolve_timeout: int | None = None
+    urgency_rule: PagerDutyUrgencyRule | None = None
+    html_url: str | None = None
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> PagerDutyService:
         return cls.model_validate(
             {
-                "id": item.get("id"),
-                "name": item.get("name"),
-                "team_ids": tuple(t.get("id") for t in _objects(item, "teams")),
-                "user_ids": tuple(user_ids),
+                **_owned_object(item),
+                "status": item.get("status"),
+                "escalation_policy_id": _reference_id(item, "escalation_policy"),
+                "acknowledgement_timeout": item.get("acknowledgement_timeout"),
+                "auto_resolve_timeout": item.get("auto_resolve_timeout"),
+                "urgency_rule": item.get("incident_urgency_rule"),
             }
         )
 
 
-def _objects(item: dict[str, Any], key: str, name: str = "") -> list[dict[str, Any]]:
-    """The objects listed under `key` (null: none); TypeError naming the field when it is no such list."""
-    value = item.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
-        raise TypeError(f"{name or key}: expected a list of objects")
-    return value
+class PagerDutySchedule(_PagerDutyObject):
+    id: str
+    name: str
+    team_ids: tuple[str, ...] = ()
+    html_url: str | None = None
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> PagerDutySchedule:
+        return cls.model_validate(_owned_object(item))
 
 
 # ---- audit records (`GET /audit/records`) -------------------------------------------------------------
-
-
-def _none_is_empty_tuple(value: object) -> object:
-    return () if value is None else value
 
 
 class PagerDutyReference(_PagerDutyObject):

@@ -50,12 +50,14 @@ SERVICE_INCLUDES = ("escalation_policies", "teams", "integrations", "auto_pause_
 POLICY_INCLUDES = ("services", "teams", "targets", "escalation_rule_assignment_strategies")
 SCHEDULE_INCLUDES = ("schedule_layers", "overrides_subschedule", "final_schedule")
 STATUS_REFUSED = "Status must be in active or disabled."
-# A target's type as PagerDuty accepts it, and the reference type the sandbox keeps.
+# A target's type as PagerDuty accepts it (the spec's EscalationTargetReference), and the reference type
+# the sandbox keeps.
 _TARGET_TYPES = {
     "user_reference": USER_TARGET,
     "user": USER_TARGET,
     "schedule_reference": SCHEDULE_TARGET,
     "schedule": SCHEDULE_TARGET,
+    "schedule_v3_reference": SCHEDULE_TARGET,
 }
 
 Handler = Callable[[RequestContext], Response]
