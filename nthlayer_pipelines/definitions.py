@@ -16,6 +16,7 @@ import dagster as dg
 from nthlayer_pipelines.assets.checks import ALL_CHECKS
 from nthlayer_pipelines.assets.desired import cortex_teams, desired_state, git_definitions
 from nthlayer_pipelines.assets.observed import pagerduty_snapshot
+from nthlayer_pipelines.assets.pagerduty.services.assets import ASSETS as SERVICES_ASSETS
 from nthlayer_pipelines.assets.reconcile import change_plan, divergences
 from nthlayer_pipelines.orchestration.jobs import (
     apply_plan_job,
@@ -57,6 +58,7 @@ ASSETS = [
     desired_state,
     pagerduty_snapshot,
     divergences,
+    *SERVICES_ASSETS,
     change_plan,
 ]
 

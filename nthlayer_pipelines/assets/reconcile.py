@@ -3,10 +3,11 @@
 import dagster as dg
 import pandas as pd
 
+from nthlayer_pipelines.assets.pagerduty.services.compare import StandardsComparison
 from nthlayer_pipelines.model import DesiredState, DivergenceKind, Plan
 from nthlayer_pipelines.reconcile.diff import TeamIdentityConflict, compute_divergences
 from nthlayer_pipelines.reconcile.observed import ObservedState
-from nthlayer_pipelines.reconcile.plan import build_plan, plan_summary, render_plan_markdown
+from nthlayer_pipelines.reconcile.plan import build_plan, plan_summary, render_plan_markdown, with_changes
 from nthlayer_pipelines.reconcile.policy import over_volume_cap, pre_approved_changes
 from nthlayer_pipelines.reconcile.safety import (
     assess_blast_radius,
@@ -80,8 +81,10 @@ def change_plan(
     divergences: pd.DataFrame,
     desired_state: DesiredState,
     pagerduty_memberships: pd.DataFrame,
+    service_standards: StandardsComparison,
 ) -> dg.Output[Plan]:
-    computed = build_plan(divergences, desired_state)
+    membership = build_plan(divergences, desired_state)
+    computed = with_changes(membership, service_standards.changes, service_standards.findings)
     rosters = rosters_from_memberships(pagerduty_memberships)
     verdict = assess_blast_radius(computed, rosters, reconcile.blast_radius_limits())
     policy = reconcile.approval_policy()

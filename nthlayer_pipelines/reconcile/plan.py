@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 
 from nthlayer_pipelines.model import (
+    TEAM_MEMBERSHIP,
     Change,
     ChangeKind,
     DesiredState,
     DivergenceKind,
+    FieldChange,
     Finding,
     FindingKind,
     Plan,
@@ -80,10 +82,22 @@ def build_plan(divergences: pd.DataFrame, desired: DesiredState) -> Plan:
             )
         )
     findings += possible_renames(changes, findings)
-    changes.sort(key=lambda c: (c.kind.order, c.team, c.email or ""))
-    findings.sort(key=lambda f: (not f.blocking, f.kind.value, f.team or "", f.email or ""))
-    ordered = tuple(changes)
-    return Plan(id=Plan.make_id(ordered), changes=ordered, findings=tuple(findings))
+    return ordered_plan(changes, findings)
+
+
+def ordered_plan(changes: Iterable[Change], findings: Iterable[Finding]) -> Plan:
+    """The plan of every kind's changes in plan order (creates, additions, role changes, policies' rules,
+    services, removals; then team, member, object) and findings after, blocking ones first."""
+    ordered = tuple(sorted(changes, key=lambda c: (c.kind.order, c.team, c.email or "", c.target_name or "")))
+    kept = sorted(
+        findings, key=lambda f: (not f.blocking, f.kind.value, f.team or "", f.email or "", f.subject or "")
+    )
+    return Plan(id=Plan.make_id(ordered), changes=ordered, findings=tuple(kept))
+
+
+def with_changes(plan: Plan, changes: Iterable[Change], findings: Iterable[Finding]) -> Plan:
+    """`plan` with another kind's changes and findings in it, re-ordered and re-named."""
+    return ordered_plan([*plan.changes, *changes], [*plan.findings, *findings])
 
 
 def possible_renames(changes: list[Change], findings: list[Finding]) -> list[Finding]:
@@ -120,6 +134,10 @@ def plan_summary(plan: Plan) -> dict[str, int]:
         "members_to_add": plan.count(ChangeKind.ADD_MEMBER),
         "roles_to_change": plan.count(ChangeKind.SET_ROLE),
         "members_to_remove": plan.count(ChangeKind.REMOVE_MEMBER),
+        "policies_to_create": plan.count(ChangeKind.CREATE_ESCALATION_POLICY),
+        "policies_to_update": plan.count(ChangeKind.UPDATE_ESCALATION_POLICY),
+        "services_to_repoint": plan.count(ChangeKind.SET_SERVICE_POLICY),
+        "services_to_update": plan.count(ChangeKind.UPDATE_SERVICE),
         "findings": len(plan.findings),
         "teams_blocked": len(plan.blocking_findings),
     }
@@ -138,7 +156,8 @@ def render_plan_text(plan: Plan) -> str:
     else:
         lines = [
             f"Plan {plan.id}: {counts['teams_to_create']} to create, {counts['members_to_add']} to add, "
-            f"{counts['roles_to_change']} to change, {counts['members_to_remove']} to remove.",
+            f"{counts['roles_to_change']} to change, {counts['members_to_remove']} to remove."
+            + _standards_counts(counts),
         ]
     if blocked:
         lines += [
@@ -148,7 +167,7 @@ def render_plan_text(plan: Plan) -> str:
         lines += [f"  !! {f.kind.value}  {_subject(f)}: {f.detail}" for f in blocked]
     if plan.changes:
         lines.append("")
-        lines += ["  " + describe_change(change) for change in plan.changes]
+        lines += ["  " + line for change in plan.changes for line in describe_lines(change)]
     others = [f for f in plan.findings if not f.blocking]
     if others:
         lines += ["", f"Findings ({len(others)}), not changed by this plan:"]
@@ -162,18 +181,74 @@ def _subject(finding: Finding) -> str:
 
 def describe_change(change: Change) -> str:
     """One line naming the PagerDuty team written to, e.g. `+ payments (Payments, PABC123): alice@example.com
-    as responder`; a team the plan creates has no id yet, and says so."""
+    as responder`; a team the plan creates has no id yet, and says so. An attribute change names its object
+    and each field, `before → after`."""
+    header, *fields = describe_lines(change)
+    return f"{header}  {'; '.join(line.strip() for line in fields)}" if fields else header
+
+
+def describe_lines(change: Change) -> list[str]:
+    """The change as terraform shows a resource: a line naming it, then one line per attribute it sets."""
     symbol = change.kind.symbol
     target = f"{change.team} ({change.team_name}, {change.team_id or 'no id yet'})"
     match change.kind:
         case ChangeKind.CREATE_TEAM:
-            return f"{symbol} {target}: create the team"
+            return [f"{symbol} {target}: create the team"]
         case ChangeKind.ADD_MEMBER:
-            return f"{symbol} {target}: {change.email} as {change.role}"
+            return [f"{symbol} {target}: {change.email} as {change.role}"]
         case ChangeKind.SET_ROLE:
-            return f"{symbol} {target}: {change.email} {change.from_role} -> {change.role}"
+            return [f"{symbol} {target}: {change.email} {change.from_role} -> {change.role}"]
         case ChangeKind.REMOVE_MEMBER:
-            return f"{symbol} {target}: {change.email or change.user_id} (was {change.from_role})"
+            return [f"{symbol} {target}: {change.email or change.user_id} (was {change.from_role})"]
+    return [
+        f"{symbol} {object_label(change)}, team {target}",
+        *("    " + field_line(f) for f in change.fields),
+    ]
+
+
+def object_label(change: Change) -> str:
+    """`service "Payment API" (PSVC123)`, `escalation_policy "Payments (critical)" (new)`."""
+    noun = (
+        "service"
+        if change.kind in (ChangeKind.SET_SERVICE_POLICY, ChangeKind.UPDATE_SERVICE)
+        else ("escalation_policy")
+    )
+    return f'{noun} "{change.target_name}" ({change.target_id or "new"})'
+
+
+def field_line(field: FieldChange) -> str:
+    """`acknowledgement_timeout: 1800 → 600`; a field the change creates shows its value alone."""
+    after = show_value(field.name, field.after)
+    if field.before is None and field.name in ("num_loops", "escalation_rules"):
+        return f"{field.name}: {after}"
+    return f"{field.name}: {show_value(field.name, field.before)} → {after}"
+
+
+def show_value(name: str, value: object) -> str:
+    """A field's value as a reader takes it in: rules as `[5 min: schedule PS1]`, urgency by its word."""
+    if value is None:
+        return "off" if name.endswith("_timeout") else "none"
+    if name == "escalation_rules" and isinstance(value, list):
+        return " ".join(_show_rule(rule) for rule in value if isinstance(rule, dict))
+    if name == "incident_urgency_rule" and isinstance(value, dict):
+        if value.get("type") == "constant":
+            return str(value.get("urgency"))
+        inside, outside = value.get("during_support_hours"), value.get("outside_support_hours")
+        return f"support hours ({inside} inside, {outside} outside)"
+    if name == "escalation_policy" and isinstance(value, dict):
+        named = value.get("name")
+        return f'"{named}" ({value.get("id") or "new"})' if named else str(value.get("id"))
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _show_rule(rule: dict[str, object]) -> str:
+    targets = rule.get("targets") if isinstance(rule.get("targets"), list) else []
+    names = ", ".join(
+        f"{str(t.get('type', '')).removesuffix('_reference')} {t.get('id')}"
+        for t in targets  # type: ignore[union-attr]
+        if isinstance(t, dict)
+    )
+    return f"[{rule.get('escalation_delay_in_minutes')} min: {names}]"
 
 
 def markdown_cell(text: str) -> str:
@@ -193,6 +268,10 @@ _CHANGE_WORDS = {
     ChangeKind.ADD_MEMBER: "add",
     ChangeKind.SET_ROLE: "set role",
     ChangeKind.REMOVE_MEMBER: "remove",
+    ChangeKind.CREATE_ESCALATION_POLICY: "create policy",
+    ChangeKind.UPDATE_ESCALATION_POLICY: "update policy",
+    ChangeKind.SET_SERVICE_POLICY: "re-point service",
+    ChangeKind.UPDATE_SERVICE: "update service",
 }
 
 
@@ -210,8 +289,30 @@ def _change_row(change: Change) -> str:
             member = f"{who}: {change.from_role} → {change.role}"
         case ChangeKind.REMOVE_MEMBER:
             member = f"{who} (was {change.from_role})"
+        case _:  # an attribute change: its object, then each field
+            fields = "; ".join(_markdown_text(field_line(f)) for f in change.fields)
+            member = f"{_markdown_text(object_label(change))}: {fields}"
     cells = [f"`{change.id}`", f"`{change.kind.symbol}` {_CHANGE_WORDS[change.kind]}", team, member]
     return "| " + " | ".join(cells) + " |"
+
+
+def _last_column(plan: Plan) -> str:
+    if all(c.resource == TEAM_MEMBERSHIP for c in plan.changes):
+        return "member"
+    return "member, or object and fields"
+
+
+def _standards_counts(counts: Mapping[str, int]) -> str:
+    """The headline's tail for services and policies: empty when the plan has none."""
+    parts = [
+        (counts["policies_to_create"], "policies to create"),
+        (counts["policies_to_update"], "to update"),
+        (counts["services_to_repoint"], "services to re-point"),
+        (counts["services_to_update"], "to update"),
+    ]
+    if not any(n for n, _ in parts):
+        return ""
+    return " Standards: " + ", ".join(f"{n} {words}" for n, words in parts) + "."
 
 
 def _finding_item(finding: Finding, mark: str) -> str:
@@ -230,6 +331,7 @@ def render_plan_markdown(plan: Plan, *, approval: str = "", limit: int = 200) ->
         headline = (
             f"Plan `{plan.id}`: {counts['teams_to_create']} to create, {counts['members_to_add']} to add, "
             f"{counts['roles_to_change']} to change, {counts['members_to_remove']} to remove."
+            + _standards_counts(counts)
         )
     else:
         outcome = (
@@ -247,7 +349,7 @@ def render_plan_markdown(plan: Plan, *, approval: str = "", limit: int = 200) ->
     if plan.changes:
         lines += [
             "",
-            "| change id | change | team (PagerDuty team, id) | member |",
+            f"| change id | change | team (PagerDuty team, id) | {_last_column(plan)} |",
             "| --- | --- | --- | --- |",
         ]
         lines += [_change_row(change) for change in plan.changes[:limit]]
@@ -266,9 +368,16 @@ def render_plan_markdown(plan: Plan, *, approval: str = "", limit: int = 200) ->
     return "\n".join(lines)
 
 
+# `nthlayer plan --json`'s version: 2 added the envelope's fields (provider, resource, action, subject,
+# risk, target_id, target_name, fields) and findings' `subject`; every field of version 1 is still there.
+# schemas/plan.schema.json describes it and a test holds every output to it.
+PLAN_JSON_SCHEMA_VERSION = 2
+
+
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     """The stable machine contract of `nthlayer plan --json` (documented in the README)."""
     return {
+        "schema_version": PLAN_JSON_SCHEMA_VERSION,
         "plan_id": plan.id,
         "changes": [
             {
@@ -280,6 +389,14 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
                 "email": c.email,
                 "role": c.role.value if c.role else None,
                 "from_role": c.from_role.value if c.from_role else None,
+                "provider": c.provider,
+                "resource": c.resource,
+                "action": c.action.value,
+                "subject": c.subject,
+                "risk": c.risk.value,
+                "target_id": c.target_id,
+                "target_name": c.target_name,
+                "fields": [f.model_dump(mode="json") for f in c.fields],
             }
             for c in plan.changes
         ],
@@ -288,6 +405,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
                 "kind": f.kind.value,
                 "team": f.team,
                 "email": f.email,
+                "subject": f.subject,
                 "detail": f.detail,
                 "blocking": f.blocking,
             }

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from nthlayer_pipelines.model import Change, ChangeKind, FindingKind, Plan, Role
 
 PRE_APPROVED_ENV_VAR = "NTHLAYER_PRE_APPROVED_KINDS"
-DEFAULT_PRE_APPROVED = frozenset({ChangeKind.ADD_MEMBER, ChangeKind.CREATE_TEAM})
+# Creating a team's managed escalation policy pages nobody until a person approves pointing a service at
+# it; changing a policy's rules or a service's policy, urgency or timeouts changes who is paged, and when.
+DEFAULT_PRE_APPROVED = frozenset(
+    {ChangeKind.ADD_MEMBER, ChangeKind.CREATE_TEAM, ChangeKind.CREATE_ESCALATION_POLICY}
+)
 MAX_PRE_APPROVED_ENV_VAR = "NTHLAYER_MAX_PRE_APPROVED_CHANGES"
 # The most writes no person reads in one plan: as many as the removals a plan may make without an
 # override (NTHLAYER_MAX_TOTAL_REMOVALS); the README says why.

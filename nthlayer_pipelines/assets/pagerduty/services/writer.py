@@ -174,6 +174,7 @@ class StandardsWriter:
             policy.id,
             num_loops=loops if isinstance(loops, int) else 0,
             rules=rule_specs(values["escalation_rules"]),
+            name=policy.name,  # as just read: no second read, and a rename since is not undone
         )
         self.touched.add(policy.id)
         return ApplyRow(change, ChangeStatus.APPLIED, verdict.decision.detail, None, policy.id)

@@ -1,0 +1,102 @@
+"""The services kind in the UI: PagerDuty's services, policies and schedules as read, and how they
+differ from their tiers' standards."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from nthlayer_pipelines.assets.observed import POOL
+from nthlayer_pipelines.assets.pagerduty.services.compare import (
+    ObservedServices,
+    StandardsComparison,
+    TeamContext,
+    compare_standards,
+)
+from nthlayer_pipelines.model import DesiredState, normalize_email
+from nthlayer_pipelines.reconcile.diff import resolve_teams
+from nthlayer_pipelines.reconcile.plan import describe_change
+from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
+
+
+@dg.asset(
+    group_name="observed",
+    kinds={"pagerduty"},
+    pool=POOL,
+    description=(
+        "PagerDuty's services, escalation policies and schedules, read in full when the definitions declare "
+        "any Service (else nothing is read: there is no standard to hold a service to)."
+    ),
+)
+def pagerduty_services(
+    context: dg.AssetExecutionContext, pagerduty: PagerDutyResource, desired_state: DesiredState
+) -> dg.Output[ObservedServices]:
+    if not desired_state.services:
+        context.log.info("no Service is declared: PagerDuty's services are not read")
+        return dg.Output(ObservedServices(), metadata={"read": False, "api_calls": 0})
+    with pagerduty.client() as client:
+        calls = client.api_calls
+        observed = ObservedServices(
+            services=tuple(client.list_services()),
+            policies=tuple(client.list_escalation_policies()),
+            schedules=tuple(client.list_schedules()),
+        )
+        calls = client.api_calls - calls
+    return dg.Output(
+        observed,
+        metadata={
+            "read": True,
+            "services": len(observed.services),
+            "escalation_policies": len(observed.policies),
+            "schedules": len(observed.schedules),
+            "api_calls": calls,
+        },
+    )
+
+
+def team_contexts(desired: DesiredState, teams: pd.DataFrame, users: pd.DataFrame) -> dict[str, TeamContext]:
+    """What the membership snapshot says of each declared team: its PagerDuty team and users by email."""
+    resolved = resolve_teams(desired, teams)
+    known = users.dropna(subset=["email"])
+    user_ids = {
+        normalize_email(str(e)): str(i) for e, i in zip(known["email"], known["user_id"], strict=True)
+    }
+    return {
+        team.name: TeamContext(
+            team_id=resolved[team.name].team_id,
+            team_name=resolved[team.name].pagerduty_name or team.display_name,
+            user_ids={m.email: user_ids[m.email] for m in team.members if m.email in user_ids},
+        )
+        for team in desired.teams
+    }
+
+
+@dg.asset(
+    group_name="reconcile",
+    kinds={"python"},
+    description=(
+        "How PagerDuty's services and their teams' escalation policies differ from their tiers' standards: "
+        "the changes that bring them there and the findings a person should read; a pure function."
+    ),
+)
+def service_standards(
+    desired_state: DesiredState,
+    pagerduty_services: ObservedServices,
+    pagerduty_teams: pd.DataFrame,
+    pagerduty_users: pd.DataFrame,
+) -> dg.Output[StandardsComparison]:
+    contexts = team_contexts(desired_state, pagerduty_teams, pagerduty_users)
+    result = compare_standards(desired_state, pagerduty_services, contexts)
+    lines = [describe_change(c) for c in result.changes[:50]]
+    lines += [f"! {f.kind.value} {f.subject or ''}: {f.detail}" for f in result.findings[:50]]
+    return dg.Output(
+        result,
+        metadata={
+            "change_count": len(result.changes),
+            "finding_count": len(result.findings),
+            "preview": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines) or "Nothing differs."),
+        },
+    )
+
+
+ASSETS = [pagerduty_services, service_standards]
