@@ -1,4 +1,5 @@
-"""The domain model every layer speaks: desired teams, observed snapshots, divergences, changes, plans.
+"""The domain model every layer speaks: desired teams, services and standards, observed snapshots,
+divergences, changes, plans.
 
 Pure data, no I/O. Emails are the join key across providers and are always stored in one form
 (`normalize_email`); team names are compared in one form (`team_name_key`).
@@ -13,7 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import idna
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 
 def normalize_email(value: str) -> str:
@@ -66,6 +67,13 @@ class Member(Frozen):
     role: Role
 
 
+class ScheduleRef(Frozen):
+    """A PagerDuty schedule a team declares for its standards to target: referenced, never managed."""
+
+    key: str  # the name standards use, e.g. "primary"
+    ref: str  # a PagerDuty schedule's id or name, as written
+
+
 class Team(Frozen):
     """A team as declared by a desired-state source."""
 
@@ -74,8 +82,12 @@ class Team(Frozen):
     members: tuple[Member, ...] = ()
     prune: bool = False
     pagerduty_team_id: str | None = None
+    schedules: tuple[ScheduleRef, ...] = ()  # sorted by key; keys are unique
     source: str = "git"  # which source declared it: git | cortex
     origin: str = ""  # where in that source: a file path, a Cortex team tag
+
+    def schedule(self, key: str) -> ScheduleRef | None:
+        return next((s for s in self.schedules if s.key == key), None)
 
 
 class Tier(StrEnum):
@@ -85,20 +97,74 @@ class Tier(StrEnum):
     LOW = "low"
 
 
+class Urgency(StrEnum):
+    """How a service's incidents page: PagerDuty's constant urgencies, or by the event's severity."""
+
+    HIGH = "high"
+    LOW = "low"
+    SEVERITY_BASED = "severity_based"
+
+
+class StandardTarget(Frozen):
+    """Whom an escalation rule pages: exactly one of a team's declared schedule (by its key) or the team's
+    members with a role, as users."""
+
+    schedule: str | None = None  # a key of the team's declared schedules (e.g. "primary")
+    team_role: Role | None = None  # the team's members with that role, as users (e.g. manager)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StandardTarget:
+        if (self.schedule is None) == (self.team_role is None):
+            raise ValueError("a target is either a schedule or a team role: exactly one of the two is set")
+        return self
+
+
+class StandardRule(Frozen):
+    targets: tuple[StandardTarget, ...] = Field(min_length=1, max_length=10)
+    escalate_after_minutes: int = Field(ge=1)
+
+
+Minutes = Annotated[int, Field(ge=1)]
+
+
+class ServiceStandard(Frozen):
+    """What a service of the tier is set to; a timeout of None is off."""
+
+    urgency: Urgency
+    acknowledgement_timeout_minutes: Minutes | None
+    auto_resolve_timeout_minutes: Minutes | None
+
+
+class Standard(Frozen):
+    """The escalation policy and service settings every service of one tier is held to."""
+
+    tier: Tier
+    loops: int = Field(default=0, ge=0, le=9)  # PagerDuty num_loops
+    rules: tuple[StandardRule, ...] = Field(min_length=1)  # in order; the first is paged at once
+    service: ServiceStandard
+    origin: str = ""  # the file that declared it
+
+
 class Service(Frozen):
     name: str
     team: str
     tier: Tier
+    display_name: str  # the PagerDuty service's name: how an unpinned service is found
+    pagerduty_service_id: str | None = None
     origin: str = ""
 
 
 class DesiredState(Frozen):
     teams: tuple[Team, ...] = ()
     services: tuple[Service, ...] = ()
+    standards: tuple[Standard, ...] = ()  # at most one per tier, in tier order
     sources: tuple[str, ...] = ()  # the sources that contributed, in precedence order
 
     def team(self, name: str) -> Team | None:
         return next((t for t in self.teams if t.name == name), None)
+
+    def standard(self, tier: Tier) -> Standard | None:
+        return next((s for s in self.standards if s.tier == tier), None)
 
 
 class DivergenceKind(StrEnum):

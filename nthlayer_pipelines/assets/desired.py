@@ -41,6 +41,7 @@ def merged_desired_state(
     return merge_sources(
         {"git": git.teams if git else None, "cortex": cortex},
         services=git.services if git else (),
+        standards=git.standards if git else (),
         precedence=reconcile.precedence(),
     )
 

@@ -1,4 +1,4 @@
-"""Desired state from a Git definitions repo: Team and Service documents in *.yaml / *.yml files.
+"""Desired state from a Git definitions repo: Team, Service and Standard documents in *.yaml / *.yml files.
 
 Every problem in every file is collected before anything is refused, so one run of `nthlayer validate`
 shows the whole list. An invalid repo, or one that declares nothing, never yields a desired state:
@@ -15,8 +15,14 @@ from nthlayer_pipelines.model import (
     DefinitionsError,
     DesiredState,
     Member,
+    ScheduleRef,
     Service,
+    ServiceStandard,
+    Standard,
+    StandardRule,
+    StandardTarget,
     Team,
+    Tier,
     ValidationProblem,
     normalize_email,
     team_name_key,
@@ -25,7 +31,10 @@ from nthlayer_pipelines.model import (
 from .git_schema import (
     API_VERSION,
     DOCUMENT_KINDS,
+    MAX_RULES,
+    MAX_TARGETS,
     ServiceDocument,
+    StandardDocument,
     TeamDocument,
     describe,
     did_you_mean,
@@ -65,11 +74,12 @@ def validate_definitions(path: str | Path, *, limits: ReadLimits = DEFAULT_LIMIT
 
 @dataclass
 class _Declared:
-    """A Team or Service document; its raw data serves the checks that run even when it is invalid."""
+    """A Team, Service or Standard document; its raw data serves the checks that run even when it is
+    invalid."""
 
     document: YamlDocument
     data: dict[str, Any]
-    parsed: TeamDocument | ServiceDocument | None
+    parsed: TeamDocument | ServiceDocument | StandardDocument | None
 
     def at(self, *location: str | int) -> Location:
         return (*self.document.root, *location)
@@ -105,17 +115,18 @@ def read_definitions(
         )
         return None, [ValidationProblem(file=str(path), path="", message=message)]
 
-    teams: list[_Declared] = []
-    services: list[_Declared] = []
+    declared_by_kind: dict[str, list[_Declared]] = {kind: [] for kind in _KINDS}
     for file_path, name in files:
         documents, file_issues = read_definition_file(file_path, name, limits)
         issues.extend(file_issues)
         for document in documents:
             declared = _declare(document, issues)
             if declared is not None:
-                (teams if declared.data["kind"] == "Team" else services).append(declared)
+                declared_by_kind[declared.data["kind"]].append(declared)
+    teams, services, standards = (declared_by_kind[kind] for kind in ("Team", "Service", "Standard"))
     issues.extend(_check_teams(teams))
     issues.extend(_check_services(services, teams))
+    issues.extend(_check_standards(standards))
 
     if issues:
         ordered = sorted(
@@ -127,7 +138,7 @@ def read_definitions(
             "no Team definitions found: a repo that declares no team is refused, never read as 'no teams'"
         )
         return None, [ValidationProblem(file=str(path), path="", message=message)]
-    return _desired_state(teams, services), []
+    return _desired_state(teams, services, standards), []
 
 
 def _declare(document: YamlDocument, issues: list[Issue]) -> _Declared | None:
@@ -148,13 +159,15 @@ def _declare(document: YamlDocument, issues: list[Issue]) -> _Declared | None:
     issues.extend(declared.issue(declared.at(*location), message) for location, message in problems)
     if kind == "Team":
         issues.extend(_check_members(declared))
+    elif kind == "Standard":
+        issues.extend(_check_escalation_counts(declared))
     return declared
 
 
 def _unknown_kind(document: YamlDocument, data: dict[str, Any]) -> list[Issue]:
     location = (*document.root, "kind")
     kind = data.get("kind")
-    expected = " or ".join(_KINDS)
+    expected = f"one of {', '.join(_KINDS)}"
     if "kind" not in data:
         found = [document.issue(location, f"missing required field 'kind': expected {expected}")]
     elif not isinstance(kind, str):
@@ -218,92 +231,215 @@ def _check_teams(teams: list[_Declared]) -> list[Issue]:
     by_display_name: dict[str, _Declared] = {}
     by_pagerduty_id: dict[str, _Declared] = {}
     for team in teams:
-        name = team.text("metadata", "name")
-        if name is not None:
-            first = by_name.setdefault(name, team)
-            if first is not team:
-                message = f"duplicate team {name!r}: first declared in {first.where()}"
-                found.append(team.issue(team.at("metadata", "name"), message))
-                continue  # the same team twice: its display name and id would only repeat the news
+        duplicate = _duplicate_name(team, by_name, "team")
+        if duplicate is not None:
+            found.append(duplicate)
+            continue  # the same team twice: its display name and id would only repeat the news
         display_name = team.text("spec", "displayName")
         if display_name and display_name.strip():
-            first = by_display_name.setdefault(team_name_key(display_name), team)
-            if first is not team:
+            first = _first_claim(by_display_name, team_name_key(display_name), team)
+            if first is not None:
                 message = (
                     f"displayName {display_name!r} is also used by team {first.text('metadata', 'name')!r} "
                     f"({first.where()}): names are matched case-insensitively, so both would map to one "
                     "PagerDuty team"
                 )
                 found.append(team.issue(team.at("spec", "displayName"), message))
-        team_id = team.text("spec", "pagerduty", "teamId")
-        if team_id:
-            first = by_pagerduty_id.setdefault(team_id.strip().upper(), team)
-            if first is not team:
-                message = (
-                    f"PagerDuty team {team_id!r} is already claimed by team "
-                    f"{first.text('metadata', 'name')!r} "
-                    f"({first.where()}): one PagerDuty team can have only one definition"
-                )
-                found.append(team.issue(team.at("spec", "pagerduty", "teamId"), message))
+        found.extend(_pagerduty_id_claimed(team, by_pagerduty_id, "team", "teamId"))
+    return found
+
+
+def _first_claim(claims: dict[str, _Declared], key: str, declared: _Declared) -> _Declared | None:
+    """The document that claimed `key` before `declared` did; None when `declared` is the first."""
+    first = claims.setdefault(key, declared)
+    return None if first is declared else first
+
+
+def _duplicate_name(declared: _Declared, by_name: dict[str, _Declared], what: str) -> Issue | None:
+    name = declared.text("metadata", "name")
+    first = None if name is None else _first_claim(by_name, name, declared)
+    if first is None:
+        return None
+    message = f"duplicate {what} {name!r}: first declared in {first.where()}"
+    return declared.issue(declared.at("metadata", "name"), message)
+
+
+def _pagerduty_id_claimed(
+    declared: _Declared, by_id: dict[str, _Declared], what: str, field: str
+) -> list[Issue]:
+    """A PagerDuty object's id (spec.pagerduty.<field>) pinned by a second definition."""
+    pagerduty_id = declared.text("spec", "pagerduty", field)
+    first = _first_claim(by_id, pagerduty_id.strip().upper(), declared) if pagerduty_id else None
+    if first is None:
+        return []
+    message = (
+        f"PagerDuty {what} {pagerduty_id!r} is already claimed by {what} {first.text('metadata', 'name')!r} "
+        f"({first.where()}): one PagerDuty {what} can have only one definition"
+    )
+    return [declared.issue(declared.at("spec", "pagerduty", field), message)]
+
+
+def _check_escalation_counts(standard: _Declared) -> list[Issue]:
+    """A Standard's numbers of rules and of targets per rule, checked on raw data so that a list both too
+    long and holding a bad item has both reported."""
+    escalation = standard.data.get("spec")
+    escalation = escalation.get("escalation") if isinstance(escalation, dict) else None
+    rules = escalation.get("rules") if isinstance(escalation, dict) else None
+    if not isinstance(rules, list):
+        return []
+    found: list[Issue] = []
+    where = standard.at("spec", "escalation", "rules")
+    if not rules:
+        found.append(
+            standard.issue(where, "an escalation needs at least one rule: the first is paged at once")
+        )
+    elif len(rules) > MAX_RULES:
+        message = f"{len(rules)} rules: PagerDuty allows at most {MAX_RULES} in an escalation policy"
+        found.append(standard.issue(where, message))
+    for index, rule in enumerate(rules):
+        targets = rule.get("targets") if isinstance(rule, dict) else None
+        if not isinstance(targets, list):
+            continue
+        if not targets or len(targets) > MAX_TARGETS:
+            message = f"a rule needs 1 to {MAX_TARGETS} targets, got {len(targets)}"
+            found.append(standard.issue((*where, index, "targets"), message))
     return found
 
 
 def _check_services(services: list[_Declared], teams: list[_Declared]) -> list[Issue]:
+    """Names, PagerDuty service ids and PagerDuty names must each belong to one service across the repo;
+    a service's team must be declared."""
     found: list[Issue] = []
     team_names = sorted({name for team in teams if (name := team.text("metadata", "name")) is not None})
     by_name: dict[str, _Declared] = {}
+    by_display_name: dict[str, _Declared] = {}
+    by_pagerduty_id: dict[str, _Declared] = {}
     for service in services:
-        name = service.text("metadata", "name")
-        if name is not None:
-            first = by_name.setdefault(name, service)
-            if first is not service:
-                message = f"duplicate service {name!r}: first declared in {first.where()}"
-                found.append(service.issue(service.at("metadata", "name"), message))
         team = service.text("spec", "team")
         if team is not None and team not in team_names:
             message = (
                 f"unknown team {team!r}: no Team of that name is declared{did_you_mean(team, team_names)}"
             )
             found.append(service.issue(service.at("spec", "team"), message))
+        duplicate = _duplicate_name(service, by_name, "service")
+        if duplicate is not None:
+            found.append(duplicate)
+            continue  # the same service twice: its names and id would only repeat the news
+        display_name, location = _service_display_name(service)
+        if display_name and display_name.strip():
+            first = _first_claim(by_display_name, team_name_key(display_name), service)
+            if first is not None:
+                written = (
+                    f"displayName {display_name!r}"
+                    if location[-1] == "displayName"
+                    else f"name {display_name!r} (its PagerDuty name, as it has no displayName)"
+                )
+                message = (
+                    f"{written} is also the PagerDuty name of service "
+                    f"{first.text('metadata', 'name')!r} ({first.where()}): names are matched "
+                    "case-insensitively, so both would map to one PagerDuty service"
+                )
+                found.append(service.issue(location, message))
+        found.extend(_pagerduty_id_claimed(service, by_pagerduty_id, "service", "serviceId"))
     return found
 
 
-def _desired_state(teams: list[_Declared], services: list[_Declared]) -> DesiredState:
-    built_teams = []
-    for declared in teams:
-        document = declared.parsed
-        assert isinstance(document, TeamDocument)  # no problems were found, so every document parsed
-        spec = document.spec
-        members = sorted(
-            (Member(email=member.email, role=member.role) for member in spec.members), key=_email
-        )
-        built_teams.append(
-            Team(
-                name=document.metadata.name,
-                display_name=spec.display_name,
-                members=tuple(members),
-                prune=spec.prune,
-                pagerduty_team_id=spec.pagerduty.team_id if spec.pagerduty else None,
-                source=SOURCE,
-                origin=declared.document.file,
+def _service_display_name(service: _Declared) -> tuple[str | None, Location]:
+    """The service's PagerDuty name as written, and where: its displayName, else its metadata.name."""
+    spec = service.data.get("spec")
+    if isinstance(spec, dict) and spec.get("displayName") is not None:
+        return service.text("spec", "displayName"), service.at("spec", "displayName")
+    return service.text("metadata", "name"), service.at("metadata", "name")
+
+
+def _check_standards(standards: list[_Declared]) -> list[Issue]:
+    """One Standard per tier across the whole repo."""
+    found: list[Issue] = []
+    by_tier: dict[str, _Declared] = {}
+    for standard in standards:
+        tier = standard.text("metadata", "name")
+        if tier is None:
+            continue
+        first = _first_claim(by_tier, tier, standard)
+        if first is not None:
+            message = (
+                f"duplicate Standard for tier {tier!r}: first declared in {first.where()}; "
+                "a tier has one standard"
             )
-        )
-    built_services = []
-    for declared in services:
-        document = declared.parsed
-        assert isinstance(document, ServiceDocument)
-        built_services.append(
-            Service(
-                name=document.metadata.name,
-                team=document.spec.team,
-                tier=document.spec.tier,
-                origin=declared.document.file,
-            )
-        )
+            found.append(standard.issue(standard.at("metadata", "name"), message))
+    return found
+
+
+def _desired_state(
+    teams: list[_Declared], services: list[_Declared], standards: list[_Declared]
+) -> DesiredState:
     return DesiredState(
-        teams=tuple(sorted(built_teams, key=lambda team: team.name)),
-        services=tuple(sorted(built_services, key=lambda service: service.name)),
+        teams=tuple(sorted((_team(declared) for declared in teams), key=lambda team: team.name)),
+        services=tuple(
+            sorted((_service(declared) for declared in services), key=lambda service: service.name)
+        ),
+        standards=tuple(
+            sorted((_standard(declared) for declared in standards), key=lambda s: list(Tier).index(s.tier))
+        ),
         sources=(SOURCE,),
+    )
+
+
+def _team(declared: _Declared) -> Team:
+    document = declared.parsed
+    assert isinstance(document, TeamDocument)  # no problems were found, so every document parsed
+    spec = document.spec
+    members = sorted((Member(email=member.email, role=member.role) for member in spec.members), key=_email)
+    schedules = spec.pagerduty.schedules if spec.pagerduty else {}
+    return Team(
+        name=document.metadata.name,
+        display_name=spec.display_name,
+        members=tuple(members),
+        prune=spec.prune,
+        pagerduty_team_id=spec.pagerduty.team_id if spec.pagerduty else None,
+        schedules=tuple(ScheduleRef(key=key, ref=ref) for key, ref in sorted(schedules.items())),
+        source=SOURCE,
+        origin=declared.document.file,
+    )
+
+
+def _service(declared: _Declared) -> Service:
+    document = declared.parsed
+    assert isinstance(document, ServiceDocument)
+    spec = document.spec
+    return Service(
+        name=document.metadata.name,
+        team=spec.team,
+        tier=spec.tier,
+        display_name=spec.display_name or document.metadata.name,
+        pagerduty_service_id=spec.pagerduty.service_id if spec.pagerduty else None,
+        origin=declared.document.file,
+    )
+
+
+def _standard(declared: _Declared) -> Standard:
+    document = declared.parsed
+    assert isinstance(document, StandardDocument)
+    escalation, service = document.spec.escalation, document.spec.service
+    return Standard(
+        tier=document.metadata.name,
+        loops=escalation.loops,
+        rules=tuple(
+            StandardRule(
+                targets=tuple(
+                    StandardTarget(schedule=target.schedule, team_role=target.team_role)
+                    for target in rule.targets
+                ),
+                escalate_after_minutes=rule.escalate_after_minutes,
+            )
+            for rule in escalation.rules
+        ),
+        service=ServiceStandard(
+            urgency=service.urgency,
+            acknowledgement_timeout_minutes=service.acknowledgement_timeout_minutes,
+            auto_resolve_timeout_minutes=service.auto_resolve_timeout_minutes,
+        ),
+        origin=declared.document.file,
     )
 
 

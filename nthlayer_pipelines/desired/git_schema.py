@@ -9,13 +9,23 @@ from __future__ import annotations
 import difflib
 import re
 import types
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from nthlayer_pipelines.model import Role, Tier
+from nthlayer_pipelines.model import Role, Tier, Urgency
 
 from .yaml_files import Location
 
@@ -27,6 +37,20 @@ ROLES = tuple(
     role.value for role in sorted(Role, key=lambda role: -role.rank)
 )  # manager, responder, observer
 TIERS = tuple(tier.value for tier in Tier)
+URGENCIES = tuple(urgency.value for urgency in Urgency)
+# Urgencies a person may write that nthlayer cannot hold a service to yet, and why.
+UNSUPPORTED_URGENCIES = {
+    spelling: "it needs support hours on the service, which nthlayer does not manage yet"
+    for spelling in ("support-hours", "support_hours", "supportHours")
+}
+MAX_LOOPS = 9  # PagerDuty's num_loops
+MAX_RULES = 20
+MAX_TARGETS = 10  # per escalation rule
+# What a missing field's message adds: how to say what the field's absence cannot.
+MISSING_HINTS = {
+    "acknowledgementTimeoutMinutes": ": write null to turn the timeout off",
+    "autoResolveTimeoutMinutes": ": write null to turn the timeout off",
+}
 
 
 def describe(value: Any) -> str:
@@ -74,22 +98,71 @@ def _not_blank(value: str) -> str:
     return value.strip()
 
 
-def _pagerduty_id(value: str) -> str:
-    if not PAGERDUTY_ID.fullmatch(value):
+def _pagerduty_id(what: str, example: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not PAGERDUTY_ID.fullmatch(value):
+            raise _refuse(
+                f"malformed PagerDuty {what} id {value!r}: expected 'P' and at least 6 uppercase letters "
+                f"or digits, like {example!r}"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _not_null(instead: str) -> BeforeValidator:
+    """For an optional field whose absence means something: an explicit null is refused as a mistake."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            raise _refuse(f"must not be null: {instead}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _schedule_key(value: str) -> str:
+    if not SLUG.fullmatch(value) or len(value) > SLUG_MAX_LENGTH:
         raise _refuse(
-            f"malformed PagerDuty team id {value!r}: expected 'P' and at least 6 uppercase letters "
-            "or digits, like 'PABC123'"
+            f"schedule key {value!r} is not a lowercase slug: standards name a team's schedules by keys "
+            "like 'primary' or 'follow-the-sun'"
         )
     return value
 
 
-def _one_of(what: str, enum: type[StrEnum], choices: tuple[str, ...]) -> BeforeValidator:
-    """A check that names the field and the choices: strict enums would otherwise say little."""
+def _whole_number(what: str, *, low: int, high: int | None = None, null: str = "") -> BeforeValidator:
+    """A check for an integer field that names the field, its range and the value YAML gave; `null` says
+    what null means where null is allowed."""
+    expected = (
+        f"a whole number from {low} to {high}" if high is not None else f"a whole number, {low} or more"
+    )
+    if null:
+        expected += f", or null {null}"
+
+    def check(value: Any) -> Any:
+        if value is None and null:
+            return None
+        in_range = isinstance(value, int) and not isinstance(value, bool)
+        if not in_range or value < low or (high is not None and value > high):
+            raise _refuse(f"{what} must be {expected}; got {describe(value)}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _one_of(
+    what: str, enum: type[StrEnum], choices: tuple[str, ...], unsupported: Mapping[str, str] | None = None
+) -> BeforeValidator:
+    """A check that names the field and the choices: strict enums would otherwise say little.
+    `unsupported` holds values people may mean that are refused for now, each with why."""
     expected = ", ".join(choices)
+    not_yet = unsupported or {}
 
     def check(value: Any) -> Any:
         if not isinstance(value, str):
             raise _refuse(f"{what} must be a string, one of {expected}; got {describe(value)}")
+        if value in not_yet:
+            raise _refuse(f"{what} {value!r} is not supported yet: {not_yet[value]}")
         if value not in choices:
             raise _refuse(
                 f"unknown {what} {value!r}: expected one of {expected}{did_you_mean(value, choices)}"
@@ -102,7 +175,12 @@ def _one_of(what: str, enum: type[StrEnum], choices: tuple[str, ...]) -> BeforeV
 Slug = Annotated[str, AfterValidator(_slug)]
 NonBlank = Annotated[str, AfterValidator(_not_blank)]
 RoleName = Annotated[Role, _one_of("role", Role, ROLES)]
+TeamRoleName = Annotated[Role, _one_of("teamRole", Role, ROLES)]
 TierName = Annotated[Tier, _one_of("tier", Tier, TIERS)]
+UrgencyName = Annotated[Urgency, _one_of("urgency", Urgency, URGENCIES, UNSUPPORTED_URGENCIES)]
+ScheduleKey = Annotated[str, AfterValidator(_schedule_key)]
+TeamId = Annotated[str, _pagerduty_id("team", "PABC123")]
+ServiceId = Annotated[str, _pagerduty_id("service", "PSVC123")]
 
 
 class _Document(BaseModel):
@@ -120,7 +198,13 @@ class MemberSpec(_Document):
 
 
 class PagerDutySpec(_Document):
-    team_id: Annotated[str, AfterValidator(_pagerduty_id)] = Field(alias="teamId")
+    team_id: Annotated[TeamId | None, _not_null("leave teamId out to match the team by its displayName")] = (
+        Field(default=None, alias="teamId")
+    )
+    # The schedules the team's standards target, by key: a PagerDuty schedule's name or id each.
+    schedules: Annotated[
+        dict[ScheduleKey, NonBlank], _not_null("leave schedules out, or write {}, when there are none")
+    ] = Field(default_factory=dict)
 
 
 class TeamSpec(_Document):
@@ -132,9 +216,68 @@ class TeamSpec(_Document):
     pagerduty: PagerDutySpec | None = None
 
 
+class ServicePagerDutySpec(_Document):
+    service_id: ServiceId = Field(alias="serviceId")
+
+
 class ServiceSpec(_Document):
     team: str  # checked against the declared teams, with a suggestion, once every file is read
     tier: TierName
+    display_name: Annotated[NonBlank | None, _not_null("leave displayName out to use the service's name")] = (
+        Field(default=None, alias="displayName")
+    )  # None: metadata.name
+    pagerduty: ServicePagerDutySpec | None = None
+
+
+class StandardMetadata(_Document):
+    name: TierName  # the tier the standard sets
+
+
+class TargetSpec(_Document):
+    schedule: ScheduleKey | None = None
+    team_role: TeamRoleName | None = Field(default=None, alias="teamRole")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TargetSpec:
+        if self.schedule is None and self.team_role is None:
+            raise _refuse("a target needs a schedule (a key of the team's schedules) or a teamRole")
+        if self.schedule is not None and self.team_role is not None:
+            raise _refuse("a target is a schedule or a teamRole, not both: write them as two targets")
+        return self
+
+
+# The numbers of rules and of targets are checked on the raw document (git.py), so that a list both too
+# long and holding a bad item has both reported.
+class RuleSpec(_Document):
+    targets: list[TargetSpec]
+    escalate_after_minutes: Annotated[int, _whole_number("escalateAfterMinutes", low=1)] = Field(
+        alias="escalateAfterMinutes"
+    )
+
+
+class EscalationSpec(_Document):
+    loops: Annotated[int, _whole_number("loops", low=0, high=MAX_LOOPS)] = 0
+    rules: list[RuleSpec]
+
+
+# Minutes, or null for off. Both are required, so that leaving one out never means 'off' by accident.
+AcknowledgementTimeout = Annotated[
+    int | None, _whole_number("acknowledgementTimeoutMinutes", low=1, null="to turn it off")
+]
+AutoResolveTimeout = Annotated[
+    int | None, _whole_number("autoResolveTimeoutMinutes", low=1, null="to turn it off")
+]
+
+
+class ServiceStandardSpec(_Document):
+    urgency: UrgencyName
+    acknowledgement_timeout_minutes: AcknowledgementTimeout = Field(alias="acknowledgementTimeoutMinutes")
+    auto_resolve_timeout_minutes: AutoResolveTimeout = Field(alias="autoResolveTimeoutMinutes")
+
+
+class StandardSpec(_Document):
+    escalation: EscalationSpec
+    service: ServiceStandardSpec
 
 
 class TeamDocument(_Document):
@@ -151,7 +294,18 @@ class ServiceDocument(_Document):
     spec: ServiceSpec
 
 
-DOCUMENT_KINDS: dict[str, type[_Document]] = {"Team": TeamDocument, "Service": ServiceDocument}
+class StandardDocument(_Document):
+    api_version: Annotated[str, AfterValidator(_api_version)] = Field(alias="apiVersion")
+    kind: str
+    metadata: StandardMetadata
+    spec: StandardSpec
+
+
+DOCUMENT_KINDS: dict[str, type[_Document]] = {
+    "Team": TeamDocument,
+    "Service": ServiceDocument,
+    "Standard": StandardDocument,
+}
 
 
 def did_you_mean(value: str, choices: tuple[str, ...] | list[str]) -> str:
@@ -203,12 +357,14 @@ def validate_document(
 
 def _explain(model: type[BaseModel], details: ErrorDetails) -> tuple[Location, str] | None:
     location: Location = tuple(details["loc"])
+    if location and location[-1] == "[key]":  # a mapping's key, such as a schedule's: located at the key
+        location = location[:-1]
     kind, value = details["type"], details.get("input")
     field = str(location[-1]) if location else "document"
     if kind == "invalid_key":
         return None  # a non-string key, already reported with its line while reading the YAML
     if kind == "missing":
-        return location, f"missing required field '{field}'"
+        return location, f"missing required field '{field}'{MISSING_HINTS.get(field, '')}"
     if kind == "extra_forbidden":
         parent = _model_at(model, location[:-1])
         known = _field_names(parent) if parent else []

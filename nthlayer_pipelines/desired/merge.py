@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nthlayer_pipelines.model import DesiredState, Service, SourceError, Team, team_name_key
+from nthlayer_pipelines.model import DesiredState, Service, SourceError, Standard, Team, team_name_key
 
 DEFAULT_PRECEDENCE = ("git", "cortex")
 
@@ -31,10 +31,12 @@ def merge_sources(
     teams_by_source: Mapping[str, Sequence[Team] | None],
     *,
     services: Sequence[Service] = (),
+    standards: Sequence[Standard] = (),
     precedence: Sequence[str] = DEFAULT_PRECEDENCE,
 ) -> MergeResult:
     """One desired state: a team declared by several sources (same slug, or same PagerDuty name) is taken
-    from the source earliest in `precedence`. A source mapped to None is off.
+    from the source earliest in `precedence`. A source mapped to None is off. Services and standards come
+    from Git alone and are carried as they are.
 
     An enabled source with no teams is an error, never an empty desired state: that is how truncated
     reads and empty group lists have deleted real members in other tools.
@@ -58,6 +60,8 @@ def merge_sources(
             by_display[team_name_key(team.display_name)] = team
     teams_sorted = tuple(sorted(chosen.values(), key=lambda t: t.name))
     return MergeResult(
-        desired=DesiredState(teams=teams_sorted, services=tuple(services), sources=tuple(enabled)),
+        desired=DesiredState(
+            teams=teams_sorted, services=tuple(services), standards=tuple(standards), sources=tuple(enabled)
+        ),
         overridden=tuple(overridden),
     )

@@ -94,6 +94,23 @@ def test_the_corpus_holds_every_required_fault() -> None:
         "alias-bomb",
         "huge-file",
         "python-tag",
+        "standard-name-not-a-tier",
+        "duplicate-standard",
+        "standard-loops-out-of-range",
+        "standard-without-rules",
+        "standard-too-many-rules",
+        "rule-target-count",
+        "target-neither-or-both",
+        "unknown-team-role",
+        "escalate-after-minutes-invalid",
+        "unknown-urgency",
+        "standard-timeouts-invalid",
+        "standard-unknown-field",
+        "team-schedules-invalid",
+        "service-display-name-empty",
+        "malformed-pagerduty-service-id",
+        "duplicate-service-pagerduty-id",
+        "duplicate-service-display-name",
     }
     assert required <= set(CASES)
     assert all(load_case(name).expected for name in CASES)
@@ -228,8 +245,10 @@ def test_an_unknown_kind_still_has_its_api_version_checked(tmp_path: Path) -> No
     assert [str(problem) for problem in problems] == [
         "teams.yaml: documents[0].apiVersion: unsupported apiVersion 'nthlayer/v0': "
         "expected nthlayer/v1 (line 1)",
-        "teams.yaml: documents[0].kind: unknown kind 'Group': expected Team or Service (line 2)",
-        "teams.yaml: documents[1].kind: kind must be a string, Team or Service; got integer 7 (line 5)",
+        "teams.yaml: documents[0].kind: unknown kind 'Group': expected one of Team, Service, Standard "
+        "(line 2)",
+        "teams.yaml: documents[1].kind: kind must be a string, one of Team, Service, Standard; "
+        "got integer 7 (line 5)",
         "teams.yaml: documents[1].apiVersion: missing required field 'apiVersion' (line 5)",
     ]
 

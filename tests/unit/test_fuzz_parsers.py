@@ -94,7 +94,22 @@ TEAM = {
             {"email": "alice@example.com", "role": "manager"},
             {"email": "bob@example.com", "role": "responder"},
         ],
-        "pagerduty": {"teamId": "PABC123"},
+        "pagerduty": {"teamId": "PABC123", "schedules": {"primary": "Payments Primary"}},
+    },
+}
+STANDARD = {
+    "apiVersion": "nthlayer/v1",
+    "kind": "Standard",
+    "metadata": {"name": "critical"},
+    "spec": {
+        "escalation": {
+            "loops": 2,
+            "rules": [
+                {"targets": [{"schedule": "primary"}], "escalateAfterMinutes": 5},
+                {"targets": [{"schedule": "secondary"}, {"teamRole": "manager"}], "escalateAfterMinutes": 10},
+            ],
+        },
+        "service": {"urgency": "high", "acknowledgementTimeoutMinutes": 30, "autoResolveTimeoutMinutes": 240},
     },
 }
 # Where a value of another type is an error. (`description` may be a string or null; every other leaf here
@@ -113,7 +128,27 @@ TYPED_PATHS = [
     ("spec", "members", 0, "role"),
     ("spec", "pagerduty"),
     ("spec", "pagerduty", "teamId"),
+    ("spec", "pagerduty", "schedules"),
+    ("spec", "pagerduty", "schedules", "primary"),
 ]
+# A Standard's leaves that hold one type; a timeout may also be null (off).
+STANDARD_TYPED_PATHS = [
+    ("metadata", "name"),
+    ("spec", "escalation"),
+    ("spec", "escalation", "loops"),
+    ("spec", "escalation", "rules"),
+    ("spec", "escalation", "rules", 1),
+    ("spec", "escalation", "rules", 1, "targets"),
+    ("spec", "escalation", "rules", 0, "escalateAfterMinutes"),
+    ("spec", "service"),
+    ("spec", "service", "urgency"),
+    ("spec", "service", "acknowledgementTimeoutMinutes"),
+    ("spec", "service", "autoResolveTimeoutMinutes"),
+]
+NULLABLE_PATHS = {
+    ("spec", "service", "acknowledgementTimeoutMinutes"),
+    ("spec", "service", "autoResolveTimeoutMinutes"),
+}
 REQUIRED_PATHS = [
     ("apiVersion",),
     ("kind",),
@@ -124,8 +159,19 @@ REQUIRED_PATHS = [
     ("spec", "members"),  # required once prune is true
     ("spec", "members", 0, "email"),
     ("spec", "members", 1, "role"),
-    ("spec", "pagerduty", "teamId"),
+]  # spec.pagerduty.teamId is optional: an unpinned team is matched by name
+STANDARD_REQUIRED_PATHS = [
+    ("metadata", "name"),
+    ("spec", "escalation"),
+    ("spec", "escalation", "rules"),
+    ("spec", "escalation", "rules", 1, "targets"),
+    ("spec", "escalation", "rules", 0, "escalateAfterMinutes"),
+    ("spec", "service"),
+    ("spec", "service", "urgency"),
+    ("spec", "service", "acknowledgementTimeoutMinutes"),  # null is off: absent is a mistake
+    ("spec", "service", "autoResolveTimeoutMinutes"),
 ]
+DOCUMENTS = {"team": TEAM, "standard": STANDARD}
 
 
 def copy_of(document: Any) -> Any:
@@ -185,21 +231,42 @@ def test_the_unchanged_document_is_valid(scratch: Path) -> None:
     (scratch / "team.yaml").unlink()
 
 
+def test_the_unchanged_standard_is_valid_beside_a_team(scratch: Path) -> None:
+    (scratch / "team.yaml").write_text(yaml.safe_dump_all([TEAM, STANDARD]))
+    state = load_definitions(scratch)
+    assert [s.tier for s in state.standards] == ["critical"]
+    (scratch / "team.yaml").unlink()
+
+
 @fuzz
-@given(data=st.data(), path=st.sampled_from(TYPED_PATHS))
-def test_a_value_of_the_wrong_type_is_refused_at_its_path(scratch: Path, data: st.DataObject, path) -> None:
-    value = data.draw(wrong_for(value_at(TEAM, path)))
-    if path == ("spec", "pagerduty"):
-        assume(value is not None)  # pagerduty: null means no pin
-    error = refused(scratch, "team.yaml", yaml.safe_dump(replaced(TEAM, path, value)).encode())
+@given(
+    data=st.data(),
+    kind_and_path=st.sampled_from(
+        [("team", path) for path in TYPED_PATHS] + [("standard", path) for path in STANDARD_TYPED_PATHS]
+    ),
+)
+def test_a_value_of_the_wrong_type_is_refused_at_its_path(
+    scratch: Path, data: st.DataObject, kind_and_path
+) -> None:
+    kind, path = kind_and_path
+    document = DOCUMENTS[kind]
+    value = data.draw(wrong_for(value_at(document, path)))
+    if path == ("spec", "pagerduty") or (kind == "standard" and path in NULLABLE_PATHS):
+        assume(value is not None)  # pagerduty: null means no pin; a timeout's null is off
+    error = refused(scratch, "team.yaml", yaml.safe_dump(replaced(document, path, value)).encode())
     where = format_location(path)
     assert any(p.path == where or p.path.startswith(where + ".") for p in error.problems), error.problems
 
 
 @fuzz
-@given(path=st.sampled_from(REQUIRED_PATHS))
-def test_a_missing_required_field_is_refused_naming_it(scratch: Path, path) -> None:
-    error = refused(scratch, "team.yaml", yaml.safe_dump(removed(TEAM, path)).encode())
+@given(
+    kind_and_path=st.sampled_from(
+        [("team", path) for path in REQUIRED_PATHS] + [("standard", path) for path in STANDARD_REQUIRED_PATHS]
+    )
+)
+def test_a_missing_required_field_is_refused_naming_it(scratch: Path, kind_and_path) -> None:
+    kind, path = kind_and_path
+    error = refused(scratch, "team.yaml", yaml.safe_dump(removed(DOCUMENTS[kind], path)).encode())
     assert [p.path for p in error.problems] == [format_location(path)]
     assert f"missing required field '{path[-1]}'" in error.problems[0].message
 

@@ -11,7 +11,20 @@ from hypothesis import strategies as st
 
 from nthlayer_pipelines.desired.git import load_definitions, validate_definitions
 from nthlayer_pipelines.desired.yaml_files import format_location
-from nthlayer_pipelines.model import DesiredState, Member, Role, Service, Team, Tier
+from nthlayer_pipelines.model import (
+    DesiredState,
+    Member,
+    Role,
+    ScheduleRef,
+    Service,
+    ServiceStandard,
+    Standard,
+    StandardRule,
+    StandardTarget,
+    Team,
+    Tier,
+    Urgency,
+)
 
 GOOD = Path(__file__).parents[1] / "data" / "good_definitions"
 
@@ -37,6 +50,10 @@ def test_the_example_repo_gives_exactly_its_declared_state() -> None:
                 ),
                 prune=True,
                 pagerduty_team_id="PABC123",
+                schedules=(
+                    ScheduleRef(key="primary", ref="Payments Primary"),
+                    ScheduleRef(key="secondary", ref="PSCHED2"),
+                ),
                 origin="teams/payments.yaml",
             ),
             Team(
@@ -48,16 +65,79 @@ def test_the_example_repo_gives_exactly_its_declared_state() -> None:
                     Member(email="erin@example.com", role=Role.OBSERVER),
                 ),
                 prune=False,
+                schedules=(ScheduleRef(key="primary", ref="Platform Primary"),),
                 origin="teams/platform.yml",
             ),
         ),
         services=(
-            Service(name="checkout-web", team="payments", tier=Tier.HIGH, origin="services.yaml"),
-            Service(name="payment-api", team="payments", tier=Tier.CRITICAL, origin="teams/payments.yaml"),
-            Service(name="status-page", team="platform", tier=Tier.LOW, origin="services.yaml"),
+            Service(
+                name="checkout-web",
+                team="payments",
+                tier=Tier.HIGH,
+                display_name="checkout-web",  # no displayName: the service's name
+                origin="services.yaml",
+            ),
+            Service(
+                name="payment-api",
+                team="payments",
+                tier=Tier.CRITICAL,
+                display_name="Payment API",
+                pagerduty_service_id="PSVC123",
+                origin="teams/payments.yaml",
+            ),
+            Service(
+                name="status-page",
+                team="platform",
+                tier=Tier.LOW,
+                display_name="status-page",
+                origin="services.yaml",
+            ),
+        ),
+        standards=(  # in tier order, whatever the order of the file
+            Standard(
+                tier=Tier.CRITICAL,
+                loops=2,
+                rules=(
+                    StandardRule(targets=(StandardTarget(schedule="primary"),), escalate_after_minutes=5),
+                    StandardRule(
+                        targets=(
+                            StandardTarget(schedule="secondary"),
+                            StandardTarget(team_role=Role.MANAGER),
+                        ),
+                        escalate_after_minutes=10,
+                    ),
+                ),
+                service=ServiceStandard(
+                    urgency=Urgency.HIGH, acknowledgement_timeout_minutes=30, auto_resolve_timeout_minutes=240
+                ),
+                origin="standards.yaml",
+            ),
+            Standard(
+                tier=Tier.HIGH,
+                loops=0,
+                rules=(
+                    StandardRule(targets=(StandardTarget(schedule="primary"),), escalate_after_minutes=15),
+                    StandardRule(
+                        targets=(StandardTarget(team_role=Role.MANAGER),), escalate_after_minutes=30
+                    ),
+                ),
+                service=ServiceStandard(
+                    urgency=Urgency.SEVERITY_BASED,
+                    acknowledgement_timeout_minutes=None,
+                    auto_resolve_timeout_minutes=480,
+                ),
+                origin="standards.yaml",
+            ),
         ),
         sources=("git",),
     )
+    assert state.standard(Tier.CRITICAL) is state.standards[0]
+    assert state.standard(Tier.LOW) is None
+    payments = state.team("payments")
+    assert payments is not None and payments.schedule("secondary") == ScheduleRef(
+        key="secondary", ref="PSCHED2"
+    )
+    assert payments.schedule("tertiary") is None
     assert all(team.source == "git" for team in state.teams)
 
 
@@ -144,8 +224,60 @@ def test_a_team_and_a_service_may_share_a_name(tmp_path: Path) -> None:
     state = load_definitions(tmp_path)
 
     assert state.services == (
-        Service(name="payments", team="payments", tier=Tier.STANDARD, origin="payments.yaml"),
+        Service(
+            name="payments",
+            team="payments",
+            tier=Tier.STANDARD,
+            display_name="payments",
+            origin="payments.yaml",
+        ),
     )
+
+
+STANDARD = """\
+apiVersion: nthlayer/v1
+kind: Standard
+metadata: {name: critical}
+spec:
+  escalation:
+    rules: [{targets: [{schedule: primary}, {teamRole: manager}], escalateAfterMinutes: 5}]
+  service: {urgency: high, acknowledgementTimeoutMinutes: null, autoResolveTimeoutMinutes: null}
+"""
+
+
+def test_a_schedule_a_team_does_not_declare_is_left_to_the_plan_not_refused(tmp_path: Path) -> None:
+    # payments runs a critical service but declares no 'primary': a finding when planned, not invalid YAML.
+    (tmp_path / "payments.yaml").write_text(
+        "apiVersion: nthlayer/v1\nkind: Team\nmetadata: {name: payments}\n"
+        "spec: {displayName: Payments, members: []}\n"
+        "---\n"
+        "apiVersion: nthlayer/v1\nkind: Service\nmetadata: {name: payment-api}\n"
+        "spec: {team: payments, tier: critical}\n"
+    )
+    (tmp_path / "standards.yaml").write_text(STANDARD)
+
+    state = load_definitions(tmp_path)
+
+    standard = state.standard(Tier.CRITICAL)
+    assert standard is not None and standard.origin == "standards.yaml"
+    assert standard.loops == 0  # loops left out
+    assert standard.rules[0].targets == (
+        StandardTarget(schedule="primary"),
+        StandardTarget(team_role=Role.MANAGER),
+    )
+    assert standard.service == ServiceStandard(
+        urgency=Urgency.HIGH, acknowledgement_timeout_minutes=None, auto_resolve_timeout_minutes=None
+    )
+    assert state.teams[0].schedules == ()
+    assert state.services[0].display_name == "payment-api"
+
+
+def test_standards_alone_are_not_a_definitions_repo(tmp_path: Path) -> None:
+    (tmp_path / "standards.yaml").write_text(STANDARD)
+
+    assert [problem.message for problem in validate_definitions(tmp_path)] == [
+        "no Team definitions found: a repo that declares no team is refused, never read as 'no teams'"
+    ]
 
 
 def test_locations_print_like_the_yaml_they_point_into() -> None:
