@@ -32,6 +32,8 @@ ALL_ASSETS = {
     "pagerduty_teams",
     "pagerduty_memberships",
     "divergences",
+    "pagerduty_services",
+    "service_standards",
     "change_plan",
 }
 

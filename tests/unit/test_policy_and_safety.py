@@ -63,7 +63,8 @@ def removals(team: str, team_id: str, count: int) -> list[Change]:
 
 def test_default_policy_pre_approves_additions_and_creations_only() -> None:
     assert ApprovalPolicy().pre_approved == DEFAULT_PRE_APPROVED
-    assert frozenset({ChangeKind.ADD_MEMBER, ChangeKind.CREATE_TEAM}) == DEFAULT_PRE_APPROVED
+    creations = {ChangeKind.ADD_MEMBER, ChangeKind.CREATE_TEAM, ChangeKind.CREATE_ESCALATION_POLICY}
+    assert frozenset(creations) == DEFAULT_PRE_APPROVED
 
 
 def test_parse_pre_approved_reads_a_comma_separated_list() -> None:

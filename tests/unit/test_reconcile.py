@@ -166,8 +166,11 @@ def test_plan_json_contract() -> None:
     desired = DesiredState(teams=(team("ops", {"alice@x.io": "manager"}),))
     obs = observed(USERS, {"Ops": {"alice@x.io": "responder", "bob@x.io": "observer"}, "Spare": {}})
     payload = plan_to_json(plan_of(desired, obs))
-    assert set(payload) == {"plan_id", "changes", "findings"}
-    assert [{k: v for k, v in c.items() if k != "id"} for c in payload["changes"]] == [
+    assert set(payload) == {"schema_version", "plan_id", "changes", "findings"}
+    assert payload["schema_version"] == 2
+    # Version 1's fields, unchanged, so a reader of version 1 reads version 2; the envelope's fields after.
+    version_1 = {"kind", "team", "team_name", "team_id", "email", "role", "from_role"}
+    assert [{k: v for k, v in c.items() if k in version_1} for c in payload["changes"]] == [
         {
             "kind": "set_role",
             "team": "ops",
@@ -187,11 +190,34 @@ def test_plan_json_contract() -> None:
             "from_role": "observer",
         },
     ]
+    envelope = [
+        {k: c[k] for k in ("provider", "resource", "action", "subject", "risk", "fields")}
+        for c in payload["changes"]
+    ]
+    assert envelope == [
+        {
+            "provider": "pagerduty",
+            "resource": "team_membership",
+            "action": "update",
+            "subject": "ops/alice@x.io",
+            "risk": "privileged",
+            "fields": [],
+        },
+        {
+            "provider": "pagerduty",
+            "resource": "team_membership",
+            "action": "delete",
+            "subject": "ops/bob@x.io",
+            "risk": "destructive",
+            "fields": [],
+        },
+    ]
     assert payload["findings"] == [
         {
             "kind": "unmanaged_team",
             "team": "Spare",
             "email": None,
+            "subject": None,
             "detail": "no definition claims this team",
             "blocking": False,
         }

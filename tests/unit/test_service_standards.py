@@ -63,7 +63,11 @@ DEFAULT_POLICY = PagerDutyEscalationPolicy(
     id="PEP0",
     name="Payments default",
     team_ids=("PT1",),
-    rules=(PagerDutyEscalationRule(escalation_delay_in_minutes=30, targets=(PagerDutyTarget(id="PU1", type="user_reference"),)),),
+    rules=(
+        PagerDutyEscalationRule(
+            escalation_delay_in_minutes=30, targets=(PagerDutyTarget(id="PU1", type="user_reference"),)
+        ),
+    ),
     service_ids=("PSVC1",),
 )
 SERVICE = PagerDutyService(
@@ -88,7 +92,9 @@ def managed_policy(**changes: object) -> PagerDutyEscalationPolicy:
         team_ids=("PT1",),
         num_loops=2,
         rules=(
-            PagerDutyEscalationRule(escalation_delay_in_minutes=5, targets=(PagerDutyTarget(id="PS1", type="schedule_reference"),)),
+            PagerDutyEscalationRule(
+                escalation_delay_in_minutes=5, targets=(PagerDutyTarget(id="PS1", type="schedule_reference"),)
+            ),
             # PagerDuty's own order, not the standard's: compared as a set
             PagerDutyEscalationRule(
                 escalation_delay_in_minutes=10,
@@ -126,7 +132,10 @@ def test_a_drifted_critical_service_gets_its_policy_created_pointed_at_and_its_f
     ]
     assert repoint.field("escalation_policy").after == {"id": None, "name": "Payments (critical)"}  # type: ignore[union-attr]
     assert {f.name: (f.before, f.after) for f in update.fields} == {
-        "incident_urgency_rule": ({"type": "constant", "urgency": "low"}, {"type": "constant", "urgency": "high"}),
+        "incident_urgency_rule": (
+            {"type": "constant", "urgency": "low"},
+            {"type": "constant", "urgency": "high"},
+        ),
         "acknowledgement_timeout": (1800, 600),
         "auto_resolve_timeout": (14400, None),
     }
@@ -135,7 +144,9 @@ def test_a_drifted_critical_service_gets_its_policy_created_pointed_at_and_its_f
         "    acknowledgement_timeout: 1800 → 600",
         "    auto_resolve_timeout: 14400 → off",
     ]
-    assert describe_change(update).startswith('~ service "Payment API" (PSVC1), team payments (Payments, PT1)')
+    assert describe_change(update).startswith(
+        '~ service "Payment API" (PSVC1), team payments (Payments, PT1)'
+    )
     assert create.risk.value == "low" and repoint.risk.value == "privileged"
 
 
@@ -168,7 +179,9 @@ def test_ids_are_stable_and_cover_what_is_written() -> None:
     first = compare_standards(desired(), observed, CONTEXT).changes
     again = compare_standards(desired(), observed, CONTEXT).changes
     assert [c.id for c in first] == [c.id for c in again]
-    slower = CRITICAL.model_copy(update={"service": CRITICAL.service.model_copy(update={"acknowledgement_timeout_minutes": 20})})
+    slower = CRITICAL.model_copy(
+        update={"service": CRITICAL.service.model_copy(update={"acknowledgement_timeout_minutes": 20})}
+    )
     other = compare_standards(
         DesiredState(teams=(PAYMENTS,), services=(API,), standards=(slower,)), observed, CONTEXT
     ).changes
@@ -177,14 +190,18 @@ def test_ids_are_stable_and_cover_what_is_written() -> None:
     }
     # what was found counts in the plan's id, not the change's
     found_other = SERVICE.model_copy(update={"acknowledgement_timeout": 900})
-    moved = compare_standards(desired(), ObservedServices((found_other,), (DEFAULT_POLICY,), SCHEDULES), CONTEXT)
+    moved = compare_standards(
+        desired(), ObservedServices((found_other,), (DEFAULT_POLICY,), SCHEDULES), CONTEXT
+    )
     assert {c.id for c in moved.changes} == {c.id for c in first}
     assert ordered_plan(moved.changes, []).id != ordered_plan(first, []).id
 
 
 def test_a_service_is_never_guessed_between_look_alikes() -> None:
     twin = SERVICE.model_copy(update={"id": "PSVC2", "name": "payment  API"})
-    result = compare_standards(desired(), ObservedServices((SERVICE, twin), (DEFAULT_POLICY,), SCHEDULES), CONTEXT)
+    result = compare_standards(
+        desired(), ObservedServices((SERVICE, twin), (DEFAULT_POLICY,), SCHEDULES), CONTEXT
+    )
     assert [f.kind for f in result.findings] == [FindingKind.AMBIGUOUS_SERVICE]
     assert "PSVC1" in result.findings[0].detail and "PSVC2" in result.findings[0].detail
     assert result.changes == []
@@ -192,17 +209,23 @@ def test_a_service_is_never_guessed_between_look_alikes() -> None:
 
 def test_a_pinned_service_is_found_by_its_id_and_a_missing_one_is_a_finding() -> None:
     pinned = API.model_copy(update={"pagerduty_service_id": "PSVC1", "display_name": "Payments API v2"})
-    result = compare_standards(desired(pinned), ObservedServices((SERVICE,), (DEFAULT_POLICY,), SCHEDULES), CONTEXT)
+    result = compare_standards(
+        desired(pinned), ObservedServices((SERVICE,), (DEFAULT_POLICY,), SCHEDULES), CONTEXT
+    )
     assert [f.kind for f in result.findings] == [FindingKind.PINNED_SERVICE_NAME_MISMATCH]
     assert result.changes
     gone = API.model_copy(update={"pagerduty_service_id": "PNOPE"})
-    result = compare_standards(desired(gone), ObservedServices((SERVICE,), (DEFAULT_POLICY,), SCHEDULES), CONTEXT)
+    result = compare_standards(
+        desired(gone), ObservedServices((SERVICE,), (DEFAULT_POLICY,), SCHEDULES), CONTEXT
+    )
     kinds = {f.kind for f in result.findings}
     assert FindingKind.MISSING_SERVICE in kinds and not result.changes
 
 
 def test_a_standard_that_cannot_be_met_plans_no_policy() -> None:
-    no_managers = PAYMENTS.model_copy(update={"members": (Member(email="bob@example.com", role=Role.RESPONDER),)})
+    no_managers = PAYMENTS.model_copy(
+        update={"members": (Member(email="bob@example.com", role=Role.RESPONDER),)}
+    )
     result = compare_standards(
         desired(teams=(no_managers,)), ObservedServices((SERVICE,), (DEFAULT_POLICY,), SCHEDULES), CONTEXT
     )
@@ -222,11 +245,15 @@ def test_a_declared_schedule_pagerduty_lacks_is_a_finding() -> None:
 
 def test_unclaimed_services_of_a_declared_team_and_unused_managed_policies_are_findings() -> None:
     stray = SERVICE.model_copy(update={"id": "PSVC7", "name": "Payments Batch"})
-    elsewhere = SERVICE.model_copy(update={"id": "PSVC8", "name": "Search", "team_ids": ("PT2",), "escalation_policy_id": "PEP5"})
+    elsewhere = SERVICE.model_copy(
+        update={"id": "PSVC8", "name": "Search", "team_ids": ("PT2",), "escalation_policy_id": "PEP5"}
+    )
     unused = managed_policy(id="PEP4", name="Payments (high)")
     high = CRITICAL.model_copy(update={"tier": Tier.HIGH})
     state = DesiredState(teams=(PAYMENTS,), services=(API,), standards=(CRITICAL, high))
-    result = compare_standards(state, ObservedServices((SERVICE, stray, elsewhere), (DEFAULT_POLICY, unused), SCHEDULES), CONTEXT)
+    result = compare_standards(
+        state, ObservedServices((SERVICE, stray, elsewhere), (DEFAULT_POLICY, unused), SCHEDULES), CONTEXT
+    )
     found = {(f.kind, f.subject) for f in result.findings}
     assert (FindingKind.UNMANAGED_SERVICE, "Payments Batch") in found
     assert (FindingKind.UNUSED_MANAGED_POLICY, "Payments (high)") in found
@@ -241,8 +268,16 @@ def test_no_declared_service_compares_nothing() -> None:
 
 def test_decide_fields_writes_what_is_still_as_found_and_leaves_what_moved() -> None:
     observed = ObservedServices(services=(SERVICE,), policies=(DEFAULT_POLICY,), schedules=SCHEDULES)
-    update = next(c for c in compare_standards(desired(), observed, CONTEXT).changes if c.kind is ChangeKind.UPDATE_SERVICE)
-    as_found = {"incident_urgency_rule": {"type": "constant", "urgency": "low"}, "acknowledgement_timeout": 1800, "auto_resolve_timeout": 14400}
+    update = next(
+        c
+        for c in compare_standards(desired(), observed, CONTEXT).changes
+        if c.kind is ChangeKind.UPDATE_SERVICE
+    )
+    as_found = {
+        "incident_urgency_rule": {"type": "constant", "urgency": "low"},
+        "acknowledgement_timeout": 1800,
+        "auto_resolve_timeout": 14400,
+    }
     assert decide_fields(update, as_found).decision.action is Action.WRITE
     half = {**as_found, "acknowledgement_timeout": 600}
     verdict = decide_fields(update, half)
@@ -250,5 +285,9 @@ def test_decide_fields_writes_what_is_still_as_found_and_leaves_what_moved() -> 
     assert [f.name for f in verdict.to_write] == ["incident_urgency_rule", "auto_resolve_timeout"]
     moved = {**as_found, "acknowledgement_timeout": 900}
     assert decide_fields(update, moved).decision.action is Action.STALE
-    done = {"incident_urgency_rule": {"type": "constant", "urgency": "high"}, "acknowledgement_timeout": 600, "auto_resolve_timeout": None}
+    done = {
+        "incident_urgency_rule": {"type": "constant", "urgency": "high"},
+        "acknowledgement_timeout": 600,
+        "auto_resolve_timeout": None,
+    }
     assert decide_fields(update, done).decision.action is Action.SKIP

@@ -1,8 +1,6 @@
 """The services kind in the UI: PagerDuty's services, policies and schedules as read, and how they
 differ from their tiers' standards."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pandas as pd
 

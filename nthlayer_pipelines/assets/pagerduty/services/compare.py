@@ -102,9 +102,9 @@ def compare_standards(
     result = StandardsComparison()
     if not desired.services:
         return result
-    claimed = _resolve_services(desired, observed, result)
+    claimed, named = _resolve_services(desired, observed, result)
     team_ids = {c.team_id for c in teams.values() if c.team_id}
-    _unmanaged(observed, team_ids, {s.id for s in claimed.values()}, result)
+    _unmanaged(observed, team_ids, named, result)
     by_name = _by_name(observed.policies)
     policies: dict[tuple[str, Tier], tuple[str | None, str] | None] = {}  # -> (policy id, name) or None
     for service in sorted(desired.services, key=lambda s: (s.team, s.name)):
@@ -134,12 +134,14 @@ def compare_standards(
 
 def _resolve_services(
     desired: DesiredState, observed: ObservedServices, result: StandardsComparison
-) -> dict[str, PagerDutyService]:
-    """Declared service name -> its PagerDuty service; what cannot be found for sure is a finding."""
+) -> tuple[dict[str, PagerDutyService], set[str]]:
+    """Declared service name -> its PagerDuty service; what cannot be found for sure is a finding. Also
+    the ids of every PagerDuty service a definition reaches, found or among an ambiguity's candidates."""
     by_id = {s.id: s for s in observed.services}
     by_name = _by_name(observed.services)
     found: dict[str, PagerDutyService] = {}
     claims: dict[str, list[str]] = defaultdict(list)  # service id -> the definitions that reach it
+    named: set[str] = set()
     for service in desired.services:
         pin = service.pagerduty_service_id
         if pin is not None:
@@ -175,13 +177,14 @@ def _resolve_services(
                 )
                 continue
             if len(matches) > 1:
-                named = ", ".join(f"{m.name!r} ({m.id})" for m in matches)
+                named.update(m.id for m in matches)
+                candidates = ", ".join(f"{m.name!r} ({m.id})" for m in matches)
                 result.findings.append(
                     _finding(
                         FindingKind.AMBIGUOUS_SERVICE,
                         service,
                         f"{len(matches)} PagerDuty services carry the name {service.display_name!r}: "
-                        f"{named}; "
+                        f"{candidates}; "
                         "nothing is planned for it until it is pinned by id (spec.pagerduty.serviceId)",
                     )
                 )
@@ -189,6 +192,7 @@ def _resolve_services(
             match = matches[0]
         found[service.name] = match
         claims[match.id].append(service.name)
+        named.add(match.id)
     for service_id, names in claims.items():
         if len(names) > 1:
             for name in names:
@@ -201,7 +205,7 @@ def _resolve_services(
                     f"{service_id}: nothing is planned for it until one of them claims it",
                 )
             )
-    return found
+    return found, named
 
 
 def _unmanaged(
