@@ -128,3 +128,120 @@ def test_secrets_are_never_shown_and_resources_bind_them_as_variables() -> None:
     unset = build_resources({})
     assert (unset["cortex"].api_url, unset["cortex"].api_token, unset["slack"].token) == ("", "", "")
     assert unset["pagerduty"].api_url == "https://api.pagerduty.com"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "owner=boss",
+            "NTHLAYER_CORTEX_ROLE_MAP='owner=boss': 'boss' is not a PagerDuty role; must be comma-separated "
+            "tag=role pairs, each role one of observer, responder, manager",
+        ),
+        (
+            "owner:manager",
+            "NTHLAYER_CORTEX_ROLE_MAP='owner:manager': 'owner:manager' is not tag=role; must be "
+            "comma-separated tag=role pairs, each role one of observer, responder, manager",
+        ),
+        (
+            "lead=manager,lead=observer",
+            "NTHLAYER_CORTEX_ROLE_MAP='lead=manager,lead=observer': 'lead' is mapped twice; must be "
+            "comma-separated tag=role pairs, each role one of observer, responder, manager",
+        ),
+    ],
+)
+def test_a_mapping_is_tag_equals_role_pairs_each_role_pagerdutys(value: str, message: str) -> None:
+    assert refusal({"NTHLAYER_CORTEX_ROLE_MAP": value}) == message
+
+
+def test_a_mapping_flag_and_role_are_read_in_any_case() -> None:
+    settings = DeploymentSettings.from_env(
+        {
+            "NTHLAYER_CORTEX_ROLE_MAP": " owner=Manager , member=responder ",
+            "NTHLAYER_CORTEX_PRUNE": "Yes",
+            "NTHLAYER_CORTEX_DEFAULT_ROLE": "OBSERVER",
+        }
+    )
+    assert settings.cortex_role_map == {"owner": "manager", "member": "responder"}
+    assert (settings.cortex_prune, settings.cortex_default_role) == (True, "observer")
+    assert refusal({"NTHLAYER_CORTEX_PRUNE": "maybe"}) == (
+        "NTHLAYER_CORTEX_PRUNE='maybe': must be true or false (unset: false)"
+    )
+    assert refusal({"NTHLAYER_CORTEX_DEFAULT_ROLE": "admin"}) == (
+        "NTHLAYER_CORTEX_DEFAULT_ROLE='admin': must be one of observer, responder, manager (unset: responder)"
+    )
+
+
+# Every variable with a valid value other than its default: each must reach a resource's field.
+NOT_THE_DEFAULTS = {
+    "PAGERDUTY_API_URL": "https://api.eu.pagerduty.com",
+    "PAGERDUTY_API_TOKEN": "pd-token",
+    "NTHLAYER_PAGERDUTY_TIMEOUT_SECONDS": "12.5",
+    "NTHLAYER_PAGERDUTY_MAX_ATTEMPTS": "3",
+    "NTHLAYER_PAGERDUTY_FROM_EMAIL": "ops@example.com",
+    "NTHLAYER_PAGERDUTY_MAX_CONCURRENCY": "4",
+    "NTHLAYER_PAGERDUTY_RATE_LIMIT": "480",
+    "NTHLAYER_PAGERDUTY_RATE_WINDOW_SECONDS": "30",
+    "NTHLAYER_PAGERDUTY_RATE_BURST": "8",
+    "NTHLAYER_FULL_REFRESH_EVERY_HOURS": "6",
+    "NTHLAYER_MAX_CURSOR_AGE_HOURS": "48",
+    "CORTEX_API_URL": "https://cortex.example",
+    "CORTEX_API_TOKEN": "cortex-token",
+    "NTHLAYER_CORTEX_ROLE_MAP": "owner=manager,member=responder",
+    "NTHLAYER_CORTEX_DEFAULT_ROLE": "observer",
+    "NTHLAYER_CORTEX_PRUNE": "true",
+    "NTHLAYER_CORTEX_TIMEOUT_SECONDS": "10",
+    "NTHLAYER_CORTEX_MAX_ATTEMPTS": "2",
+    "SLACK_API_URL": "https://slack.example/api/",
+    "SLACK_BOT_TOKEN": "xoxb-token",
+    "NTHLAYER_SLACK_CHANNEL": "ops-changes",
+    "NTHLAYER_DAGSTER_URL": "https://dagster.example",
+    "NTHLAYER_DEFINITIONS": "/srv/definitions",
+    "NTHLAYER_SOURCE_PRECEDENCE": "cortex,git",
+    "NTHLAYER_LEDGER_URL": "sqlite:///ledger.db",
+    "NTHLAYER_IO_MANAGER": "ledger",
+    "NTHLAYER_REFRESH_CRON": "*/15 * * * *",
+    "NTHLAYER_AUDIT_CRON": "0 3 * * *",
+    "NTHLAYER_TIMEZONE": "Europe/Berlin",
+    "NTHLAYER_SENSOR_INTERVAL_SECONDS": "5",
+    "NTHLAYER_MAX_UNRESOLVED_USERS": "3",
+    "NTHLAYER_PRE_APPROVED_KINDS": "create_team",
+    "NTHLAYER_MAX_PRE_APPROVED_CHANGES": "7",
+    "NTHLAYER_MAX_TEAM_REMOVAL_SHARE": "0.5",
+    "NTHLAYER_MIN_TEAM_REMOVALS": "3",
+    "NTHLAYER_MAX_TOTAL_REMOVALS": "9",
+    "NTHLAYER_APPROVERS": "alice@example.com",
+}
+# Fields no variable sets: a command's (`nthlayer plan` reads only) or a run's (the launchpad scopes teams);
+# PagerDuty's token is always its variable, read in the run's process, set or not.
+NOT_SETTINGS = {
+    ("pagerduty", "read_only"),
+    ("ledger", "read_only"),
+    ("reconcile", "teams"),
+    ("pagerduty", "api_token"),
+}
+
+
+def test_the_list_above_is_every_variable_of_the_model() -> None:
+    variables = {DeploymentSettings.env_name(name) for name in DeploymentSettings.model_fields}
+    assert variables == set(NOT_THE_DEFAULTS)
+
+
+def test_every_resource_field_but_a_commands_or_a_runs_own_is_reached_by_a_setting() -> None:
+    given, unset = build_resources(NOT_THE_DEFAULTS), build_resources({})
+    unreached = [
+        (name, field)
+        for name, resource in given.items()
+        for field in type(resource).model_fields
+        if (name, field) not in NOT_SETTINGS and getattr(resource, field) == getattr(unset[name], field)
+    ]
+    assert not unreached, f"no setting changes these resource fields: {unreached}"
+
+
+def test_unset_variables_leave_every_resource_field_at_its_own_default() -> None:
+    unset = build_resources({})
+    for name, resource in unset.items():
+        for field, info in type(resource).model_fields.items():
+            if not info.is_required():
+                assert getattr(resource, field) == info.get_default(call_default_factory=True), (name, field)
+    assert unset["slack"].token == ""  # dagster-slack's required field: empty, Slack is off

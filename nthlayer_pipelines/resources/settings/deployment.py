@@ -19,14 +19,18 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from nthlayer_pipelines.desired.merge import parse_precedence
 from nthlayer_pipelines.reconcile.policy import parse_pre_approved
+from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.pagerduty.client import DEFAULT_API_URL
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.settings.approvers import APPROVERS_ENV_VAR, Approvers
 from nthlayer_pipelines.resources.settings.kinds import (
+    ROLES,
     Choice,
+    Flag,
     Kind,
     Parsed,
     Positive,
+    RoleMap,
     Secret,
     SettingsError,
     Share,
@@ -116,10 +120,45 @@ class DeploymentSettings(BaseSettings):
         _default(PagerDutyResource, "timeout_seconds"),
         "the PagerDuty client's timeout for one request",
     )
+    pagerduty_max_attempts: Annotated[int, Whole(minimum=1)] = setting(
+        "NTHLAYER_PAGERDUTY_MAX_ATTEMPTS",
+        _default(PagerDutyResource, "max_attempts"),
+        "attempts per PagerDuty request, the first included",
+    )
+    pagerduty_from_email: Annotated[str, Text()] = setting(
+        "NTHLAYER_PAGERDUTY_FROM_EMAIL",
+        _default(PagerDutyResource, "from_email"),
+        "sent as `From` on PagerDuty writes, for its change tracking",
+    )
+    pagerduty_max_concurrency: Annotated[int, Whole(minimum=1)] = setting(
+        "NTHLAYER_PAGERDUTY_MAX_CONCURRENCY",
+        _default(PagerDutyResource, "max_concurrency"),
+        "PagerDuty requests in flight at once ([A full snapshot](#a-full-snapshot))",
+    )
+    pagerduty_rate_limit: Annotated[int, Whole(minimum=1)] = setting(
+        "NTHLAYER_PAGERDUTY_RATE_LIMIT",
+        _default(PagerDutyResource, "rate_limit"),
+        "PagerDuty requests a window per API key, for the whole process",
+    )
+    pagerduty_rate_window_seconds: Annotated[float, Positive()] = setting(
+        "NTHLAYER_PAGERDUTY_RATE_WINDOW_SECONDS",
+        _default(PagerDutyResource, "rate_window_seconds"),
+        "the rate limit's window",
+    )
+    pagerduty_rate_burst: Annotated[int, Whole(minimum=0)] = setting(
+        "NTHLAYER_PAGERDUTY_RATE_BURST",
+        _default(PagerDutyResource, "rate_burst"),
+        "PagerDuty requests sent unpaced after a pause; 0 is one second's worth (16 at 960 a minute)",
+    )
     full_refresh_every_hours: Annotated[float, Positive()] = setting(
         "NTHLAYER_FULL_REFRESH_EVERY_HOURS",
         _default(PagerDutyResource, "full_refresh_every_hours"),
         "a full PagerDuty read at least this often; between, refreshes read the audit records",
+    )
+    max_cursor_age_hours: Annotated[float, Positive()] = setting(
+        "NTHLAYER_MAX_CURSOR_AGE_HOURS",
+        _default(PagerDutyResource, "max_cursor_age_hours"),
+        "the most audit history an incremental refresh replays; an older cursor reads everything",
     )
 
     # Cortex ---------------------------------------------------------------------------------------------
@@ -131,6 +170,32 @@ class DeploymentSettings(BaseSettings):
     )
     cortex_api_token: Annotated[SecretStr | None, Secret()] = setting(
         "CORTEX_API_TOKEN", None, "Cortex API token (Bearer)", shown_default=""
+    )
+    cortex_role_map: Annotated[dict[str, str], RoleMap()] = setting(
+        "NTHLAYER_CORTEX_ROLE_MAP",
+        _default(CortexResource, "role_map"),
+        f"Cortex role tags and the PagerDuty roles they give, `tag=role` comma-separated; roles: "
+        f"{', '.join(f'`{role}`' for role in ROLES)}",
+    )
+    cortex_default_role: Annotated[str, Choice(ROLES)] = setting(
+        "NTHLAYER_CORTEX_DEFAULT_ROLE",
+        _default(CortexResource, "default_role"),
+        "the PagerDuty role of a Cortex member with no mapped tag",
+    )
+    cortex_prune: Annotated[bool, Flag()] = setting(
+        "NTHLAYER_CORTEX_PRUNE",
+        _default(CortexResource, "prune"),
+        "remove PagerDuty members a Cortex team does not list (`true` or `false`)",
+    )
+    cortex_timeout_seconds: Annotated[float, Positive()] = setting(
+        "NTHLAYER_CORTEX_TIMEOUT_SECONDS",
+        _default(CortexResource, "timeout_seconds"),
+        "the Cortex client's timeout for one request",
+    )
+    cortex_max_attempts: Annotated[int, Whole(minimum=1)] = setting(
+        "NTHLAYER_CORTEX_MAX_ATTEMPTS",
+        _default(CortexResource, "max_attempts"),
+        "attempts per Cortex request, the first included",
     )
 
     # Slack ----------------------------------------------------------------------------------------------
@@ -279,14 +344,11 @@ class DeploymentSettings(BaseSettings):
         return dg.EnvVar(self.env_name(name))
 
     def reconcile(self) -> ReconcileSettings:
+        """The reconcile settings' resource: each of its fields is the setting of the same name (`teams`,
+        a run's own, is left to the launchpad)."""
+        fields = type(self).model_fields
         return ReconcileSettings(
-            source_precedence=self.source_precedence,
-            max_unresolved_users=self.max_unresolved_users,
-            pre_approved_kinds=self.pre_approved_kinds,
-            max_pre_approved_changes=self.max_pre_approved_changes,
-            max_team_removal_share=self.max_team_removal_share,
-            min_team_removals=self.min_team_removals,
-            max_total_removals=self.max_total_removals,
+            **{name: getattr(self, name) for name in ReconcileSettings.model_fields if name in fields}
         )
 
 

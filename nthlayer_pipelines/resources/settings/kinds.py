@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from nthlayer_pipelines.model import Role
+
 
 class SettingsError(ValueError):
     """A deployment setting (an environment variable) is missing or malformed. The message is one line: the
@@ -118,6 +120,52 @@ class Choice(Kind):
         if text.lower() not in self.choices:
             raise refused(name, text, f"one of {', '.join(self.choices)} (unset: {shown(default)})")
         return text.lower()
+
+
+FLAG_WORDS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
+@dataclass(frozen=True)
+class Flag(Kind):
+    """On or off: true or false (yes/no, on/off and 1/0 too), in any case."""
+
+    def read(self, name: str, text: str, default: Any) -> bool:
+        if text.lower() not in FLAG_WORDS:
+            raise refused(name, text, f"true or false (unset: {shown(default)})")
+        return FLAG_WORDS[text.lower()]
+
+
+ROLES = tuple(role.value for role in Role)
+
+
+@dataclass(frozen=True)
+class RoleMap(Kind):
+    """Tags mapped to PagerDuty roles, written `tag=role,tag=role`: `owner=manager,member=responder`."""
+
+    def read(self, name: str, text: str, default: Any) -> dict[str, str]:
+        mapping: dict[str, str] = {}
+        for entry in (part.strip() for part in text.split(",")):
+            tag, equals, role = (piece.strip() for piece in entry.partition("="))
+            if not (tag and equals and role) or tag in mapping:
+                problem = f"{tag!r} is mapped twice" if tag in mapping else f"{entry!r} is not tag=role"
+                raise SettingsError(f"{name}={text!r}: {problem}; {self.must}")
+            if role.lower() not in ROLES:
+                raise SettingsError(f"{name}={text!r}: {role!r} is not a PagerDuty role; {self.must}")
+            mapping[tag] = role.lower()
+        return mapping
+
+    @property
+    def must(self) -> str:
+        return f"must be comma-separated tag=role pairs, each role one of {', '.join(ROLES)}"
 
 
 @dataclass(frozen=True)
