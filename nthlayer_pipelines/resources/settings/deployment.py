@@ -244,7 +244,10 @@ class DeploymentSettings(BaseSettings):
 
     # Schedules and sensors ------------------------------------------------------------------------------
     refresh_cron: Annotated[str, Text(blank_is_unset=False)] = setting(
-        "NTHLAYER_REFRESH_CRON", DEFAULT_REFRESH_CRON, "the refresh's schedule", shown_default="hourly"
+        "NTHLAYER_REFRESH_CRON",
+        DEFAULT_REFRESH_CRON,
+        "the refresh's schedule",
+        shown_default=f"hourly (`{DEFAULT_REFRESH_CRON}`)",
     )
     audit_cron: Annotated[str, Text(blank_is_unset=False)] = setting(
         "NTHLAYER_AUDIT_CRON", DEFAULT_AUDIT_CRON, "the nightly audit's schedule"
@@ -255,7 +258,7 @@ class DeploymentSettings(BaseSettings):
     sensor_interval_seconds: Annotated[int, Whole(minimum=1)] = setting(
         "NTHLAYER_SENSOR_INTERVAL_SECONDS",
         DEFAULT_SENSOR_INTERVAL_SECONDS,
-        "how often the approval sensor looks",
+        "how often the approval sensor, and the one that refreshes after an apply, look",
     )
 
     # The plan's checks and the pre-approval policy ------------------------------------------------------
