@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from nthlayer_pipelines.definitions import build_resources
+from nthlayer_pipelines.definitions import build_definitions, build_resources
 from nthlayer_pipelines.resources.settings import DeploymentSettings, SettingsError
 
 
@@ -245,3 +245,46 @@ def test_unset_variables_leave_every_resource_field_at_its_own_default() -> None
             if not info.is_required():
                 assert getattr(resource, field) == info.get_default(call_default_factory=True), (name, field)
     assert unset["slack"].token == ""  # dagster-slack's required field: empty, Slack is off
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "NTHLAYER_REFRESH_CRON",
+            "hourly",
+            "NTHLAYER_REFRESH_CRON='hourly': must be a cron expression of 5 fields (unset: 0 * * * *)",
+        ),
+        (
+            "NTHLAYER_AUDIT_CRON",
+            "61 2 * * *",
+            "NTHLAYER_AUDIT_CRON='61 2 * * *': must be a cron expression of 5 fields (unset: 30 2 * * *)",
+        ),
+        (
+            "NTHLAYER_TIMEZONE",
+            "Mars/Olympus",
+            "NTHLAYER_TIMEZONE='Mars/Olympus': must be an IANA timezone like Europe/Berlin (unset: UTC)",
+        ),
+        (
+            "NTHLAYER_CORTEX_ROLE_MAP",
+            "owner",
+            "NTHLAYER_CORTEX_ROLE_MAP='owner': 'owner' is not tag=role; must be comma-separated tag=role "
+            "pairs, each role one of observer, responder, manager",
+        ),
+    ],
+)
+def test_the_code_location_refuses_a_schedule_or_mapping_dagster_would_fail_on_naming_it(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        build_definitions({name: value})
+    assert str(raised.value) == message
+
+
+def test_the_schedules_run_as_their_variables_say_and_blank_is_their_default() -> None:
+    environ = {"NTHLAYER_REFRESH_CRON": "*/15 * * * *", "NTHLAYER_TIMEZONE": "Europe/Berlin"}
+    schedules = {s.name: s for s in build_definitions(environ).schedules}
+    assert schedules["refresh_schedule"].cron_schedule == "*/15 * * * *"
+    assert schedules["nightly_audit_schedule"].execution_timezone == "Europe/Berlin"
+    blank = {s.name: s for s in build_definitions({"NTHLAYER_REFRESH_CRON": " "}).schedules}
+    assert blank["refresh_schedule"].cron_schedule == "0 * * * *"

@@ -31,6 +31,7 @@ from nthlayer_pipelines.resources.settings.kinds import (
     Parsed,
     Positive,
     RoleMap,
+    Schedule,
     Secret,
     SettingsError,
     Share,
@@ -243,16 +244,16 @@ class DeploymentSettings(BaseSettings):
     )
 
     # Schedules and sensors ------------------------------------------------------------------------------
-    refresh_cron: Annotated[str, Text(blank_is_unset=False)] = setting(
+    refresh_cron: Annotated[str, Schedule("cron")] = setting(
         "NTHLAYER_REFRESH_CRON",
         DEFAULT_REFRESH_CRON,
         "the refresh's schedule",
         shown_default=f"hourly (`{DEFAULT_REFRESH_CRON}`)",
     )
-    audit_cron: Annotated[str, Text(blank_is_unset=False)] = setting(
+    audit_cron: Annotated[str, Schedule("cron")] = setting(
         "NTHLAYER_AUDIT_CRON", DEFAULT_AUDIT_CRON, "the nightly audit's schedule"
     )
-    timezone: Annotated[str, Text(blank_is_unset=False)] = setting(
+    timezone: Annotated[str, Schedule("timezone")] = setting(
         "NTHLAYER_TIMEZONE", "UTC", "the schedules' timezone"
     )
     sensor_interval_seconds: Annotated[int, Whole(minimum=1)] = setting(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dagster as dg
 from pydantic import SecretStr
 
 from nthlayer_pipelines.model import Role
@@ -183,3 +184,30 @@ class Parsed(Kind):
         except ValueError as error:
             raise SettingsError(str(error)) from None
         return text if self.keep_text else value
+
+
+@dataclass(frozen=True)
+class Schedule(Kind):
+    """A cron expression (`what="cron"`), or the timezone the schedules run in (`what="timezone"`), as
+    Dagster's ScheduleDefinition accepts it: checked by building one, so the code location never fails on
+    it with Dagster's own traceback."""
+
+    what: str
+
+    def read(self, name: str, text: str, default: Any) -> str:
+        cron, timezone = (text, None) if self.what == "cron" else ("0 * * * *", text)
+        try:
+            dg.ScheduleDefinition(
+                name="setting_check",
+                cron_schedule=cron,
+                job_name="setting_check",
+                execution_timezone=timezone,
+            )
+        except dg.DagsterInvalidDefinitionError:
+            must = (
+                "a cron expression of 5 fields"
+                if self.what == "cron"
+                else "an IANA timezone like Europe/Berlin"
+            )
+            raise refused(name, text, f"{must} (unset: {shown(default)})") from None
+        return text
