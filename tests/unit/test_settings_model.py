@@ -7,7 +7,8 @@ import dagster as dg
 import pytest
 
 from nthlayer_pipelines.definitions import build_definitions, build_resources
-from nthlayer_pipelines.resources.settings import DeploymentSettings, SettingsError
+from nthlayer_pipelines.doctor import Status, check_settings
+from nthlayer_pipelines.resources.settings import DeploymentSettings, SettingsError, misspelt
 
 
 def refusal(environ: dict[str, str]) -> str:
@@ -288,3 +289,24 @@ def test_the_schedules_run_as_their_variables_say_and_blank_is_their_default() -
     assert schedules["nightly_audit_schedule"].execution_timezone == "Europe/Berlin"
     blank = {s.name: s for s in build_definitions({"NTHLAYER_REFRESH_CRON": " "}).schedules}
     assert blank["refresh_schedule"].cron_schedule == "0 * * * *"
+
+
+def test_a_variable_a_slip_away_from_a_settings_is_named_with_the_one_it_meant() -> None:
+    environ = {
+        "NTHLAYER_APPROVER": "alice",  # the s forgotten
+        "nthlayer_max_total_removals": "9",  # lower case: not read either
+        "NTHLAYER_TEST_POSTGRES_URL": "postgresql://elsewhere",  # the tests' own, nothing like a setting
+        "PAGERDUTY_API_TOKN": "pd-token",  # another prefix: not ours to judge
+        "NTHLAYER_APPROVERS": "bob",
+    }
+    assert misspelt(environ) == [
+        ("NTHLAYER_APPROVER", "NTHLAYER_APPROVERS"),
+        ("nthlayer_max_total_removals", "NTHLAYER_MAX_TOTAL_REMOVALS"),
+    ]
+    verdict = check_settings({"NTHLAYER_DEFINITION": "/srv/definitions"})
+    assert (verdict.status, verdict.message) == (
+        Status.WARN,
+        "every setting the code location reads is valid, but NTHLAYER_DEFINITION is read by nothing: "
+        "NTHLAYER_DEFINITIONS?",
+    )
+    assert check_settings({"NTHLAYER_DEFINITIONS": "/srv/definitions"}).status is Status.OK

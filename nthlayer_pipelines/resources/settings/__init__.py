@@ -13,6 +13,7 @@ from nthlayer_pipelines.resources.settings.deployment import (
     DEFAULT_SENSOR_INTERVAL_SECONDS,
     IO_MANAGER_CHOICES,
     DeploymentSettings,
+    misspelt,
 )
 from nthlayer_pipelines.resources.settings.kinds import SettingsError
 from nthlayer_pipelines.resources.settings.reconcile import (
@@ -35,4 +36,5 @@ __all__ = [
     "DeploymentSettings",
     "ReconcileSettings",
     "SettingsError",
+    "misspelt",
 ]

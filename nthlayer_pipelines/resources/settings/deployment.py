@@ -8,6 +8,7 @@ table of variables is rendered from these fields (`python -m nthlayer_pipelines.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -363,3 +364,18 @@ def _one_line(error: ValidationError) -> str:
     if isinstance(cause, SettingsError):
         return str(cause)
     return f"{first['loc'][0]}={first['input']!r}: {first['msg']}"
+
+
+def misspelt(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Variables set that no setting reads but that are a slip away from one: (set, meant), e.g.
+    (NTHLAYER_APPROVER, NTHLAYER_APPROVERS). Only NTHLAYER_ names, the project's own, and only near misses:
+    another program's variables are not ours to judge."""
+    known = [variable_of(field) for field in DeploymentSettings.model_fields.values()]
+    found = []
+    for name in sorted(environ):
+        if name in known or not name.upper().startswith("NTHLAYER_"):
+            continue
+        meant = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)
+        if meant:
+            found.append((name, meant[0]))
+    return found
