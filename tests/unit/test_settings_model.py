@@ -101,6 +101,16 @@ def test_only_the_given_mapping_is_read(monkeypatch: pytest.MonkeyPatch) -> None
         DeploymentSettings.from_env()
 
 
+def test_the_model_built_bare_reads_the_process_environment_the_same_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NTHLAYER_CORTEX_ROLE_MAP", "owner=manager")  # its own format, never JSON
+    monkeypatch.setenv("NTHLAYER_MAX_TOTAL_REMOVALS", " ")
+    settings = DeploymentSettings()
+    assert (settings.cortex_role_map, settings.max_total_removals) == ({"owner": "manager"}, 50)
+    assert DeploymentSettings(max_total_removals=5).max_total_removals == 5  # a value given as such
+
+
 def test_secrets_are_never_shown_and_resources_bind_them_as_variables() -> None:
     environ = {
         "PAGERDUTY_API_TOKEN": "pd-secret-1",

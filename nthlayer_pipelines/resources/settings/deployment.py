@@ -313,6 +313,13 @@ class DeploymentSettings(BaseSettings):
         return read_setting(cls.model_fields[info.field_name], value)
 
     @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: Any, *_others: Any, **_named: Any
+    ) -> tuple[Any, ...]:
+        """`DeploymentSettings()` reads os.environ as `from_env` reads a mapping: no .env file, no JSON."""
+        return init_settings, _Environment(settings_cls, os.environ)
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> DeploymentSettings:
         """Every setting, read from `environ` and checked now; `SettingsError` (one line) for the first one
         that is malformed, in the order above."""
