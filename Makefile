@@ -10,7 +10,7 @@ UV := $(BIN)/uv
 # --inexact: leave pip and uv itself in the virtualenv; a fresh clone's virtualenv holds nothing else.
 SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --inexact --extra test --extra demo --extra deploy
 
-.PHONY: demo test lint browser clean bench lock
+.PHONY: demo test lint browser clean bench lock settings-table
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test: $(INSTALLED) browser
 # the first line of bench/results/latest.md says how long the run took.
 bench: $(INSTALLED)
 	$(BIN)/python -m bench $(ARGS)
+
+# The README's table of environment variables, rendered from the settings model (resources/settings/).
+settings-table: $(INSTALLED)
+	$(BIN)/python -m nthlayer_pipelines.resources.settings --readme README.md
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -21,7 +21,7 @@ from bench.e2e import measure as measure_drift_to_fix
 from bench.report import bound_seconds, markdown
 from bench.sandbox_process import BENCH_TOKEN, SandboxProcess, sandbox_process
 from bench.scenarios import REAL_BURST
-from nthlayer_pipelines.orchestration.sensors import DEFAULT_SENSOR_INTERVAL_SECONDS
+from nthlayer_pipelines.resources.settings import DEFAULT_SENSOR_INTERVAL_SECONDS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REAL_LATENCY_MS = 250

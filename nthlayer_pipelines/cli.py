@@ -24,7 +24,12 @@ from nthlayer_pipelines.resources.ledger import (
     display_url,
     upgrade_ledger,
 )
-from nthlayer_pipelines.resources.settings import ApproverRefused, Approvers, SettingsError
+from nthlayer_pipelines.resources.settings import (
+    ApproverRefused,
+    Approvers,
+    DeploymentSettings,
+    SettingsError,
+)
 
 if TYPE_CHECKING:
     from nthlayer_pipelines.inprocess import PlanFailed
@@ -229,7 +234,8 @@ def db() -> None:
 
 
 def _ledger_url() -> str:
-    return os.environ.get("NTHLAYER_LEDGER_URL") or default_ledger_url()
+    url = DeploymentSettings.read_one("ledger_url")
+    return url.get_secret_value() if url is not None else default_ledger_url()
 
 
 @db.command("upgrade")

@@ -25,32 +25,22 @@ from nthlayer_pipelines.orchestration.jobs import (
     refresh_job,
     reject_plan_job,
 )
-from nthlayer_pipelines.orchestration.schedules import (
-    DEFAULT_AUDIT_CRON,
-    DEFAULT_REFRESH_CRON,
-    build_schedules,
-)
+from nthlayer_pipelines.orchestration.schedules import build_schedules
 from nthlayer_pipelines.orchestration.sensors import (
-    DEFAULT_SENSOR_INTERVAL_SECONDS,
     build_approved_plans_sensor,
     build_refresh_after_apply_sensor,
     run_failure_to_slack,
 )
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
-from nthlayer_pipelines.resources.io_manager import io_managers_from_env
+from nthlayer_pipelines.resources.io_manager import io_managers
 from nthlayer_pipelines.resources.ledger import LedgerResource
-from nthlayer_pipelines.resources.pagerduty.client import DEFAULT_API_URL
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.settings import (
-    DEFAULT_DEFINITIONS,
-    Approvers,
     DefinitionsRepository,
-    ReconcileSettings,
+    DeploymentSettings,
     SettingsError,
-    env_positive,
-    env_whole,
 )
-from nthlayer_pipelines.resources.slack.resource import SLACK_PUBLIC_API, SlackNotifier
+from nthlayer_pipelines.resources.slack.resource import SlackNotifier
 
 ASSETS = [
     git_definitions,
@@ -63,36 +53,51 @@ ASSETS = [
 ]
 
 
-def _env_or(environ: Mapping[str, str], name: str, default: str) -> str | dg.EnvVar:
-    """An EnvVar when the variable is set (read at run time), else the default."""
-    return dg.EnvVar(name) if environ.get(name) else default
-
-
 def build_resources(
     environ: Mapping[str, str] = os.environ, *, read_only: bool = False
 ) -> dict[str, dg.ConfigurableResource]:
     """The deployment's resources; `read_only` (`nthlayer plan`) makes the ledger and PagerDuty refuse
     every write, whatever the environment names."""
+    return resources_from(DeploymentSettings.from_env(environ), read_only=read_only)
+
+
+def resources_from(
+    settings: DeploymentSettings, *, read_only: bool = False
+) -> dict[str, dg.ConfigurableResource]:
+    """The resources, each field from its setting; URLs and secrets given as variables stay `dg.EnvVar`s,
+    read in the run's process."""
     return {
         "pagerduty": PagerDutyResource(
             read_only=read_only,
-            api_url=_env_or(environ, "PAGERDUTY_API_URL", DEFAULT_API_URL),
-            api_token=dg.EnvVar("PAGERDUTY_API_TOKEN"),
-            full_refresh_every_hours=env_positive(environ, "NTHLAYER_FULL_REFRESH_EVERY_HOURS", 24),
-            timeout_seconds=env_positive(environ, "NTHLAYER_PAGERDUTY_TIMEOUT_SECONDS", 30),
+            api_url=settings.bound("pagerduty_api_url"),
+            api_token=dg.EnvVar(settings.env_name("pagerduty_api_token")),
+            timeout_seconds=settings.pagerduty_timeout_seconds,
+            max_attempts=settings.pagerduty_max_attempts,
+            from_email=settings.pagerduty_from_email,
+            max_concurrency=settings.pagerduty_max_concurrency,
+            rate_limit=settings.pagerduty_rate_limit,
+            rate_window_seconds=settings.pagerduty_rate_window_seconds,
+            rate_burst=settings.pagerduty_rate_burst,
+            full_refresh_every_hours=settings.full_refresh_every_hours,
+            max_cursor_age_hours=settings.max_cursor_age_hours,
         ),
         "cortex": CortexResource(
-            api_url=_env_or(environ, "CORTEX_API_URL", ""),
-            api_token=_env_or(environ, "CORTEX_API_TOKEN", ""),
+            api_url=settings.bound("cortex_api_url"),
+            api_token=settings.bound("cortex_api_token"),
+            role_map=settings.cortex_role_map,
+            default_role=settings.cortex_default_role,
+            prune=settings.cortex_prune,
+            timeout_seconds=settings.cortex_timeout_seconds,
+            max_attempts=settings.cortex_max_attempts,
         ),
-        "definitions": DefinitionsRepository(path=environ.get("NTHLAYER_DEFINITIONS", DEFAULT_DEFINITIONS)),
-        "reconcile": ReconcileSettings.from_env(environ),
-        "ledger": LedgerResource(url=_env_or(environ, "NTHLAYER_LEDGER_URL", ""), read_only=read_only),
+        "definitions": DefinitionsRepository(path=settings.definitions),
+        "reconcile": settings.reconcile(),
+        "ledger": LedgerResource(url=settings.bound("ledger_url"), read_only=read_only),
         "slack": SlackNotifier(
-            token=_env_or(environ, "SLACK_BOT_TOKEN", ""),
-            base_url=_env_or(environ, "SLACK_API_URL", SLACK_PUBLIC_API),
-            channel=environ.get("NTHLAYER_SLACK_CHANNEL", ""),
-            dagster_url=environ.get("NTHLAYER_DAGSTER_URL", "http://127.0.0.1:3000"),
+            token=settings.bound("slack_bot_token"),
+            base_url=settings.bound("slack_api_url"),
+            channel=settings.slack_channel,
+            dagster_url=settings.dagster_url,
         ),
     }
 
@@ -141,29 +146,25 @@ def _fixed_value(value: object, description: str) -> dg.ResourceDefinition:
 
 
 def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions:
-    sensor_interval = env_whole(
-        environ, "NTHLAYER_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS, minimum=1
-    )
+    settings = DeploymentSettings.from_env(environ)
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=[refresh_job, nightly_audit_job, approve_plan_job, reject_plan_job, apply_plan_job],
         schedules=build_schedules(
-            refresh_cron=environ.get("NTHLAYER_REFRESH_CRON", DEFAULT_REFRESH_CRON),
-            audit_cron=environ.get("NTHLAYER_AUDIT_CRON", DEFAULT_AUDIT_CRON),
-            timezone=environ.get("NTHLAYER_TIMEZONE", "UTC"),
+            refresh_cron=settings.refresh_cron, audit_cron=settings.audit_cron, timezone=settings.timezone
         ),
         sensors=[
-            build_approved_plans_sensor(sensor_interval),
-            build_refresh_after_apply_sensor(sensor_interval),
+            build_approved_plans_sensor(settings.sensor_interval_seconds),
+            build_refresh_after_apply_sensor(settings.sensor_interval_seconds),
             run_failure_to_slack,
         ],
         resources={
             **{
                 name: fixed_by_deployment(resource, LAUNCH_CONFIG.get(name))
-                for name, resource in {**build_resources(environ), **io_managers_from_env(environ)}.items()
+                for name, resource in {**resources_from(settings), **io_managers(settings)}.items()
             },
-            "approvers": _fixed_value(Approvers.from_env(environ), "Who may approve: NTHLAYER_APPROVERS."),
+            "approvers": _fixed_value(settings.approvers, "Who may approve: NTHLAYER_APPROVERS."),
         },
     )
 

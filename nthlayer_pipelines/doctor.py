@@ -293,8 +293,9 @@ def check_definitions(environ: Mapping[str, str]) -> CheckResult:
 
 
 def check_settings(environ: Mapping[str, str]) -> CheckResult:
-    """Every setting the code location reads parses: the same check, and the same line, as its load."""
-    from nthlayer_pipelines.resources.settings import SettingsError
+    """Every setting the code location reads parses: the same check, and the same line, as its load. A
+    variable a slip away from a setting's (NTHLAYER_APPROVER) is read by nothing: a warning names both."""
+    from nthlayer_pipelines.resources.settings import SettingsError, misspelt
 
     try:
         from nthlayer_pipelines.definitions import build_definitions
@@ -302,7 +303,12 @@ def check_settings(environ: Mapping[str, str]) -> CheckResult:
         build_definitions(environ)
     except SettingsError as error:
         return CheckResult("settings", Status.FAIL, str(error))
-    return CheckResult("settings", Status.OK, "every setting the code location reads is valid")
+    valid = "every setting the code location reads is valid"
+    slips = misspelt(environ)
+    if slips:
+        named = "; ".join(f"{given} is read by nothing: {meant}?" for given, meant in slips)
+        return CheckResult("settings", Status.WARN, f"{valid}, but {named}")
+    return CheckResult("settings", Status.OK, valid)
 
 
 def check_approvers(environ: Mapping[str, str]) -> CheckResult:

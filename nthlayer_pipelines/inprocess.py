@@ -8,12 +8,11 @@ from collections.abc import Mapping
 import dagster as dg
 
 from nthlayer_pipelines.assets.checks import ALL_CHECKS
-from nthlayer_pipelines.definitions import ASSETS, build_resources
+from nthlayer_pipelines.definitions import ASSETS, resources_from
 from nthlayer_pipelines.model import Plan
 from nthlayer_pipelines.orchestration.run_failures import FailedCheck, failed_checks, failure_summary
 from nthlayer_pipelines.resources.ledger import LedgerResource
-from nthlayer_pipelines.resources.pagerduty.client import TOKEN_ENV_VAR
-from nthlayer_pipelines.resources.settings import require_env
+from nthlayer_pipelines.resources.settings import DeploymentSettings
 
 
 class PlanFailed(Exception):
@@ -31,11 +30,12 @@ def plan_in_process(environ: Mapping[str, str] = os.environ) -> Plan:
     """The plan the definitions call for now, computed read-only whatever the environment names: the
     ledger (when NTHLAYER_LEDGER_URL names one) is read, to start from its stored snapshot and to name the
     plan instance a refresh would record, and never written; no provider is written either."""
-    require_env(
-        environ, TOKEN_ENV_VAR, "`nthlayer plan` reads PagerDuty with a REST API key (read-only will do)"
+    settings = DeploymentSettings.from_env(environ)
+    settings.require(
+        "pagerduty_api_token", "`nthlayer plan` reads PagerDuty with a REST API key (read-only will do)"
     )
-    resources = build_resources(environ, read_only=True)
-    if not environ.get("NTHLAYER_LEDGER_URL"):
+    resources = resources_from(settings, read_only=True)
+    if settings.ledger_url is None:
         # Without a ledger to read, an empty one in memory: a CI check of a definitions repo leaves no files.
         resources["ledger"] = LedgerResource(url="sqlite://", read_only=True)
     result = dg.materialize(

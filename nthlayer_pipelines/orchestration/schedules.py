@@ -6,9 +6,6 @@ import dagster as dg
 
 from nthlayer_pipelines.orchestration.jobs import nightly_audit_job, refresh_job
 
-DEFAULT_REFRESH_CRON = "0 * * * *"
-DEFAULT_AUDIT_CRON = "30 2 * * *"
-
 
 def build_schedules(*, refresh_cron: str, audit_cron: str, timezone: str) -> list[dg.ScheduleDefinition]:
     return [

@@ -13,7 +13,6 @@ from nthlayer_pipelines.orchestration.run_failures import FAILURE_EVENT_TYPES, f
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.slack.resource import SlackNotifier
 
-DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 # Every job whose failure a person must hear of: the read-only ones too, or a broken refresh goes unseen.
 ANNOUNCED_FAILURES = [refresh_job, nightly_audit_job, apply_plan_job]
 

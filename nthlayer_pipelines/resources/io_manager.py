@@ -21,12 +21,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from nthlayer_pipelines.resources.ledger import Ledger, default_ledger_url, display_url
-from nthlayer_pipelines.resources.settings import env_choice
-
-IO_MANAGER_ENV_VAR = "NTHLAYER_IO_MANAGER"
-LEDGER_URL_ENV_VAR = "NTHLAYER_LEDGER_URL"
-# The default (a file per output under DAGSTER_HOME) is Dagster's own; "ledger" is this module's.
-IO_MANAGER_CHOICES = ("filesystem", "ledger")
+from nthlayer_pipelines.resources.settings import DeploymentSettings
 
 
 class OutputMissing(LookupError):
@@ -104,11 +99,13 @@ def _op_output_key(context: dg.OutputContext | None) -> str:
 
 
 def io_managers_from_env(environ: Mapping[str, str]) -> dict[str, LedgerIOManager]:
+    return io_managers(DeploymentSettings.from_env(environ))
+
+
+def io_managers(settings: DeploymentSettings) -> dict[str, LedgerIOManager]:
     """The deployment's IO manager as `NTHLAYER_IO_MANAGER` names it: `ledger` stores outputs where
     `NTHLAYER_LEDGER_URL` points; unset or `filesystem`, nothing here, and Dagster's default applies."""
-    choice = env_choice(environ, IO_MANAGER_ENV_VAR, IO_MANAGER_CHOICES, default="filesystem")
-    if choice == "filesystem":
+    if settings.io_manager == "filesystem":
         return {}
     # An EnvVar keeps the URL's password out of the run config, as the ledger resource does.
-    url: str | dg.EnvVar = dg.EnvVar(LEDGER_URL_ENV_VAR) if environ.get(LEDGER_URL_ENV_VAR) else ""
-    return {"io_manager": LedgerIOManager(url=url)}
+    return {"io_manager": LedgerIOManager(url=settings.bound("ledger_url"))}

@@ -93,21 +93,35 @@ def test_doctor_names_a_malformed_setting_as_its_load_would(offline_env: dict[st
     assert "Traceback" not in run.stdout + run.stderr
 
 
-def test_the_code_location_refuses_to_load_with_a_malformed_setting(offline_env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("setting", "line"),
+    [
+        (
+            {"NTHLAYER_MAX_TEAM_REMOVAL_SHARE": "7"},
+            "SettingsError: NTHLAYER_MAX_TEAM_REMOVAL_SHARE='7': must be a share between 0 and 1 "
+            "(0.2 is 20 %); for 7 % write 0.07",
+        ),
+        (  # a schedule Dagster itself would refuse with a traceback of its own
+            {"NTHLAYER_REFRESH_CRON": "hourly"},
+            "SettingsError: NTHLAYER_REFRESH_CRON='hourly': must be a cron expression of 5 fields "
+            "(unset: 0 * * * *)",
+        ),
+    ],
+)
+def test_the_code_location_refuses_to_load_with_a_malformed_setting(
+    offline_env: dict[str, str], setting: dict[str, str], line: str
+) -> None:
     """`dagster definitions validate` (and so the webserver and daemon) say it at load, not in a run."""
     run = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
         cwd=REPO,
-        env={**offline_env, "PATH": "/usr/bin:/bin", "NTHLAYER_MAX_TEAM_REMOVAL_SHARE": "7"},
+        env={**offline_env, "PATH": "/usr/bin:/bin", **setting},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 1
-    assert (
-        "SettingsError: NTHLAYER_MAX_TEAM_REMOVAL_SHARE='7': must be a share between 0 and 1 (0.2 is 20 %); "
-        "for 7 % write 0.07" in run.stdout + run.stderr
-    )
+    assert line in run.stdout + run.stderr
 
 
 # ---- what records a plan, and what makes a new one -----------------------------------------------------
