@@ -354,3 +354,9 @@ def test_limits_refuse_nonsense_naming_the_field(field: str, value: float, words
     with pytest.raises(ValueError, match=words) as raised:
         BlastRadiusLimits(**{field: value})
     assert field in str(raised.value)
+
+
+def test_the_settings_default_is_the_policys_default() -> None:
+    from nthlayer_pipelines.resources.settings import ReconcileSettings
+
+    assert ReconcileSettings().approval_policy().pre_approved == DEFAULT_PRE_APPROVED

@@ -45,7 +45,9 @@ def refusal(environ: dict[str, str]) -> str:
             "NTHLAYER_PRE_APPROVED_KINDS",
             "add_member,purge",
             "NTHLAYER_PRE_APPROVED_KINDS='add_member,purge': 'purge' is not a change kind; must be a "
-            "comma-separated list of create_team, add_member, set_role, remove_member, or nothing for none",
+            "comma-separated list of create_team, create_escalation_policy, add_member, set_role, "
+            "update_escalation_policy, set_service_policy, update_service, remove_member, or nothing for "
+            "none",
         ),
         (
             "NTHLAYER_APPROVERS",
@@ -221,6 +223,7 @@ NOT_THE_DEFAULTS = {
     "NTHLAYER_MAX_TEAM_REMOVAL_SHARE": "0.5",
     "NTHLAYER_MIN_TEAM_REMOVALS": "3",
     "NTHLAYER_MAX_TOTAL_REMOVALS": "9",
+    "NTHLAYER_MAX_SERVICES_REPOINTED": "4",
     "NTHLAYER_APPROVERS": "alice@example.com",
 }
 # Fields no variable sets: a command's (`nthlayer plan` reads only) or a run's (the launchpad scopes teams);

@@ -295,6 +295,11 @@ class DeploymentSettings(BaseSettings):
         _default(ReconcileSettings, "max_total_removals"),
         "blast radius: a plan with more removals in all is blocked",
     )
+    max_services_repointed: Annotated[int, Whole(minimum=0)] = setting(
+        "NTHLAYER_MAX_SERVICES_REPOINTED",
+        _default(ReconcileSettings, "max_services_repointed"),
+        "blast radius: a plan pointing more services at another escalation policy is blocked",
+    )
     approvers: Annotated[Approvers, Parsed(Approvers.from_text)] = setting(
         APPROVERS_ENV_VAR,
         Approvers(),

@@ -10,7 +10,11 @@ import dagster as dg
 from pydantic import Field
 
 from nthlayer_pipelines.desired.merge import parse_precedence
-from nthlayer_pipelines.reconcile.policy import DEFAULT_MAX_PRE_APPROVED, ApprovalPolicy, parse_pre_approved
+from nthlayer_pipelines.reconcile.policy import (
+    DEFAULT_MAX_PRE_APPROVED,
+    ApprovalPolicy,
+    parse_pre_approved,
+)
 from nthlayer_pipelines.reconcile.safety import BlastRadiusLimits
 
 DEFAULT_DEFINITIONS = "examples/org"  # the example org, relative to the working directory
@@ -40,8 +44,9 @@ class ReconcileSettings(dg.ConfigurableResource):
     )
 
     pre_approved_kinds: str = Field(
-        default="add_member,create_team",
-        description="Change kinds applied without a person's approval; removals and role changes need one.",
+        default="add_member,create_team,create_escalation_policy",  # DEFAULT_PRE_APPROVED, as written
+        description="Change kinds applied without a person's approval; removals, role changes and "
+        "anything that changes who is paged need one.",
     )
     max_pre_approved_changes: int = Field(
         default=DEFAULT_MAX_PRE_APPROVED,
@@ -54,6 +59,10 @@ class ReconcileSettings(dg.ConfigurableResource):
         default=2, description="A team's share counts only from this many removals (1 of 4 is not a purge)."
     )
     max_total_removals: int = Field(default=50, description="A plan with more removals in all is blocked.")
+    max_services_repointed: int = Field(
+        default=10,
+        description="A plan pointing more services than this at another escalation policy is blocked.",
+    )
 
     def precedence(self) -> tuple[str, ...]:
         return parse_precedence(self.source_precedence)
@@ -69,6 +78,7 @@ class ReconcileSettings(dg.ConfigurableResource):
             max_team_removal_share=self.max_team_removal_share,
             min_team_removals=self.min_team_removals,
             max_total_removals=self.max_total_removals,
+            max_services_repointed=self.max_services_repointed,
         )
 
     @classmethod
