@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -96,3 +97,15 @@ def drop_ledger(url: str) -> None:
 def slack_messages(sandbox: RunningSandbox) -> list[str]:
     """The texts of the messages the sandbox's Slack received, oldest first."""
     return [m["text"] for m in sandbox.state.to_dict()["slack"]["messages"]]
+
+
+PLAN_SCHEMA = REPO / "schemas" / "plan.schema.json"
+
+
+def assert_plan_json_valid(payload: object) -> None:
+    """`nthlayer plan --json`'s output holds to the schema in the repository, which readers code against."""
+    import jsonschema
+
+    schema = json.loads(PLAN_SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(payload)

@@ -15,7 +15,7 @@ import pytest
 
 from nthlayer_pipelines.resources.ledger import AFTER_REJECTION
 from tests.integration.test_pipeline import nthlayer, refresh
-from tests.support import REPO
+from tests.support import REPO, assert_plan_json_valid
 
 CLOSED_URL = "http://127.0.0.1:9"  # nothing listens: a command that got as far as PagerDuty fails fast
 
@@ -180,6 +180,7 @@ def test_a_plan_over_the_blast_radius_prints_the_plan_and_why_and_exits_3(pipeli
 
     as_json = nthlayer("plan", "--json", environ=environ)
     assert as_json.returncode == 3, as_json.stderr
+    assert_plan_json_valid(json.loads(as_json.stdout))
     blocked = json.loads(as_json.stdout)["blocked"]
     assert blocked["checks"] == ["change_plan_within_blast_radius"]
     assert len(blocked["reasons"]) == 1 and PAYMENTS_REASON.fullmatch(blocked["reasons"][0])

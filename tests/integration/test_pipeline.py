@@ -20,6 +20,7 @@ from tests.support import (
     EXPECTED_EXAMPLE_CHANGES,
     EXPECTED_EXAMPLE_FINDINGS,
     REPO,
+    assert_plan_json_valid,
     pipeline_environment,
     plan_rows,
 )
@@ -195,12 +196,13 @@ def test_cli_plan_exits_2_on_drift_with_the_json_contract(pipeline_env) -> None:
     run = nthlayer("plan", "--json", environ=pipeline_env)
     assert run.returncode == 2, run.stderr
     payload = json.loads(run.stdout)
-    assert set(payload) == {"plan_id", "changes", "findings"}
+    assert_plan_json_valid(payload)
+    assert set(payload) == {"schema_version", "plan_id", "changes", "findings"}
     assert [
         (c["kind"], c["team"], c["email"], c["role"], c["from_role"]) for c in payload["changes"]
     ] == EXPECTED_EXAMPLE_CHANGES
-    fields = {"id", "kind", "team", "team_name", "team_id", "email", "role", "from_role"}
-    assert all(set(c) == fields for c in payload["changes"])
+    version_1 = {"id", "kind", "team", "team_name", "team_id", "email", "role", "from_role"}
+    assert all(version_1 <= set(c) for c in payload["changes"])
     assert payload["changes"][0]["team_id"] is None  # search is created by the plan: no id yet
     assert {
         (c["team_name"], c["team_id"] is None) for c in payload["changes"] if c["team"] == "payments"
