@@ -91,7 +91,7 @@ def _nthlayer_resource(config: dict[str, Any]) -> Any:
 
 
 def nthlayer_snapshot(config: dict[str, Any]) -> Watch:
-    from nthlayer_pipelines.assets.observed import read_memberships, read_teams, read_users
+    from nthlayer_pipelines.assets.pagerduty.snapshot import read_memberships, read_teams, read_users
 
     pagerduty = _nthlayer_resource(config)
     with watched() as watch, pagerduty.client() as client:
@@ -153,7 +153,7 @@ def nthlayer_incremental(config: dict[str, Any]) -> Watch:
 
     import httpx
 
-    from nthlayer_pipelines.assets.observed import refresh_pagerduty
+    from nthlayer_pipelines.assets.pagerduty.snapshot import refresh_pagerduty
     from nthlayer_pipelines.resources.ledger import Ledger
 
     pagerduty = _nthlayer_resource(config)

@@ -99,7 +99,7 @@ def plan(definitions_path: str | None, as_json: bool) -> None:
 def _report_failed_plan(error: PlanFailed, as_json: bool) -> int:
     """The plan when it was made (stdout: a reader still needs it; its JSON carries the failed checks and
     their reasons), then the verdict (stderr); the exit status."""
-    from nthlayer_pipelines.assets.checks import BLAST_RADIUS_CHECK
+    from nthlayer_pipelines.assets.pagerduty.plan_checks import BLAST_RADIUS_CHECK
     from nthlayer_pipelines.reconcile.plan import plan_to_json_text, render_plan_text
 
     made = error.plan

@@ -13,11 +13,8 @@ from typing import Any
 
 import dagster as dg
 
-from nthlayer_pipelines.assets.checks import ALL_CHECKS
-from nthlayer_pipelines.assets.desired import cortex_teams, desired_state, git_definitions
-from nthlayer_pipelines.assets.observed import pagerduty_snapshot
-from nthlayer_pipelines.assets.pagerduty.services.assets import ASSETS as SERVICES_ASSETS
-from nthlayer_pipelines.assets.reconcile import change_plan, divergences
+from nthlayer_pipelines.assets.desired import defs as desired
+from nthlayer_pipelines.assets.pagerduty import defs as pagerduty
 from nthlayer_pipelines.orchestration.jobs import (
     apply_plan_job,
     approve_plan_job,
@@ -42,15 +39,16 @@ from nthlayer_pipelines.resources.settings import (
 )
 from nthlayer_pipelines.resources.slack.resource import SlackNotifier
 
-ASSETS = [
-    git_definitions,
-    cortex_teams,
-    desired_state,
-    pagerduty_snapshot,
-    divergences,
-    *SERVICES_ASSETS,
-    change_plan,
-]
+
+# Each provider's folders contribute their own Definitions (assets, checks); the code location merges them
+# with the one approval and apply path every kind shares.
+# (Built in a function: the code location's module holds one Definitions, `defs`.)
+def _providers() -> tuple[list[Any], list[Any]]:
+    merged = dg.Definitions.merge(desired.definitions(), pagerduty.definitions())
+    return list(merged.assets or ()), list(merged.asset_checks or ())
+
+
+ASSETS, ALL_CHECKS = _providers()
 
 
 def build_resources(

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from nthlayer_pipelines.assets.checks import ALL_CHECKS
-from nthlayer_pipelines.definitions import ASSETS, resources_from
+from nthlayer_pipelines.definitions import ALL_CHECKS, ASSETS, resources_from
 from nthlayer_pipelines.model import Plan
 from nthlayer_pipelines.orchestration.run_failures import FailedCheck, failed_checks, failure_summary
 from nthlayer_pipelines.resources.ledger import LedgerResource

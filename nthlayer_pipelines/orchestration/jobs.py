@@ -7,8 +7,8 @@ import dagster as dg
 from pydantic import Field
 
 from nthlayer_pipelines.apply import ApplyRefused, apply_approval
-from nthlayer_pipelines.assets.desired import current_desired_state
-from nthlayer_pipelines.assets.observed import POOL
+from nthlayer_pipelines.assets.desired.assets import current_desired_state
+from nthlayer_pipelines.assets.pagerduty.snapshot import POOL
 from nthlayer_pipelines.model import ChangeStatus, DefinitionsError, SourceError
 from nthlayer_pipelines.orchestration.notifications import apply_summary_message
 from nthlayer_pipelines.resources.cortex.resource import CortexResource

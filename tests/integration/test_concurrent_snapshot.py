@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from starlette.responses import Response
 
-from nthlayer_pipelines.assets.observed import (
+from nthlayer_pipelines.assets.pagerduty.snapshot import (
     pagerduty_snapshot,
     read_memberships,
     read_teams,

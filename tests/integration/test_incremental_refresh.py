@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from nthlayer_pipelines.incremental import (
+from nthlayer_pipelines.model import Role
+from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
+from nthlayer_pipelines.resources.ledger import Ledger
+from nthlayer_pipelines.resources.pagerduty.audit import AuditRecordsUnavailableError, incremental_snapshot
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.incremental import (
     PROVIDER,
     RefreshMode,
     choose_refresh,
     cursor_after_full,
     token_suffix,
 )
-from nthlayer_pipelines.model import Role
-from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
-from nthlayer_pipelines.resources.ledger import Ledger
-from nthlayer_pipelines.resources.pagerduty.audit import AuditRecordsUnavailableError, incremental_snapshot
-from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from nthlayer_pipelines.sandbox import RunningSandbox, generate_org, running_sandbox
 from tests.support import assert_same_snapshot
 

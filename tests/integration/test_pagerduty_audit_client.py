@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from nthlayer_pipelines.incremental import IncrementalRead, IncrementalReadError
 from nthlayer_pipelines.resources.pagerduty.audit import (
     AuditRecordsUnavailableError,
     audit_windows,
@@ -19,6 +18,7 @@ from nthlayer_pipelines.resources.pagerduty.audit import (
     read_planned,
 )
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError
+from nthlayer_pipelines.resources.pagerduty.incremental import IncrementalRead, IncrementalReadError
 from nthlayer_pipelines.resources.pagerduty.models import AuditPage, PagerDutyUser
 from nthlayer_pipelines.sandbox import RunningSandbox, SandboxOrg, generate_org, running_sandbox
 from tests.scripted_server import Reply, ScriptedServer

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nthlayer_pipelines.incremental import (
+from nthlayer_pipelines.resources.pagerduty.incremental import (
     AccountProbe,
     SnapshotAccount,
     account_mismatch,

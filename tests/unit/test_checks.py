@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from nthlayer_pipelines.assets.checks import (
-    MAX_REASONS,
+from nthlayer_pipelines.assets.pagerduty.snapshot_checks import (
     pagerduty_memberships_name_known_users,
     pagerduty_users_have_unique_emails,
 )
+from nthlayer_pipelines.assets.verdicts import MAX_REASONS
 
 
 def users(*rows: tuple[str, str]) -> pd.DataFrame:

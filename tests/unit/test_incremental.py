@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nthlayer_pipelines.incremental import (
+from nthlayer_pipelines.model import ChangeKind, ChangeStatus, Role
+from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
+from nthlayer_pipelines.resources.pagerduty.incremental import (
     IncrementalRead,
     IncrementalReadError,
     MembershipChange,
@@ -30,8 +32,6 @@ from nthlayer_pipelines.incremental import (
     plan_incremental_read,
     token_suffix,
 )
-from nthlayer_pipelines.model import ChangeKind, ChangeStatus, Role
-from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
 from nthlayer_pipelines.resources.pagerduty.models import AuditRecord
 from nthlayer_pipelines.sandbox import SandboxOrg
 from nthlayer_pipelines.sandbox.pagerduty.audit import AuditOrigin, render_record

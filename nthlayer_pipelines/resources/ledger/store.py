@@ -43,7 +43,6 @@ from pydantic import Field
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from nthlayer_pipelines.incremental import RefreshCursor, SnapshotAccount
 from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Finding, Plan, Role
 from nthlayer_pipelines.reconcile.observed import (
     ObservedState,
@@ -71,6 +70,7 @@ from nthlayer_pipelines.resources.ledger.schema import (
     plans,
     refresh_cursors,
 )
+from nthlayer_pipelines.resources.pagerduty.incremental import RefreshCursor, SnapshotAccount
 
 # pg_advisory_xact_lock key of every ledger write: "nthlayer" in ASCII.
 WRITE_LOCK_KEY = int.from_bytes(b"nthlayer", "big")

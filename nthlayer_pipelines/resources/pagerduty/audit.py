@@ -19,7 +19,9 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from nthlayer_pipelines.incremental import (
+from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError, parse_body
+from nthlayer_pipelines.resources.pagerduty.incremental import (
     AccountProbe,
     IncrementalRead,
     IncrementalReadError,
@@ -30,8 +32,6 @@ from nthlayer_pipelines.incremental import (
     plan_incremental_read,
     subdomain_from_html_url,
 )
-from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
-from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError, parse_body
 from nthlayer_pipelines.resources.pagerduty.models import AuditPage, AuditRecord, PagerDutyUser
 
 AUDIT_PATH = "/audit/records"

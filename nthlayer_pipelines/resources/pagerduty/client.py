@@ -24,9 +24,6 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from nthlayer_pipelines.incremental import (
-    subdomain_from_html_url,
-)
 from nthlayer_pipelines.model import Role, team_name_key
 from nthlayer_pipelines.resources.http.client import (
     ApiClient,
@@ -36,6 +33,9 @@ from nthlayer_pipelines.resources.http.client import (
 )
 from nthlayer_pipelines.resources.http.ratelimit import (
     TokenBucket,
+)
+from nthlayer_pipelines.resources.pagerduty.incremental import (
+    subdomain_from_html_url,
 )
 from nthlayer_pipelines.resources.pagerduty.models import (
     EscalationRuleSpec,

@@ -7,7 +7,6 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
-from nthlayer_pipelines.incremental import DEFAULT_FULL_REFRESH_EVERY, DEFAULT_MAX_CURSOR_AGE, RefreshPolicy
 from nthlayer_pipelines.resources.http.ratelimit import (
     DEFAULT_LIMIT,
     DEFAULT_WINDOW_SECONDS,
@@ -15,6 +14,11 @@ from nthlayer_pipelines.resources.http.ratelimit import (
     shared_bucket,
 )
 from nthlayer_pipelines.resources.pagerduty.client import DEFAULT_API_URL, PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.incremental import (
+    DEFAULT_FULL_REFRESH_EVERY,
+    DEFAULT_MAX_CURSOR_AGE,
+    RefreshPolicy,
+)
 
 
 class PagerDutyResource(dg.ConfigurableResource):

@@ -4,13 +4,13 @@ differ from their tiers' standards."""
 import dagster as dg
 import pandas as pd
 
-from nthlayer_pipelines.assets.observed import POOL
 from nthlayer_pipelines.assets.pagerduty.services.compare import (
     ObservedServices,
     StandardsComparison,
     TeamContext,
     compare_standards,
 )
+from nthlayer_pipelines.assets.pagerduty.snapshot import POOL
 from nthlayer_pipelines.model import DesiredState, normalize_email
 from nthlayer_pipelines.reconcile.diff import resolve_teams
 from nthlayer_pipelines.reconcile.plan import describe_change
@@ -95,6 +95,3 @@ def service_standards(
             "preview": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines) or "Nothing differs."),
         },
     )
-
-
-ASSETS = [pagerduty_services, service_standards]

@@ -24,7 +24,20 @@ from typing import Any, NamedTuple
 import dagster as dg
 import pandas as pd
 
-from nthlayer_pipelines.incremental import (
+from nthlayer_pipelines.reconcile.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
+)
+from nthlayer_pipelines.resources.ledger import Ledger, LedgerResource, StoredSnapshot
+from nthlayer_pipelines.resources.pagerduty.audit import (
+    AuditRecordsUnavailableError,
+    incremental_snapshot,
+    probe_account,
+)
+from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.incremental import (
     OWN_WRITE_WINDOW,
     PROVIDER,
     IncrementalReadError,
@@ -41,19 +54,6 @@ from nthlayer_pipelines.incremental import (
     token_suffix,
     totals_mismatch,
 )
-from nthlayer_pipelines.reconcile.observed import (
-    ObservedState,
-    memberships_frame,
-    teams_frame,
-    users_frame,
-)
-from nthlayer_pipelines.resources.ledger import Ledger, LedgerResource, StoredSnapshot
-from nthlayer_pipelines.resources.pagerduty.audit import (
-    AuditRecordsUnavailableError,
-    incremental_snapshot,
-    probe_account,
-)
-from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 
 POOL = "pagerduty_api"  # one pool per provider key, so concurrent runs share its rate limit

@@ -1,0 +1,1 @@
+"""The desired state's sources in the UI: the Git definitions and the Cortex catalog, merged."""

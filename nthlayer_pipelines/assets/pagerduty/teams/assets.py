@@ -1,0 +1,51 @@
+"""Membership in the UI: every way PagerDuty's teams differ from the desired ones."""
+
+import dagster as dg
+import pandas as pd
+
+from nthlayer_pipelines.model import DesiredState, DivergenceKind
+from nthlayer_pipelines.reconcile.diff import TeamIdentityConflict, compute_divergences
+from nthlayer_pipelines.reconcile.observed import ObservedState
+from nthlayer_pipelines.resources.settings import ReconcileSettings
+
+
+@dg.asset(
+    group_name="reconcile",
+    kinds={"pandas"},
+    description="Every way PagerDuty differs from the desired state, one row each; a pure function.",
+)
+def divergences(
+    context: dg.AssetExecutionContext,
+    reconcile: ReconcileSettings,
+    desired_state: DesiredState,
+    pagerduty_users: pd.DataFrame,
+    pagerduty_teams: pd.DataFrame,
+    pagerduty_memberships: pd.DataFrame,
+) -> dg.Output[pd.DataFrame]:
+    scope = set(reconcile.teams)
+    unknown = sorted(scope - {t.name for t in desired_state.teams})
+    if unknown:
+        raise dg.Failure(f"team filter names teams that no source declares: {', '.join(unknown)}")
+    observed = ObservedState(users=pagerduty_users, teams=pagerduty_teams, memberships=pagerduty_memberships)
+    try:
+        frame = compute_divergences(desired_state, observed, scope=scope)
+    except TeamIdentityConflict as conflict:
+        # Nothing is planned: whichever definition a plan followed, it would undo the other's team.
+        raise dg.Failure(
+            description=f"two definitions resolve to one PagerDuty team; nothing is planned\n{conflict}",
+            metadata={"conflicts": dg.MetadataValue.md(f"```\n{conflict}\n```")},
+        ) from conflict
+    by_kind = frame["kind"].value_counts()
+    if scope:
+        context.log.info("scoped to teams: %s", ", ".join(sorted(scope)))
+    return dg.Output(
+        frame,
+        metadata={
+            "divergence_count": len(frame),
+            **{f"{kind.value}_count": int(by_kind.get(kind.value, 0)) for kind in DivergenceKind},
+            "scope": ", ".join(sorted(scope)) or "all teams",
+            "preview": dg.MetadataValue.md(frame.head(50).fillna("").to_markdown(index=False))
+            if len(frame)
+            else dg.MetadataValue.md("No divergences."),
+        },
+    )

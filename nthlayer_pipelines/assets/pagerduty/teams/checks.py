@@ -1,0 +1,34 @@
+"""Membership's checks: a snapshot that would resolve too few people is not planned from."""
+
+import dagster as dg
+import pandas as pd
+
+from nthlayer_pipelines.assets.verdicts import MAX_REASONS, verdict
+from nthlayer_pipelines.model import DivergenceKind
+from nthlayer_pipelines.resources.settings import ReconcileSettings
+
+
+@dg.asset_check(
+    asset="divergences",
+    blocking=True,
+    description="Few desired emails lack a PagerDuty account: many at once means a broken users snapshot.",
+)
+def unresolved_users_below_threshold(
+    reconcile: ReconcileSettings, divergences: pd.DataFrame
+) -> dg.AssetCheckResult:
+    unresolved = divergences[divergences["kind"] == DivergenceKind.UNRESOLVED_USER.value]
+    emails = sorted(unresolved["email"].dropna().unique())
+    count, threshold = len(emails), reconcile.max_unresolved_users
+    over = count > threshold
+    return verdict(
+        [
+            f"{count} desired emails have no PagerDuty user, more than NTHLAYER_MAX_UNRESOLVED_USERS "
+            f"({threshold}): {', '.join(emails[:MAX_REASONS])}{' ...' if count > MAX_REASONS else ''}"
+        ]
+        if over
+        else [],
+        f"{count} desired emails without a PagerDuty user, at most {threshold}",
+        unresolved_user_count=count,
+        threshold=threshold,
+        emails=", ".join(emails[:MAX_REASONS]),
+    )
