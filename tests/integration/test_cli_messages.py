@@ -216,3 +216,32 @@ def test_a_failed_check_names_what_failed(pipeline_env, tmp_path: Path) -> None:
         "error: check desired_teams_have_a_manager failed on desired_state:",
         "  - platform (git, teams/platform.yaml): none of its 2 members is a manager; make one a manager",
     ]
+
+
+def test_validate_prints_every_problem_of_the_standards_and_services_with_its_place(tmp_path: Path) -> None:
+    definitions = tmp_path / "definitions"
+    shutil.copytree(REPO / "examples" / "org", definitions)
+    standards = definitions / "standards.yaml"
+    standards.write_text(
+        standards.read_text()
+        .replace("urgency: high                   #", "urgency: support-hours          #")
+        .replace("loops: 1", "loops: 12")
+    )
+    services = definitions / "services" / "services.yaml"
+    services.write_text(
+        services.read_text().replace("displayName: Payment Webhooks", "displayName: payment api")
+    )
+
+    run = nthlayer("validate", str(definitions), environ={})
+
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [
+        "services/services.yaml: documents[1].spec.displayName: displayName 'payment api' is also the "
+        "PagerDuty name of service 'payment-api' (services/services.yaml at documents[0]): names are matched "
+        "case-insensitively, so both would map to one PagerDuty service (line 13)",
+        "standards.yaml: documents[0].spec.service.urgency: urgency 'support-hours' is not supported yet: it "
+        "needs support hours on the service, which nthlayer does not manage yet (line 14)",
+        "standards.yaml: documents[1].spec.escalation.loops: loops must be a whole number from 0 to 9; "
+        "got integer 12 (line 23)",
+        f"3 problem(s) found in {definitions}",
+    ]
