@@ -40,7 +40,16 @@ def pipeline_environment(sandbox, tmp_path: Path, **overrides: str) -> dict[str,
 
 
 def change_row(change: Change) -> tuple[str, str, str | None, str | None, str | None]:
-    """A change as (kind, team, email, role, from_role): the rows the expectations below are written in."""
+    """A change as (kind, team, email, role, from_role): the rows the expectations below are written in.
+    An attribute change is (kind, team, the object's name, the fields it sets, None)."""
+    if change.fields:
+        return (
+            change.kind.value,
+            change.team,
+            change.target_name,
+            ",".join(f.name for f in change.fields),
+            None,
+        )
     role = change.role.value if change.role else None
     from_role = change.from_role.value if change.from_role else None
     return (change.kind.value, change.team, change.email, role, from_role)
@@ -50,8 +59,9 @@ def plan_rows(plan: Plan) -> list[tuple[str, str, str | None, str | None, str | 
     return [change_row(change) for change in plan.changes]
 
 
-# The plan the seeded drift calls for, in plan order: (kind, team, email, role, from_role).
-EXPECTED_EXAMPLE_CHANGES = [
+# The plan the seeded drift calls for, in plan order: (kind, team, email, role, from_role) for membership,
+# (kind, team, object, fields, None) for the services held to their tier's standard.
+EXPECTED_EXAMPLE_MEMBERSHIP_CHANGES = [
     ("create_team", "search", None, None, None),
     ("add_member", "data-platform", "heidi@example.com", "responder", None),
     ("add_member", "payments", "carol@example.com", "responder", None),
@@ -59,6 +69,19 @@ EXPECTED_EXAMPLE_CHANGES = [
     ("add_member", "search", "ivan@example.com", "responder", None),
     ("set_role", "payments", "bob@example.com", "responder", "observer"),
     ("remove_member", "payments", "mallory@example.com", None, "responder"),
+]
+EXPECTED_EXAMPLE_CHANGES = [
+    ("create_team", "search", None, None, None),
+    ("create_escalation_policy", "checkout", "Checkout (high)", "num_loops,escalation_rules", None),
+    ("create_escalation_policy", "payments", "Payments (critical)", "num_loops,escalation_rules", None),
+    *EXPECTED_EXAMPLE_MEMBERSHIP_CHANGES[1:6],
+    ("set_service_policy", "checkout", "Checkout Web", "escalation_policy", None),
+    ("set_service_policy", "payments", "Payment API", "escalation_policy", None),
+    ("set_service_policy", "payments", "Payment Webhooks", "escalation_policy", None),
+    ("update_service", "checkout", "Checkout Web", "incident_urgency_rule,acknowledgement_timeout", None),
+    ("update_service", "payments", "Payment API", "acknowledgement_timeout", None),
+    ("update_service", "payments", "Payment Webhooks", "incident_urgency_rule,auto_resolve_timeout", None),
+    EXPECTED_EXAMPLE_MEMBERSHIP_CHANGES[6],
 ]
 EXPECTED_EXAMPLE_FINDINGS = [
     ("unmanaged_team", "Legacy Ops", None),

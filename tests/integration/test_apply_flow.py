@@ -49,11 +49,17 @@ def test_policy_approves_additions_a_person_approves_the_rest_and_it_converges(p
     plan: Plan = run_job(pipeline_env, "refresh").output_for_node("change_plan")
     ledger = Ledger(pipeline_env["NTHLAYER_LEDGER_URL"])
 
-    # The policy approved the additions and the creation, never the removal or the role change.
+    # The policy approved the additions and the creations (a team, the managed escalation policies), never
+    # the removal, the role change or anything that changes who is paged.
     (policy,) = ledger.approvals_after(0)
     assert policy.source == "policy"
     approved_kinds = {c.kind for c in plan.changes if c.id in policy.change_ids}
-    assert approved_kinds <= {ChangeKind.ADD_MEMBER, ChangeKind.CREATE_TEAM}
+    assert approved_kinds <= {
+        ChangeKind.ADD_MEMBER,
+        ChangeKind.CREATE_TEAM,
+        ChangeKind.CREATE_ESCALATION_POLICY,
+    }
+    assert ChangeKind.CREATE_ESCALATION_POLICY in approved_kinds
 
     first = tick(pipeline_env)
     (request,) = first.run_requests
@@ -68,6 +74,8 @@ def test_policy_approves_additions_a_person_approves_the_rest_and_it_converges(p
         ChangeKind.SET_ROLE,
         ChangeKind.REMOVE_MEMBER,
         ChangeKind.ADD_MEMBER,
+        ChangeKind.SET_SERVICE_POLICY,
+        ChangeKind.UPDATE_SERVICE,
     }
     approval = run_job(pipeline_env, "approve_plan", approve_config(replan.id, comment="reviewed"))
     assert approval.success
@@ -93,13 +101,18 @@ def test_policy_approves_additions_a_person_approves_the_rest_and_it_converges(p
     assert held["Search"] == {"heidi@example.com": "manager", "ivan@example.com": "responder"}
     assert tick(pipeline_env, cursor=second.cursor).skip_reason is not None
 
-    # Each entity was written once.
+    # One write per change, and each membership written once (a service's policy and its fields are two
+    # changes, two PUTs to the service; each managed policy is one POST).
     writes = [
         (r["method"], r["path"])
         for r in example_sandbox.requests(provider="pagerduty")
         if r["method"] != "GET"
     ]
-    assert len(writes) == len(set(writes)) == len(plan.changes)
+    assert len(writes) == len(plan.changes)
+    memberships = [w for w in writes if w[1].startswith("/pagerduty/teams")]
+    assert len(memberships) == len(set(memberships))
+    created = writes.count(("POST", "/pagerduty/escalation_policies"))
+    assert created == plan.count(ChangeKind.CREATE_ESCALATION_POLICY) == 2
 
     # The summary reached Slack.
     messages = example_sandbox.state.to_dict()["slack"]["messages"]

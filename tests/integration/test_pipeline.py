@@ -12,8 +12,9 @@ import dagster as dg
 import pytest
 import yaml
 
+from nthlayer_pipelines.assets.pagerduty.services.writer import StandardsWriter
 from nthlayer_pipelines.definitions import build_definitions
-from nthlayer_pipelines.model import ChangeKind, Plan
+from nthlayer_pipelines.model import SERVICE_STANDARD, ChangeKind, ChangeStatus, Plan
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from tests.support import (
@@ -57,12 +58,16 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
 
 
 def apply_by_hand(plan: Plan, environ: dict[str, str]) -> None:
-    """Carry out a plan with the client's write calls (the gated apply job is built on the same calls)."""
+    """Carry out a plan with the client's write calls (the gated apply job is built on the same calls);
+    the services' changes through their kind's writer, without the ledger."""
     with PagerDutyClient(environ["PAGERDUTY_API_URL"], environ["PAGERDUTY_API_TOKEN"]) as client:
         users = {u.email: u.id for u in client.list_users()}
         team_ids = {c.team: c.team_id for c in plan.changes if c.team_id}
+        standards = StandardsWriter(client)
         for change in plan.changes:
-            if change.kind is ChangeKind.CREATE_TEAM:
+            if change.resource == SERVICE_STANDARD:
+                assert standards.carry_out(change).status is ChangeStatus.APPLIED
+            elif change.kind is ChangeKind.CREATE_TEAM:
                 team_ids[change.team] = client.create_team(change.team_name).id
             elif change.kind in (ChangeKind.ADD_MEMBER, ChangeKind.SET_ROLE):
                 client.set_membership(team_ids[change.team], users[change.email], change.role.value)
@@ -192,15 +197,21 @@ def nthlayer(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess
     )
 
 
+def json_change_row(change: dict) -> tuple:
+    """A change of `plan --json` as `change_row` writes a Change."""
+    if change["fields"]:
+        names = ",".join(f["name"] for f in change["fields"])
+        return (change["kind"], change["team"], change["target_name"], names, None)
+    return (change["kind"], change["team"], change["email"], change["role"], change["from_role"])
+
+
 def test_cli_plan_exits_2_on_drift_with_the_json_contract(pipeline_env) -> None:
     run = nthlayer("plan", "--json", environ=pipeline_env)
     assert run.returncode == 2, run.stderr
     payload = json.loads(run.stdout)
     assert_plan_json_valid(payload)
     assert set(payload) == {"schema_version", "plan_id", "changes", "findings"}
-    assert [
-        (c["kind"], c["team"], c["email"], c["role"], c["from_role"]) for c in payload["changes"]
-    ] == EXPECTED_EXAMPLE_CHANGES
+    assert [json_change_row(c) for c in payload["changes"]] == EXPECTED_EXAMPLE_CHANGES
     version_1 = {"id", "kind", "team", "team_name", "team_id", "email", "role", "from_role"}
     assert all(version_1 <= set(c) for c in payload["changes"])
     assert payload["changes"][0]["team_id"] is None  # search is created by the plan: no id yet

@@ -15,6 +15,7 @@ from nthlayer_pipelines.model import DesiredState, normalize_email
 from nthlayer_pipelines.reconcile.diff import resolve_teams
 from nthlayer_pipelines.reconcile.plan import describe_change
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
+from nthlayer_pipelines.resources.settings import ReconcileSettings
 
 
 @dg.asset(
@@ -78,13 +79,22 @@ def team_contexts(desired: DesiredState, teams: pd.DataFrame, users: pd.DataFram
     ),
 )
 def service_standards(
+    reconcile: ReconcileSettings,
     desired_state: DesiredState,
     pagerduty_services: ObservedServices,
     pagerduty_teams: pd.DataFrame,
     pagerduty_users: pd.DataFrame,
 ) -> dg.Output[StandardsComparison]:
-    contexts = team_contexts(desired_state, pagerduty_teams, pagerduty_users)
-    result = compare_standards(desired_state, pagerduty_services, contexts)
+    scope = set(reconcile.teams)  # the launchpad's scope: only these teams' services, as for membership
+    desired = desired_state
+    if scope:
+        desired = desired_state.model_copy(
+            update={"services": tuple(s for s in desired_state.services if s.team in scope)}
+        )
+    contexts = team_contexts(desired, pagerduty_teams, pagerduty_users)
+    result = compare_standards(desired, pagerduty_services, contexts)
+    if scope:
+        result.findings = [f for f in result.findings if f.team in scope]
     lines = [describe_change(c) for c in result.changes[:50]]
     lines += [f"! {f.kind.value} {f.subject or ''}: {f.detail}" for f in result.findings[:50]]
     return dg.Output(
