@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -22,8 +23,21 @@ EXAMPLE_SEED = REPO / "examples" / "sandbox-seed.yaml"
 ARTIFACTS = REPO / "test-artifacts"
 
 
+def membership_definitions(tmp_path: Path) -> Path:
+    """examples/org without its Services and Standards: team membership alone, the kind most tests are
+    about (with no Service declared, PagerDuty's services are not even read). The full example is
+    EXAMPLE_DEFINITIONS."""
+    target = tmp_path / "membership-definitions"
+    if not target.exists():
+        shutil.copytree(
+            EXAMPLE_DEFINITIONS, target, ignore=shutil.ignore_patterns("services", "standards.yaml")
+        )
+    return target
+
+
 def pipeline_environment(sandbox, tmp_path: Path, **overrides: str) -> dict[str, str]:
-    """What a user exports to point the pipeline at the sandbox."""
+    """What a user exports to point the pipeline at the sandbox, with the example's membership alone unless
+    `NTHLAYER_DEFINITIONS` says otherwise."""
     environ = {
         "PAGERDUTY_API_URL": sandbox.pagerduty_url,
         "PAGERDUTY_API_TOKEN": DEFAULT_PAGERDUTY_TOKEN,
@@ -32,7 +46,7 @@ def pipeline_environment(sandbox, tmp_path: Path, **overrides: str) -> dict[str,
         "SLACK_API_URL": sandbox.slack_url,
         "SLACK_BOT_TOKEN": DEFAULT_SLACK_TOKEN,
         "NTHLAYER_SLACK_CHANNEL": "ops-changes",
-        "NTHLAYER_DEFINITIONS": str(EXAMPLE_DEFINITIONS),
+        "NTHLAYER_DEFINITIONS": str(membership_definitions(tmp_path)),
         "NTHLAYER_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
     }
     environ.update(overrides)
@@ -61,7 +75,7 @@ def plan_rows(plan: Plan) -> list[tuple[str, str, str | None, str | None, str | 
 
 # The plan the seeded drift calls for, in plan order: (kind, team, email, role, from_role) for membership,
 # (kind, team, object, fields, None) for the services held to their tier's standard.
-EXPECTED_EXAMPLE_MEMBERSHIP_CHANGES = [
+EXPECTED_EXAMPLE_CHANGES = [
     ("create_team", "search", None, None, None),
     ("add_member", "data-platform", "heidi@example.com", "responder", None),
     ("add_member", "payments", "carol@example.com", "responder", None),
@@ -70,18 +84,18 @@ EXPECTED_EXAMPLE_MEMBERSHIP_CHANGES = [
     ("set_role", "payments", "bob@example.com", "responder", "observer"),
     ("remove_member", "payments", "mallory@example.com", None, "responder"),
 ]
-EXPECTED_EXAMPLE_CHANGES = [
+EXPECTED_EXAMPLE_CHANGES_WITH_STANDARDS = [
     ("create_team", "search", None, None, None),
     ("create_escalation_policy", "checkout", "Checkout (high)", "num_loops,escalation_rules", None),
     ("create_escalation_policy", "payments", "Payments (critical)", "num_loops,escalation_rules", None),
-    *EXPECTED_EXAMPLE_MEMBERSHIP_CHANGES[1:6],
+    *EXPECTED_EXAMPLE_CHANGES[1:6],
     ("set_service_policy", "checkout", "Checkout Web", "escalation_policy", None),
     ("set_service_policy", "payments", "Payment API", "escalation_policy", None),
     ("set_service_policy", "payments", "Payment Webhooks", "escalation_policy", None),
     ("update_service", "checkout", "Checkout Web", "incident_urgency_rule,acknowledgement_timeout", None),
     ("update_service", "payments", "Payment API", "acknowledgement_timeout", None),
     ("update_service", "payments", "Payment Webhooks", "incident_urgency_rule,auto_resolve_timeout", None),
-    EXPECTED_EXAMPLE_MEMBERSHIP_CHANGES[6],
+    EXPECTED_EXAMPLE_CHANGES[6],
 ]
 EXPECTED_EXAMPLE_FINDINGS = [
     ("unmanaged_team", "Legacy Ops", None),

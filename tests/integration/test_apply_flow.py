@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -13,7 +14,16 @@ from starlette.responses import JSONResponse
 from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.model import ChangeKind, Plan
 from nthlayer_pipelines.resources.ledger import Ledger
-from tests.support import REPO, pipeline_environment
+from tests.support import EXAMPLE_DEFINITIONS, REPO, pipeline_environment
+
+
+@pytest.fixture
+def pipeline_env(example_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The whole example org, its services and standards with its teams."""
+    environ = pipeline_environment(example_sandbox, tmp_path, NTHLAYER_DEFINITIONS=str(EXAMPLE_DEFINITIONS))
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return environ
 
 
 def run_job(environ: dict[str, str], name: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:

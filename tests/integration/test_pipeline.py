@@ -18,7 +18,8 @@ from nthlayer_pipelines.model import SERVICE_STANDARD, ChangeKind, ChangeStatus,
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from tests.support import (
-    EXPECTED_EXAMPLE_CHANGES,
+    EXAMPLE_DEFINITIONS,
+    EXPECTED_EXAMPLE_CHANGES_WITH_STANDARDS,
     EXPECTED_EXAMPLE_FINDINGS,
     REPO,
     assert_plan_json_valid,
@@ -38,6 +39,15 @@ ALL_ASSETS = {
     "service_standards",
     "change_plan",
 }
+
+
+@pytest.fixture
+def pipeline_env(example_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The whole example org, its services and standards with its teams."""
+    environ = pipeline_environment(example_sandbox, tmp_path, NTHLAYER_DEFINITIONS=str(EXAMPLE_DEFINITIONS))
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return environ
 
 
 def refresh(environ: dict[str, str]) -> dg.ExecuteInProcessResult:
@@ -83,7 +93,7 @@ def test_refresh_plans_exactly_the_seeded_drift_then_nothing_once_applied(
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {key for key in ALL_ASSETS}
     plan: Plan = result.output_for_node("change_plan")
-    assert plan_rows(plan) == EXPECTED_EXAMPLE_CHANGES
+    assert plan_rows(plan) == EXPECTED_EXAMPLE_CHANGES_WITH_STANDARDS
     assert [(f.kind.value, f.team, f.email) for f in plan.findings] == EXPECTED_EXAMPLE_FINDINGS
 
     ledger = Ledger(pipeline_env["NTHLAYER_LEDGER_URL"])
@@ -110,7 +120,7 @@ def test_plan_metadata_is_readable_in_the_ui(pipeline_env) -> None:
         e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("change_plan")
     ]
     metadata = event.materialization.metadata
-    assert metadata["changes_total"].value == len(EXPECTED_EXAMPLE_CHANGES)
+    assert metadata["changes_total"].value == len(EXPECTED_EXAMPLE_CHANGES_WITH_STANDARDS)
     assert metadata["members_to_remove"].value == 1
     plan = result.output_for_node("change_plan")
     removal, creation = plan.changes[-1], plan.changes[0]
@@ -211,7 +221,7 @@ def test_cli_plan_exits_2_on_drift_with_the_json_contract(pipeline_env) -> None:
     payload = json.loads(run.stdout)
     assert_plan_json_valid(payload)
     assert set(payload) == {"schema_version", "plan_id", "changes", "findings"}
-    assert [json_change_row(c) for c in payload["changes"]] == EXPECTED_EXAMPLE_CHANGES
+    assert [json_change_row(c) for c in payload["changes"]] == EXPECTED_EXAMPLE_CHANGES_WITH_STANDARDS
     version_1 = {"id", "kind", "team", "team_name", "team_id", "email", "role", "from_role"}
     assert all(version_1 <= set(c) for c in payload["changes"])
     assert payload["changes"][0]["team_id"] is None  # search is created by the plan: no id yet
