@@ -60,6 +60,7 @@ from nthlayer_pipelines.reconcile.safety import (
 )
 from nthlayer_pipelines.resources.ledger import migrate
 from nthlayer_pipelines.resources.ledger.schema import (
+    SUBJECT_LENGTH,
     approvals,
     asset_outputs,
     change_attempts,
@@ -224,6 +225,8 @@ class ChangeOutcome:
     user_id: str | None
     role: Role | None
     from_role: Role | None
+    provider: str
+    subject: str | None  # `Change.subject`, e.g. payments/Payment API; None only if written so by hand
     status: ChangeStatus
     approval_id: str | None
     run_id: str | None
@@ -360,6 +363,7 @@ class Ledger:
         judged on (the teams' rosters), kept with a new instance.
         """
         content_id = plan.content_id
+        provider = _provider_of(plan)
         now = datetime.now(UTC)
         with self._begin(write=True) as conn:
             filed = _file_plan(conn, plan)
@@ -386,6 +390,7 @@ class Ledger:
                         previous_plan_id=previous,
                         held_back=sorted(held_back),
                         basis=dict(basis) if basis is not None else None,
+                        provider=provider,
                     )
                 )
                 if plan.changes:
@@ -430,7 +435,9 @@ class Ledger:
             stored = None if filed.new else _plan(conn, filed.instance_id)
         changes = stored.changes if stored is not None else plan.changes
         return RecordedPlan(
-            plan=Plan(id=filed.instance_id, changes=changes, findings=plan.findings),
+            plan=Plan(
+                id=filed.instance_id, changes=changes, findings=plan.findings, provider=_provider_of(plan)
+            ),
             new=filed.new,
             generation=filed.generation,
             previous_id=filed.previous_id,
@@ -937,7 +944,7 @@ def _plan(conn: Connection, plan_id: str) -> Plan | None:
     ).scalars()
     changes = tuple(Change.model_validate(body) for body in bodies)
     findings = tuple(Finding.model_validate(f) for f in row["findings"])
-    return Plan(id=plan_id, changes=changes, findings=findings)
+    return Plan(id=plan_id, changes=changes, findings=findings, provider=row["provider"])
 
 
 def _require_plan(conn: Connection, plan_id: str) -> Plan:
@@ -951,6 +958,21 @@ def _latest_plan_id(conn: Connection) -> str | None:
     return conn.execute(
         sa.select(plan_sightings.c.plan_id).order_by(plan_sightings.c.id.desc()).limit(1)
     ).scalar()
+
+
+def _provider_of(plan: Plan) -> str:
+    """The plan's provider: its changes', which all share one (one apply writes a plan through one client);
+    a plan without changes says its own (`Plan.provider`)."""
+    providers = sorted({c.provider for c in plan.changes})
+    if len(providers) > 1:
+        raise LedgerError(
+            f"plan {plan.id} holds changes of several providers ({', '.join(providers)}): a plan is what "
+            "one apply writes through one client; plan each provider's changes apart"
+        )
+    provider = providers[0] if providers else plan.provider
+    if "provider" in plan.model_fields_set and plan.provider != provider:
+        raise LedgerError(f"plan {plan.id} says it is {plan.provider}'s, but its changes are {provider}'s")
+    return provider
 
 
 def changes_digest(plan_id: str, changes: Iterable[Change]) -> str:
@@ -1264,6 +1286,9 @@ def _change_columns(plan_id: str, position: int, change: Change) -> dict[str, An
         "user_id": change.user_id,
         "role": change.role.value if change.role else None,
         "from_role": change.from_role.value if change.from_role else None,
+        "provider": change.provider,
+        # Cut to the column's length: what the audit shows of the change, never a reason to fail a write.
+        "subject": change.subject[:SUBJECT_LENGTH],
     }
 
 
@@ -1280,6 +1305,8 @@ def _outcome(row: sa.RowMapping) -> ChangeOutcome:
         user_id=row["user_id"],
         role=Role(row["role"]) if row["role"] else None,
         from_role=Role(row["from_role"]) if row["from_role"] else None,
+        provider=row["provider"],
+        subject=row["subject"],
         status=ChangeStatus(row["status"]),
         approval_id=row["approval_id"],
         run_id=row["run_id"],
