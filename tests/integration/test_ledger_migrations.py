@@ -312,6 +312,8 @@ def test_revision_0005_takes_each_plans_provider_and_each_outcomes_subject_from_
     with Ledger(empty_ledger_url) as ledger:
         assert ledger.get_plan(pagerduty_plan.id) == pagerduty_plan
         assert ledger.get_plan(slack_plan.id) == slack_plan.model_copy(update={"provider": "slack"})
+        assert ledger.latest_plan_id() == pagerduty_plan.id, "a later plan of Slack's supersedes nothing"
+        assert ledger.latest_plan_id("slack") == slack_plan.id
         outcomes = [*ledger.outcomes(pagerduty_plan.id), *ledger.outcomes(slack_plan.id)]
     assert [(o.provider, o.subject) for o in outcomes] == [
         ("pagerduty", "payments/Payment API"),
