@@ -17,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from nthlayer_pipelines.doctor import Status, check_ledger
-from nthlayer_pipelines.model import Change, ChangeKind, FieldChange, Plan, Role
+from nthlayer_pipelines.model import Change, ChangeKind, Plan, Role
 from nthlayer_pipelines.resources.ledger import (
     Ledger,
     LedgerOutdatedError,
@@ -28,6 +28,7 @@ from nthlayer_pipelines.resources.ledger import (
 )
 from nthlayer_pipelines.resources.ledger.migrate import BASELINE, VERSION_TABLE
 from nthlayer_pipelines.resources.ledger.store import _change_columns
+from tests.integration.test_ledger_envelope import SERVICE
 from tests.old_release import UNVERSIONED_RELEASE, checkout, run_script
 from tests.postgres import PostgresUnavailable, fresh_database, postgres_server, render
 
@@ -278,16 +279,6 @@ def _write_at_revision_0004(url: str, plans: Sequence[Plan]) -> None:
 def test_revision_0005_takes_each_plans_provider_and_each_outcomes_subject_from_its_changes(
     empty_ledger_url: str,
 ) -> None:
-    service = Change.of_fields(
-        "pagerduty",
-        ChangeKind.UPDATE_SERVICE,
-        team="payments",
-        team_name="Payments",
-        team_id="PPAY001",
-        target_id="PSVC001",
-        target_name="Payment API",
-        fields=(FieldChange(name="acknowledgement_timeout", before=None, after=1800),),
-    )
     by_id = Change.planned(
         "pagerduty", ChangeKind.REMOVE_MEMBER, team="payments", team_name="Payments", user_id="PGONE01"
     )
@@ -301,7 +292,7 @@ def test_revision_0005_takes_each_plans_provider_and_each_outcomes_subject_from_
         role=Role.RESPONDER,
         provider="slack",
     )
-    pagerduty_plan = Plan(id=Plan.make_id((service, by_id)), changes=(service, by_id))
+    pagerduty_plan = Plan(id=Plan.make_id((SERVICE, by_id)), changes=(SERVICE, by_id))
     slack_plan = Plan(id=Plan.make_id((slack,)), changes=(slack,))
     _write_at_revision_0004(empty_ledger_url, [pagerduty_plan, slack_plan])
 
@@ -320,4 +311,4 @@ def test_revision_0005_takes_each_plans_provider_and_each_outcomes_subject_from_
         ("pagerduty", "payments/PGONE01"),
         ("slack", "payments/alice@example.com"),
     ]
-    assert [o.subject for o in outcomes] == [service.subject, by_id.subject, slack.subject]
+    assert [o.subject for o in outcomes] == [SERVICE.subject, by_id.subject, slack.subject]

@@ -6,7 +6,9 @@ provider's own."""
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
+from nthlayer_pipelines.cli import main
 from nthlayer_pipelines.model import Change, ChangeKind, FieldChange, Plan, Role
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
 from tests.integration.test_ledger import ADD as CAROL
@@ -158,3 +160,7 @@ def test_an_outcome_names_its_changes_provider_and_subject(
             ChangeKind.UPDATE_SERVICE,
         )
     assert ledger.audit(team="payments") == [applied]
+    audit = CliRunner().invoke(main, ["audit"], env={"NTHLAYER_LEDGER_URL": ledger.url})
+    assert f"applied  update_service payments/#payments-oncall (slack)  [{SLACK.id} {approval.id}]" in (
+        audit.output
+    )
