@@ -25,8 +25,11 @@ from tests.support import EXPECTED_EXAMPLE_CHANGES, REPO, plan_rows
 
 pytestmark = pytest.mark.postgres
 
-UPSTREAM = "git_definitions,cortex_teams,desired_state,pagerduty_users,pagerduty_teams,pagerduty_memberships"
-DOWNSTREAM = "divergences,change_plan"
+UPSTREAM = (
+    "git_definitions,cortex_teams,desired_state,pagerduty_users,pagerduty_teams,pagerduty_memberships,"
+    "pagerduty_services"
+)
+DOWNSTREAM = "divergences,service_standards,change_plan"
 
 
 @pytest.fixture

@@ -47,7 +47,10 @@ def branch_of_the_definitions(tmp_path: Path) -> Path:
     branch = tmp_path / "branch"
     shutil.copytree(EXAMPLE_DEFINITIONS, branch)
     payments = branch / "teams" / "payments.yaml"
-    payments.write_text(payments.read_text() + BRANCH_MEMBER)
+    last_member = "    - {email: dave@example.com, role: observer}\n"
+    text = payments.read_text()
+    assert last_member in text
+    payments.write_text(text.replace(last_member, last_member + BRANCH_MEMBER))
     return branch
 
 

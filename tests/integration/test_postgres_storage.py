@@ -23,8 +23,10 @@ REFRESH_ASSETS = [
     "divergences",
     "git_definitions",
     "pagerduty_memberships",
+    "pagerduty_services",
     "pagerduty_teams",
     "pagerduty_users",
+    "service_standards",
 ]
 CORE_CHECKS = {
     ("desired_state", "desired_teams_have_a_manager"),
