@@ -147,6 +147,9 @@ def test_a_drifted_critical_service_gets_its_policy_created_pointed_at_and_its_f
     assert describe_change(update).startswith(
         '~ service "Payment API" (PSVC1), team payments (Payments, PT1)'
     )
+    assert describe_lines(repoint)[1:] == [
+        '    escalation_policy: "Payments default" (PEP0) → "Payments (critical)" (new)'
+    ]
     assert create.risk.value == "low" and repoint.risk.value == "privileged"
 
 

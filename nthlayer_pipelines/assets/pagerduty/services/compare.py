@@ -106,6 +106,7 @@ def compare_standards(
     team_ids = {c.team_id for c in teams.values() if c.team_id}
     _unmanaged(observed, team_ids, named, result)
     by_name = _by_name(observed.policies)
+    names = {p.id: p.name for p in observed.policies}
     policies: dict[tuple[str, Tier], tuple[str | None, str] | None] = {}  # -> (policy id, name) or None
     for service in sorted(desired.services, key=lambda s: (s.team, s.name)):
         team = desired.team(service.team)
@@ -127,7 +128,8 @@ def compare_standards(
         key = (team.name, service.tier)
         if key not in policies:
             policies[key] = _plan_policy(team, standard, context, observed, by_name, result)
-        _plan_service(service, found, standard, context, policies[key], result)
+        current = names.get(found.escalation_policy_id)
+        _plan_service(service, found, current, standard, context, policies[key], result)
     _unused_policies(desired, observed, by_name, result)
     return result
 
@@ -416,6 +418,7 @@ def wanted_service_fields(standard: Standard) -> dict[str, object]:
 def _plan_service(
     service: Service,
     found: PagerDutyService,
+    current_policy: str | None,
     standard: Standard,
     context: TeamContext,
     policy: tuple[str | None, str] | None,
@@ -432,7 +435,7 @@ def _plan_service(
                 (
                     FieldChange(
                         name="escalation_policy",
-                        before={"id": found.escalation_policy_id},
+                        before={"id": found.escalation_policy_id, "name": current_policy},
                         after={"id": policy[0], "name": policy[1]},
                     ),
                 ),
