@@ -115,7 +115,7 @@ def nthlayer_snapshot(config: dict[str, Any]) -> Watch:
 def _ten_changes(client: Any, state: Any) -> list[str]:
     """Five members added, three roles changed, two members removed, on ten different teams, through the
     sandbox's PagerDuty API (with nthlayer's token: own writes, applied from their records all the same)."""
-    from nthlayer_pipelines.model import Role
+    from nthlayer_pipelines.core.model import Role
     from nthlayer_pipelines.resources.pagerduty.client import PagerDutyError
 
     members: dict[str, dict[str, str]] = {}
@@ -273,9 +273,9 @@ def divergences(config: dict[str, Any]) -> Watch:
     missing, 1 % on another role and 1 % extra."""
     import pandas as pd
 
-    from nthlayer_pipelines.model import DesiredState, Member, Role, Team
-    from nthlayer_pipelines.reconcile.diff import compute_divergences
-    from nthlayer_pipelines.reconcile.observed import (
+    from nthlayer_pipelines.assets.pagerduty.teams.compare import compute_divergences
+    from nthlayer_pipelines.core.model import DesiredState, Member, Role, Team
+    from nthlayer_pipelines.resources.pagerduty.observed import (
         ObservedState,
         memberships_frame,
         teams_frame,

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 
 from nthlayer_pipelines.assets.pagerduty.writers import pagerduty_writers
 from nthlayer_pipelines.core.kind import ApplyRow, KindWriter, RunLog
-from nthlayer_pipelines.model import Change, ChangeStatus, DesiredState, Plan
-from nthlayer_pipelines.reconcile.plan import describe_change, markdown_cell
-from nthlayer_pipelines.reconcile.safety import BlastRadiusLimits
+from nthlayer_pipelines.core.model import Change, ChangeStatus, DesiredState, Plan
+from nthlayer_pipelines.core.plan import describe_change, markdown_cell
+from nthlayer_pipelines.core.safety import BlastRadiusLimits
 from nthlayer_pipelines.resources.ledger import Approval, Ledger
 from nthlayer_pipelines.resources.ledger.store import changes_digest
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient

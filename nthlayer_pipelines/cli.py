@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 import sqlalchemy as sa
 
-from nthlayer_pipelines.model import TEAM_MEMBERSHIP, DefinitionsError, SourceError
+from nthlayer_pipelines.core.model import TEAM_MEMBERSHIP, DefinitionsError, SourceError
 from nthlayer_pipelines.resources.ledger import (
     AFTER_REJECTION,
     DEFAULT_PROVIDER,
@@ -80,8 +80,8 @@ def validate(path: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (a stable contract).")
 def plan(definitions_path: str | None, as_json: bool) -> None:
     """Compute the plan read-only. Exit 0: no drift, 2: drift, 3: over the blast radius, 1: error."""
+    from nthlayer_pipelines.core.plan import plan_to_json_text, render_plan_text
     from nthlayer_pipelines.inprocess import PlanFailed, plan_in_process
-    from nthlayer_pipelines.reconcile.plan import plan_to_json_text, render_plan_text
 
     environ = dict(os.environ)
     if definitions_path is not None:
@@ -101,7 +101,7 @@ def _report_failed_plan(error: PlanFailed, as_json: bool) -> int:
     """The plan when it was made (stdout: a reader still needs it; its JSON carries the failed checks and
     their reasons), then the verdict (stderr); the exit status."""
     from nthlayer_pipelines.assets.pagerduty.plan_checks import BLAST_RADIUS_CHECK
-    from nthlayer_pipelines.reconcile.plan import plan_to_json_text, render_plan_text
+    from nthlayer_pipelines.core.plan import plan_to_json_text, render_plan_text
 
     made = error.plan
     if made is None:

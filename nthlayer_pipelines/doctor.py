@@ -21,7 +21,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from nthlayer_pipelines.model import SourceError
+from nthlayer_pipelines.core.model import SourceError
 from nthlayer_pipelines.resources.http.client import Redactor
 
 if TYPE_CHECKING:

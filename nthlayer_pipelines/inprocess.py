@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from nthlayer_pipelines.core.model import Plan
 from nthlayer_pipelines.definitions import ALL_CHECKS, ASSETS, resources_from
-from nthlayer_pipelines.model import Plan
 from nthlayer_pipelines.orchestration.run_failures import FailedCheck, failed_checks, failure_summary
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.settings import DeploymentSettings

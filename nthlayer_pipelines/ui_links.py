@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from nthlayer_pipelines.model import Plan
+from nthlayer_pipelines.core.model import Plan
 
 APPROVE_JOB = "approve_plan"
 APPROVE_OP = "approve"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nthlayer_pipelines.model import Change, Plan
-from nthlayer_pipelines.reconcile.observed import ObservedState
+from nthlayer_pipelines.core.model import Change, Plan
+from nthlayer_pipelines.resources.pagerduty.observed import ObservedState
 from nthlayer_pipelines.sandbox import (
     DEFAULT_CORTEX_TOKEN,
     DEFAULT_PAGERDUTY_TOKEN,

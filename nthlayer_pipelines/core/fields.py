@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from pydantic import JsonValue
 
-from nthlayer_pipelines.model import Change, FieldChange
-from nthlayer_pipelines.reconcile.outcome import Action, Decision
+from nthlayer_pipelines.core.kind import Action, Decision
+from nthlayer_pipelines.core.model import Change, FieldChange
 
 Comparable = Callable[[str, JsonValue], JsonValue]  # (field name, value) -> what equality is judged on
 

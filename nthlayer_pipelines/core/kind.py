@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
-from nthlayer_pipelines.model import Change, ChangeStatus, DesiredState
-from nthlayer_pipelines.reconcile.safety import BlastRadiusLimits
+from nthlayer_pipelines.core.model import Change, ChangeStatus, DesiredState
+from nthlayer_pipelines.core.safety import BlastRadiusLimits
 
 
 class RunLog(Protocol):
@@ -22,6 +23,19 @@ class RunLog(Protocol):
     def info(self, msg: str, *args: object) -> None: ...
 
     def warning(self, msg: str, *args: object) -> None: ...
+
+
+class Action(StrEnum):
+    WRITE = "write"
+    SKIP = "skip"  # already converged: nothing to write
+    STALE = "stale"  # moved under the plan: leave it for a person and a new plan
+    FAIL = "fail"  # cannot be carried out now, may be later (the team is not created yet)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    detail: str = ""
 
 
 @dataclass(frozen=True)

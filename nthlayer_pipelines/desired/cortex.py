@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from nthlayer_pipelines.model import Member, Role, SourceError, Team, normalize_email
+from nthlayer_pipelines.core.model import Member, Role, SourceError, Team, normalize_email
 from nthlayer_pipelines.resources.cortex.client import CortexMember, CortexTeam
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?$")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nthlayer_pipelines.model import (
+from nthlayer_pipelines.core.model import (
     DefinitionsError,
     DesiredState,
     Member,

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from nthlayer_pipelines.model import Role, Tier, Urgency
+from nthlayer_pipelines.core.model import Role, Tier, Urgency
 
 from .yaml_files import Location
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nthlayer_pipelines.model import DesiredState, Service, SourceError, Standard, Team, team_name_key
+from nthlayer_pipelines.core.model import DesiredState, Service, SourceError, Standard, Team, team_name_key
 
 DEFAULT_PRECEDENCE = ("git", "cortex")
 

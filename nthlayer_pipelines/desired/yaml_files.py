@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from nthlayer_pipelines.model import ValidationProblem
+from nthlayer_pipelines.core.model import ValidationProblem
 
 Location = tuple[str | int, ...]
 

@@ -9,7 +9,7 @@ from pydantic import Field
 from nthlayer_pipelines.apply import ApplyRefused, apply_approval
 from nthlayer_pipelines.assets.desired.assets import current_desired_state
 from nthlayer_pipelines.assets.pagerduty.snapshot import POOL
-from nthlayer_pipelines.model import ChangeStatus, DefinitionsError, SourceError
+from nthlayer_pipelines.core.model import ChangeStatus, DefinitionsError, SourceError
 from nthlayer_pipelines.orchestration.notifications import apply_summary_message
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.ledger import AFTER_REJECTION, LedgerError, LedgerResource

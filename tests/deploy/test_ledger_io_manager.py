@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from nthlayer_pipelines.core.model import Plan
 from nthlayer_pipelines.definitions import build_definitions, fixed_by_deployment
-from nthlayer_pipelines.model import Plan
 from nthlayer_pipelines.resources.io_manager import io_managers_from_env
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.ledger.schema import asset_outputs

@@ -27,8 +27,8 @@ from sqlalchemy.engine import URL
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from nthlayer_pipelines.core.model import ChangeStatus
 from nthlayer_pipelines.desired.git import load_definitions
-from nthlayer_pipelines.model import ChangeStatus
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.ledger.schema import plan_sightings, plans

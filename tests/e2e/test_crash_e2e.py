@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from nthlayer_pipelines.model import ChangeStatus
+from nthlayer_pipelines.core.model import ChangeStatus
 from nthlayer_pipelines.resources.ledger import WRITE_LOCK_KEY, Ledger
 from nthlayer_pipelines.sandbox import RunningSandbox
 from tests.e2e.deployment import Deployment, wait_until

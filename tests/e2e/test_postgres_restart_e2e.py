@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nthlayer_pipelines.model import ChangeStatus
+from nthlayer_pipelines.core.model import ChangeStatus
 from nthlayer_pipelines.resources.ledger import Ledger
 from tests.e2e.deployment import DagsterUi, wait_until
 from tests.e2e.test_apply_e2e import (

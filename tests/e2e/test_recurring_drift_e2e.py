@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from nthlayer_pipelines.model import ChangeStatus
+from nthlayer_pipelines.core.model import ChangeStatus
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.sandbox import RunningSandbox, load_seed, running_sandbox
 from tests.e2e.deployment import Deployment

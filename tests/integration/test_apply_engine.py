@@ -13,27 +13,27 @@ import pytest
 from starlette.responses import JSONResponse, Response
 
 from nthlayer_pipelines.apply import ApplyRefused, ApplyReport, apply_approval
-from nthlayer_pipelines.definitions import build_definitions
-from nthlayer_pipelines.desired.git import load_definitions
-from nthlayer_pipelines.model import ChangeStatus, DesiredState, Member, Plan, Role, Team
-from nthlayer_pipelines.reconcile.diff import compute_divergences
-from nthlayer_pipelines.reconcile.observed import (
-    ObservedState,
-    memberships_frame,
-    teams_frame,
-    users_frame,
-)
-from nthlayer_pipelines.reconcile.plan import build_plan
-from nthlayer_pipelines.reconcile.safety import (
+from nthlayer_pipelines.assets.pagerduty.teams.compare import compute_divergences
+from nthlayer_pipelines.core.model import ChangeStatus, DesiredState, Member, Plan, Role, Team
+from nthlayer_pipelines.core.plan import build_plan
+from nthlayer_pipelines.core.safety import (
     BlastRadius,
     assess_blast_radius,
     rosters_as_json,
     rosters_from_members,
     rosters_from_memberships,
 )
+from nthlayer_pipelines.definitions import build_definitions
+from nthlayer_pipelines.desired.git import load_definitions
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
 from nthlayer_pipelines.resources.ledger.schema import plan_blast_radius, plan_changes, plans
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
+)
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RequestContext, RunningSandbox
 from tests.reliability import Reliability
 from tests.support import EXAMPLE_DEFINITIONS, EXPECTED_EXAMPLE_CHANGES, plan_rows

@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 from starlette.responses import JSONResponse
 
+from nthlayer_pipelines.core.model import ChangeKind, Plan
 from nthlayer_pipelines.definitions import build_definitions
-from nthlayer_pipelines.model import ChangeKind, Plan
 from nthlayer_pipelines.resources.ledger import Ledger
 from tests.support import EXAMPLE_DEFINITIONS, REPO, pipeline_environment
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from nthlayer_pipelines.apply import apply_approval
-from nthlayer_pipelines.model import ChangeKind, ChangeStatus
+from nthlayer_pipelines.core.model import ChangeKind, ChangeStatus
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from nthlayer_pipelines.sandbox import RunningSandbox

@@ -18,8 +18,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from nthlayer_pipelines.model import ChangeKind, ChangeStatus, Plan, Role
-from nthlayer_pipelines.reconcile.outcome import converged
+from nthlayer_pipelines.assets.pagerduty.teams.decide import converged
+from nthlayer_pipelines.core.model import ChangeKind, ChangeStatus, Plan, Role
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RunningSandbox, SandboxOrg, running_sandbox
 from nthlayer_pipelines.sandbox.faults import transient_mix

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nthlayer_pipelines.model import SourceError
+from nthlayer_pipelines.core.model import SourceError
 from nthlayer_pipelines.resources.cortex.client import CortexClient
 from nthlayer_pipelines.resources.pagerduty.client import (
     PagerDutyClient,

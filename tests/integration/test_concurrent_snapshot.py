@@ -18,9 +18,9 @@ from nthlayer_pipelines.assets.pagerduty.snapshot import (
     read_teams,
     read_users,
 )
-from nthlayer_pipelines.reconcile.observed import memberships_frame, teams_frame, users_frame
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError
+from nthlayer_pipelines.resources.pagerduty.observed import memberships_frame, teams_frame, users_frame
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.sandbox import (
     RequestContext,

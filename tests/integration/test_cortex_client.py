@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from nthlayer_pipelines.core.model import Member, Role, SourceError, Team
 from nthlayer_pipelines.desired.cortex import teams_from_cortex
-from nthlayer_pipelines.model import Member, Role, SourceError, Team
 from nthlayer_pipelines.resources.cortex.client import CortexClient
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.sandbox import org_from_seed, running_sandbox

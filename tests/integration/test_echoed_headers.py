@@ -26,8 +26,8 @@ import pytest
 import sqlalchemy as sa
 from dagster._serdes import serialize_value
 
+from nthlayer_pipelines.core.model import SourceError
 from nthlayer_pipelines.definitions import build_definitions
-from nthlayer_pipelines.model import SourceError
 from nthlayer_pipelines.orchestration.sensors import run_failure_to_slack
 from nthlayer_pipelines.resources.cortex.client import CortexClient
 from nthlayer_pipelines.resources.http.client import REDACTED

@@ -13,11 +13,11 @@ import dagster as dg
 import pytest
 
 from nthlayer_pipelines.assets.pagerduty.snapshot import TABLES, pagerduty_snapshot, read_full
-from nthlayer_pipelines.model import Role
-from nthlayer_pipelines.reconcile.observed import ObservedState
+from nthlayer_pipelines.core.model import Role
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerResource
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from nthlayer_pipelines.resources.pagerduty.incremental import PROVIDER, cursor_after_full
+from nthlayer_pipelines.resources.pagerduty.observed import ObservedState
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.sandbox import RunningSandbox, SandboxOrg, generate_org, running_sandbox
 from tests.support import assert_same_snapshot

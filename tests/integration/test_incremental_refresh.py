@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nthlayer_pipelines.model import Role
-from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
+from nthlayer_pipelines.core.model import Role
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.pagerduty.audit import AuditRecordsUnavailableError, incremental_snapshot
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
@@ -20,6 +19,12 @@ from nthlayer_pipelines.resources.pagerduty.incremental import (
     choose_refresh,
     cursor_after_full,
     token_suffix,
+)
+from nthlayer_pipelines.resources.pagerduty.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
 )
 from nthlayer_pipelines.sandbox import RunningSandbox, generate_org, running_sandbox
 from tests.support import assert_same_snapshot

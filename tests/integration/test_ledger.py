@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Plan, Role
-from nthlayer_pipelines.reconcile.safety import BlastRadius, BlastRadiusLimits
+from nthlayer_pipelines.core.model import Change, ChangeKind, ChangeStatus, Plan, Role
+from nthlayer_pipelines.core.safety import BlastRadius, BlastRadiusLimits
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
 from nthlayer_pipelines.resources.ledger.store import changes_digest
 from tests.postgres import PostgresUnavailable, fresh_database, postgres_server, render

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from nthlayer_pipelines.cli import main
-from nthlayer_pipelines.model import Change, ChangeKind, FieldChange, Plan, Role
+from nthlayer_pipelines.core.model import Change, ChangeKind, FieldChange, Plan, Role
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.ledger.schema import plan_changes
 from nthlayer_pipelines.resources.ledger.store import changes_digest

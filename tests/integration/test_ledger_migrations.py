@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from nthlayer_pipelines.core.model import Change, ChangeKind, Plan, Role
 from nthlayer_pipelines.doctor import Status, check_ledger
-from nthlayer_pipelines.model import Change, ChangeKind, Plan, Role
 from nthlayer_pipelines.resources.ledger import (
     Ledger,
     LedgerOutdatedError,

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from nthlayer_pipelines.cli import main
-from nthlayer_pipelines.model import Change, ChangeKind, FieldChange, Plan, Role
+from nthlayer_pipelines.core.model import Change, ChangeKind, FieldChange, Plan, Role
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerError
 from tests.integration.test_ledger import ADD as CAROL
 from tests.integration.test_ledger import (  # noqa: F401 (fixtures)

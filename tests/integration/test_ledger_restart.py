@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Plan, Role
+from nthlayer_pipelines.core.model import Change, ChangeKind, ChangeStatus, Plan, Role
 from nthlayer_pipelines.resources.ledger import Ledger
 from tests.postgres import (
     PrivateServer,

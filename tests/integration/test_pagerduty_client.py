@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from nthlayer_pipelines.model import Role
+from nthlayer_pipelines.core.model import Role
 from nthlayer_pipelines.resources.pagerduty.client import (
     PagerDutyAuthError,
     PagerDutyClient,

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from nthlayer_pipelines.assets.pagerduty.services.writer import StandardsWriter
+from nthlayer_pipelines.core.model import SERVICE_STANDARD, ChangeKind, ChangeStatus, Plan
 from nthlayer_pipelines.definitions import build_definitions
-from nthlayer_pipelines.model import SERVICE_STANDARD, ChangeKind, ChangeStatus, Plan
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from tests.support import (

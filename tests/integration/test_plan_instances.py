@@ -13,8 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from nthlayer_pipelines.core.model import ChangeStatus, Plan
 from nthlayer_pipelines.definitions import build_definitions
-from nthlayer_pipelines.model import ChangeStatus, Plan
 from nthlayer_pipelines.orchestration.sensors import run_failure_to_slack
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.sandbox import RunningSandbox

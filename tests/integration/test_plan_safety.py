@@ -12,8 +12,8 @@ import dagster as dg
 import pytest
 import yaml
 
+from nthlayer_pipelines.core.model import ChangeKind, FindingKind, Plan
 from nthlayer_pipelines.definitions import build_definitions
-from nthlayer_pipelines.model import ChangeKind, FindingKind, Plan
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.sandbox import RunningSandbox, org_from_seed, running_sandbox
 from tests.integration.test_pipeline import failure_messages, nthlayer

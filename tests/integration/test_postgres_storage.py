@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from nthlayer_pipelines.core.model import Change
 from nthlayer_pipelines.definitions import build_definitions
-from nthlayer_pipelines.model import Change
 from tests.support import EXPECTED_EXAMPLE_CHANGES, EXPECTED_EXAMPLE_FINDINGS, REPO, pipeline_environment
 
 pytestmark = pytest.mark.postgres

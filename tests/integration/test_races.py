@@ -21,8 +21,8 @@ from typing import TypeVar
 import pytest
 
 from nthlayer_pipelines.apply import ApplyReport, apply_approval
+from nthlayer_pipelines.core.model import Change, ChangeKind, ChangeStatus, Plan, Role
 from nthlayer_pipelines.desired.git import load_definitions
-from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Plan, Role
 from nthlayer_pipelines.resources.ledger import Approval, Ledger, LedgerError
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from nthlayer_pipelines.sandbox import DEFAULT_PAGERDUTY_TOKEN, RunningSandbox, load_seed, running_sandbox

@@ -10,10 +10,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.ledger.schema import observed_snapshots
 from nthlayer_pipelines.resources.pagerduty.incremental import RefreshCursor, SnapshotAccount
+from nthlayer_pipelines.resources.pagerduty.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
+)
 
 STARTED = datetime(2026, 3, 10, 12, 0, 0, 123456, tzinfo=UTC)
 

@@ -19,14 +19,14 @@ import pytest
 import sqlalchemy as sa
 
 from nthlayer_pipelines.assets.pagerduty.snapshot import TABLES, pagerduty_snapshot, read_full
+from nthlayer_pipelines.core.model import ChangeKind, Plan
 from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.inprocess import plan_in_process
-from nthlayer_pipelines.model import ChangeKind, Plan
-from nthlayer_pipelines.reconcile.observed import ObservedState
 from nthlayer_pipelines.resources.ledger import LedgerResource, upgrade_ledger
 from nthlayer_pipelines.resources.ledger.schema import observed_snapshots
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from nthlayer_pipelines.resources.pagerduty.incremental import PROVIDER
+from nthlayer_pipelines.resources.pagerduty.observed import ObservedState
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.sandbox import (
     DEFAULT_PAGERDUTY_TOKEN,

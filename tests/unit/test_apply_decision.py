@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Role
-from nthlayer_pipelines.reconcile.outcome import Action, Decision, converged, decide
+from nthlayer_pipelines.assets.pagerduty.teams.decide import Action, Decision, converged, decide
+from nthlayer_pipelines.core.model import Change, ChangeKind, ChangeStatus, Role
 
 R, M, OBS = Role.RESPONDER, Role.MANAGER, Role.OBSERVER
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from nthlayer_pipelines.core.model import DefinitionsError
 from nthlayer_pipelines.desired.git import load_definitions, validate_definitions
 from nthlayer_pipelines.desired.yaml_files import ReadLimits
-from nthlayer_pipelines.model import DefinitionsError
 
 CORPUS = Path(__file__).parents[1] / "data" / "bad_definitions"
 CASES = sorted(path.name for path in CORPUS.iterdir() if path.is_dir())

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from nthlayer_pipelines.core.model import Member, Role, SourceError, Team
 from nthlayer_pipelines.desired.cortex import teams_from_cortex
-from nthlayer_pipelines.model import Member, Role, SourceError, Team
 from nthlayer_pipelines.resources.cortex.client import DEFAULT_ROLE_MAP, CortexTeam, parse_teams
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nthlayer_pipelines.core.model import Member, Role, Team, Tier
 from nthlayer_pipelines.desired.git import load_definitions
 from nthlayer_pipelines.desired.merge import merge_sources
-from nthlayer_pipelines.model import Member, Role, Team, Tier
 
 GOOD = Path(__file__).parents[1] / "data" / "good_definitions"
 

@@ -4,8 +4,8 @@ policy rather than one made to its tier's standard; each schedule a team declare
 
 from __future__ import annotations
 
+from nthlayer_pipelines.core.model import Tier
 from nthlayer_pipelines.desired.git import load_definitions
-from nthlayer_pipelines.model import Tier
 from nthlayer_pipelines.sandbox.seed import load_seed
 from tests.support import EXAMPLE_SEED, REPO
 

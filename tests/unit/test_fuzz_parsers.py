@@ -21,11 +21,11 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from nthlayer_pipelines.core.model import DefinitionsError, DesiredState, Role, SourceError
 from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.desired.cortex import teams_from_cortex
 from nthlayer_pipelines.desired.git import load_definitions
 from nthlayer_pipelines.desired.yaml_files import format_location
-from nthlayer_pipelines.model import DefinitionsError, DesiredState, Role, SourceError
 from nthlayer_pipelines.resources.cortex.client import CortexClient, parse_teams
 from nthlayer_pipelines.resources.pagerduty.client import (
     OffsetPager,

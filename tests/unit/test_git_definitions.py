@@ -9,9 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nthlayer_pipelines.desired.git import load_definitions, validate_definitions
-from nthlayer_pipelines.desired.yaml_files import format_location
-from nthlayer_pipelines.model import (
+from nthlayer_pipelines.core.model import (
     DesiredState,
     Member,
     Role,
@@ -25,6 +23,8 @@ from nthlayer_pipelines.model import (
     Tier,
     Urgency,
 )
+from nthlayer_pipelines.desired.git import load_definitions, validate_definitions
+from nthlayer_pipelines.desired.yaml_files import format_location
 
 GOOD = Path(__file__).parents[1] / "data" / "good_definitions"
 

@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nthlayer_pipelines.model import ChangeKind, ChangeStatus, Role
-from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
+from nthlayer_pipelines.core.model import ChangeKind, ChangeStatus, Role
 from nthlayer_pipelines.resources.pagerduty.incremental import (
     IncrementalRead,
     IncrementalReadError,
@@ -33,6 +32,12 @@ from nthlayer_pipelines.resources.pagerduty.incremental import (
     token_suffix,
 )
 from nthlayer_pipelines.resources.pagerduty.models import AuditRecord
+from nthlayer_pipelines.resources.pagerduty.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
+)
 from nthlayer_pipelines.sandbox import SandboxOrg
 from nthlayer_pipelines.sandbox.pagerduty.audit import AuditOrigin, render_record
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from jsonschema import ValidationError
 
-from nthlayer_pipelines.model import (
+from nthlayer_pipelines.core.model import (
     Change,
     ChangeKind,
     FieldChange,
@@ -15,7 +15,7 @@ from nthlayer_pipelines.model import (
     FindingKind,
     Role,
 )
-from nthlayer_pipelines.reconcile.plan import ordered_plan, plan_to_json, plan_to_json_text
+from nthlayer_pipelines.core.plan import ordered_plan, plan_to_json, plan_to_json_text
 from tests.support import PLAN_SCHEMA, assert_plan_json_valid
 
 SCHEMA = json.loads(PLAN_SCHEMA.read_text(encoding="utf-8"))

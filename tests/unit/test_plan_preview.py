@@ -7,10 +7,10 @@ from urllib.parse import parse_qs, urlsplit
 import dagster as dg
 import yaml
 
+from nthlayer_pipelines.core.model import DesiredState
+from nthlayer_pipelines.core.plan import render_plan_markdown
 from nthlayer_pipelines.definitions import build_definitions
-from nthlayer_pipelines.model import DesiredState
 from nthlayer_pipelines.orchestration.jobs import approve_plan_job
-from nthlayer_pipelines.reconcile.plan import render_plan_markdown
 from nthlayer_pipelines.ui_links import (
     ASSET_GROUPS,
     LINEAGE_EXPANDED_PATH,

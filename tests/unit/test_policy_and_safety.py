@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nthlayer_pipelines.definitions import build_resources
-from nthlayer_pipelines.model import Change, ChangeKind, Finding, FindingKind, Plan, Role
-from nthlayer_pipelines.reconcile.observed import memberships_frame
-from nthlayer_pipelines.reconcile.policy import (
+from nthlayer_pipelines.core.model import Change, ChangeKind, Finding, FindingKind, Plan, Role
+from nthlayer_pipelines.core.policy import (
     DEFAULT_MAX_PRE_APPROVED,
     DEFAULT_PRE_APPROVED,
     ApprovalPolicy,
@@ -15,7 +13,7 @@ from nthlayer_pipelines.reconcile.policy import (
     parse_pre_approved,
     pre_approved_changes,
 )
-from nthlayer_pipelines.reconcile.safety import (
+from nthlayer_pipelines.core.safety import (
     BlastRadius,
     BlastRadiusLimits,
     TeamRoster,
@@ -23,6 +21,8 @@ from nthlayer_pipelines.reconcile.safety import (
     rosters_from_members,
     rosters_from_memberships,
 )
+from nthlayer_pipelines.definitions import build_resources
+from nthlayer_pipelines.resources.pagerduty.observed import memberships_frame
 from tests.reliability import Reliability
 
 

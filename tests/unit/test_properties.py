@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nthlayer_pipelines.desired.merge import merge_sources
-from nthlayer_pipelines.model import (
+from nthlayer_pipelines.assets.pagerduty.teams.compare import compute_divergences
+from nthlayer_pipelines.core.model import (
     ChangeKind,
     DesiredState,
     FindingKind,
@@ -30,15 +30,15 @@ from nthlayer_pipelines.model import (
     Team,
     team_name_key,
 )
-from nthlayer_pipelines.reconcile.diff import compute_divergences
-from nthlayer_pipelines.reconcile.observed import (
+from nthlayer_pipelines.core.plan import build_plan
+from nthlayer_pipelines.core.policy import ApprovalPolicy, pre_approved_changes
+from nthlayer_pipelines.desired.merge import merge_sources
+from nthlayer_pipelines.resources.pagerduty.observed import (
     ObservedState,
     memberships_frame,
     teams_frame,
     users_frame,
 )
-from nthlayer_pipelines.reconcile.plan import build_plan
-from nthlayer_pipelines.reconcile.policy import ApprovalPolicy, pre_approved_changes
 from tests.reliability import Reliability
 
 SLUGS = ("alpha", "bravo", "charlie", "delta")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nthlayer_pipelines.desired.merge import merge_sources, parse_precedence
-from nthlayer_pipelines.model import (
+from nthlayer_pipelines.assets.pagerduty.teams.compare import compute_divergences
+from nthlayer_pipelines.core.model import (
     Change,
     ChangeKind,
     DesiredState,
@@ -23,14 +23,14 @@ from nthlayer_pipelines.model import (
     Team,
     normalize_email,
 )
-from nthlayer_pipelines.reconcile.diff import compute_divergences
-from nthlayer_pipelines.reconcile.observed import (
+from nthlayer_pipelines.core.plan import build_plan, describe_change, plan_to_json, render_plan_text
+from nthlayer_pipelines.desired.merge import merge_sources, parse_precedence
+from nthlayer_pipelines.resources.pagerduty.observed import (
     ObservedState,
     memberships_frame,
     teams_frame,
     users_frame,
 )
-from nthlayer_pipelines.reconcile.plan import build_plan, describe_change, plan_to_json, render_plan_text
 
 
 def team(name: str, members: dict[str, str], *, prune: bool = True, display: str | None = None, **kw) -> Team:

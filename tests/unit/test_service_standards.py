@@ -7,8 +7,9 @@ from nthlayer_pipelines.assets.pagerduty.services.compare import (
     TeamContext,
     compare_standards,
 )
+from nthlayer_pipelines.assets.pagerduty.teams.decide import Action
 from nthlayer_pipelines.core.fields import decide_fields
-from nthlayer_pipelines.model import (
+from nthlayer_pipelines.core.model import (
     ChangeKind,
     DesiredState,
     FindingKind,
@@ -24,8 +25,7 @@ from nthlayer_pipelines.model import (
     Tier,
     Urgency,
 )
-from nthlayer_pipelines.reconcile.outcome import Action
-from nthlayer_pipelines.reconcile.plan import describe_change, describe_lines, ordered_plan
+from nthlayer_pipelines.core.plan import describe_change, describe_lines, ordered_plan
 from nthlayer_pipelines.resources.pagerduty.models import (
     PagerDutyEscalationPolicy,
     PagerDutyEscalationRule,

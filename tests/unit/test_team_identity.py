@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from nthlayer_pipelines.assets.pagerduty.teams.compare import TeamIdentityConflict
+from nthlayer_pipelines.core.model import ChangeKind, DesiredState, FindingKind, Plan, team_name_key
+from nthlayer_pipelines.core.plan import plan_to_json, render_plan_text
+from nthlayer_pipelines.core.policy import ApprovalPolicy, pre_approved_changes
 from nthlayer_pipelines.desired.merge import merge_sources
-from nthlayer_pipelines.model import ChangeKind, DesiredState, FindingKind, Plan, team_name_key
-from nthlayer_pipelines.reconcile.diff import TeamIdentityConflict
-from nthlayer_pipelines.reconcile.plan import plan_to_json, render_plan_text
-from nthlayer_pipelines.reconcile.policy import ApprovalPolicy, pre_approved_changes
 from tests.reliability import Reliability
 from tests.unit.test_reconcile import USERS, observed, plan_of, team
 

@@ -4,10 +4,10 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from nthlayer_pipelines.core.model import DefinitionsError, DesiredState, SourceError, Team
 from nthlayer_pipelines.desired.cortex import teams_from_cortex
 from nthlayer_pipelines.desired.git import load_definitions
 from nthlayer_pipelines.desired.merge import MergeResult, merge_sources
-from nthlayer_pipelines.model import DefinitionsError, DesiredState, SourceError, Team
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.settings import DefinitionsRepository, ReconcileSettings
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from nthlayer_pipelines.assets.verdicts import verdict
-from nthlayer_pipelines.model import DesiredState, Role
+from nthlayer_pipelines.core.model import DesiredState, Role
 
 
 @dg.asset_check(

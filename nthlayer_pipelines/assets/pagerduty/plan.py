@@ -5,10 +5,10 @@ import dagster as dg
 import pandas as pd
 
 from nthlayer_pipelines.assets.pagerduty.services.compare import StandardsComparison
-from nthlayer_pipelines.model import DesiredState, Plan
-from nthlayer_pipelines.reconcile.plan import build_plan, plan_summary, render_plan_markdown, with_changes
-from nthlayer_pipelines.reconcile.policy import over_volume_cap, pre_approved_changes
-from nthlayer_pipelines.reconcile.safety import (
+from nthlayer_pipelines.core.model import DesiredState, Plan
+from nthlayer_pipelines.core.plan import build_plan, plan_summary, render_plan_markdown, with_changes
+from nthlayer_pipelines.core.policy import over_volume_cap, pre_approved_changes
+from nthlayer_pipelines.core.safety import (
     assess_blast_radius,
     rosters_as_json,
     rosters_from_memberships,

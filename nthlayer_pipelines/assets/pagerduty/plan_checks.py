@@ -4,8 +4,8 @@ import dagster as dg
 import pandas as pd
 
 from nthlayer_pipelines.assets.verdicts import verdict
-from nthlayer_pipelines.model import Plan
-from nthlayer_pipelines.reconcile.safety import assess_blast_radius, rosters_from_memberships
+from nthlayer_pipelines.core.model import Plan
+from nthlayer_pipelines.core.safety import assess_blast_radius, rosters_from_memberships
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
 

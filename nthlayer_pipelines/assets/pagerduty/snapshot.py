@@ -24,12 +24,6 @@ from typing import Any, NamedTuple
 import dagster as dg
 import pandas as pd
 
-from nthlayer_pipelines.reconcile.observed import (
-    ObservedState,
-    memberships_frame,
-    teams_frame,
-    users_frame,
-)
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerResource, StoredSnapshot
 from nthlayer_pipelines.resources.pagerduty.audit import (
     AuditRecordsUnavailableError,
@@ -53,6 +47,12 @@ from nthlayer_pipelines.resources.pagerduty.incremental import (
     single_subdomain,
     token_suffix,
     totals_mismatch,
+)
+from nthlayer_pipelines.resources.pagerduty.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
 )
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nthlayer_pipelines.model import SourceError
+from nthlayer_pipelines.core.model import SourceError
 from nthlayer_pipelines.resources.http.client import ApiClient, RequestFailed, RetryPolicy
 
 logger = logging.getLogger("nthlayer_pipelines.cortex")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from nthlayer_pipelines.model import Role, SourceError
+from nthlayer_pipelines.core.model import Role, SourceError
 from nthlayer_pipelines.resources.cortex.client import DEFAULT_ROLE_MAP, CortexClient
 
 

@@ -47,14 +47,8 @@ from pydantic import Field
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from nthlayer_pipelines.model import Change, ChangeKind, ChangeStatus, Finding, Plan, Role
-from nthlayer_pipelines.reconcile.observed import (
-    ObservedState,
-    memberships_frame,
-    teams_frame,
-    users_frame,
-)
-from nthlayer_pipelines.reconcile.safety import (
+from nthlayer_pipelines.core.model import Change, ChangeKind, ChangeStatus, Finding, Plan, Role
+from nthlayer_pipelines.core.safety import (
     BlastRadius,
     BlastRadiusLimits,
     assess_blast_radius,
@@ -76,6 +70,12 @@ from nthlayer_pipelines.resources.ledger.schema import (
     refresh_cursors,
 )
 from nthlayer_pipelines.resources.pagerduty.incremental import RefreshCursor, SnapshotAccount
+from nthlayer_pipelines.resources.pagerduty.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
+)
 
 # pg_advisory_xact_lock key of every ledger write: "nthlayer" in ASCII.
 WRITE_LOCK_KEY = int.from_bytes(b"nthlayer", "big")

@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from nthlayer_pipelines.reconcile.observed import ObservedState, memberships_frame, teams_frame, users_frame
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError, parse_body
 from nthlayer_pipelines.resources.pagerduty.incremental import (
     AccountProbe,
@@ -33,6 +32,12 @@ from nthlayer_pipelines.resources.pagerduty.incremental import (
     subdomain_from_html_url,
 )
 from nthlayer_pipelines.resources.pagerduty.models import AuditPage, AuditRecord, PagerDutyUser
+from nthlayer_pipelines.resources.pagerduty.observed import (
+    ObservedState,
+    memberships_frame,
+    teams_frame,
+    users_frame,
+)
 
 AUDIT_PATH = "/audit/records"
 AUDIT_PAGE_SIZE = 100

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from nthlayer_pipelines.model import Role, team_name_key
+from nthlayer_pipelines.core.model import Role, team_name_key
 from nthlayer_pipelines.resources.http.client import (
     ApiClient,
     RequestFailed,

@@ -50,14 +50,14 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from nthlayer_pipelines.model import ChangeKind, ChangeStatus, Role
-from nthlayer_pipelines.reconcile.observed import (
+from nthlayer_pipelines.core.model import ChangeKind, ChangeStatus, Role
+from nthlayer_pipelines.resources.pagerduty.models import AuditRecord
+from nthlayer_pipelines.resources.pagerduty.observed import (
     ObservedState,
     memberships_frame,
     teams_frame,
     users_frame,
 )
-from nthlayer_pipelines.resources.pagerduty.models import AuditRecord
 
 PROVIDER = "pagerduty"
 AUDIT_RETENTION = timedelta(days=365)  # PagerDuty: 12 months (18 in later docs); the shorter one holds

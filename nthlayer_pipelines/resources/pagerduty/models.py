@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nthlayer_pipelines.model import Email, Role
+from nthlayer_pipelines.core.model import Email, Role
 
 
 class _PagerDutyObject(BaseModel):

@@ -18,8 +18,8 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from nthlayer_pipelines.core.policy import parse_pre_approved
 from nthlayer_pipelines.desired.merge import parse_precedence
-from nthlayer_pipelines.reconcile.policy import parse_pre_approved
 from nthlayer_pipelines.resources.cortex.resource import CortexResource
 from nthlayer_pipelines.resources.pagerduty.client import DEFAULT_API_URL
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource

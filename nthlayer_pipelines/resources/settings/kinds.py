@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 from pydantic import SecretStr
 
-from nthlayer_pipelines.model import Role
+from nthlayer_pipelines.core.model import Role
 
 
 class SettingsError(ValueError):

@@ -9,13 +9,13 @@ from collections.abc import Mapping
 import dagster as dg
 from pydantic import Field
 
-from nthlayer_pipelines.desired.merge import parse_precedence
-from nthlayer_pipelines.reconcile.policy import (
+from nthlayer_pipelines.core.policy import (
     DEFAULT_MAX_PRE_APPROVED,
     ApprovalPolicy,
     parse_pre_approved,
 )
-from nthlayer_pipelines.reconcile.safety import BlastRadiusLimits
+from nthlayer_pipelines.core.safety import BlastRadiusLimits
+from nthlayer_pipelines.desired.merge import parse_precedence
 
 DEFAULT_DEFINITIONS = "examples/org"  # the example org, relative to the working directory
 

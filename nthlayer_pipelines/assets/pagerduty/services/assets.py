@@ -11,9 +11,9 @@ from nthlayer_pipelines.assets.pagerduty.services.compare import (
     compare_standards,
 )
 from nthlayer_pipelines.assets.pagerduty.snapshot import POOL
-from nthlayer_pipelines.model import DesiredState, normalize_email
-from nthlayer_pipelines.reconcile.diff import resolve_teams
-from nthlayer_pipelines.reconcile.plan import describe_change
+from nthlayer_pipelines.assets.pagerduty.teams.compare import resolve_teams
+from nthlayer_pipelines.core.model import DesiredState, normalize_email
+from nthlayer_pipelines.core.plan import describe_change
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 

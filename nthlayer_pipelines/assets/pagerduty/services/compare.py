@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from nthlayer_pipelines.model import (
+from nthlayer_pipelines.core.model import (
     Change,
     ChangeKind,
     DesiredState,

@@ -22,8 +22,8 @@ from nthlayer_pipelines.assets.pagerduty.services.compare import (
     wanted_service_fields,
 )
 from nthlayer_pipelines.core.fields import decide_fields, fields_converged
-from nthlayer_pipelines.core.kind import ApplyRow, RunLog
-from nthlayer_pipelines.model import (
+from nthlayer_pipelines.core.kind import Action, ApplyRow, RunLog
+from nthlayer_pipelines.core.model import (
     SERVICE_STANDARD,
     Change,
     ChangeKind,
@@ -34,8 +34,7 @@ from nthlayer_pipelines.model import (
     Tier,
     team_name_key,
 )
-from nthlayer_pipelines.reconcile.outcome import Action
-from nthlayer_pipelines.reconcile.safety import BlastRadiusLimits, repoint_reasons
+from nthlayer_pipelines.core.safety import BlastRadiusLimits, repoint_reasons
 from nthlayer_pipelines.resources.pagerduty.client import (
     PagerDutyClient,
     PagerDutyError,

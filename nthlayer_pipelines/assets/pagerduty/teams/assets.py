@@ -3,9 +3,9 @@
 import dagster as dg
 import pandas as pd
 
-from nthlayer_pipelines.model import DesiredState, DivergenceKind
-from nthlayer_pipelines.reconcile.diff import TeamIdentityConflict, compute_divergences
-from nthlayer_pipelines.reconcile.observed import ObservedState
+from nthlayer_pipelines.assets.pagerduty.teams.compare import TeamIdentityConflict, compute_divergences
+from nthlayer_pipelines.core.model import DesiredState, DivergenceKind
+from nthlayer_pipelines.resources.pagerduty.observed import ObservedState
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
 

@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from nthlayer_pipelines.assets.verdicts import MAX_REASONS, verdict
-from nthlayer_pipelines.model import DivergenceKind
+from nthlayer_pipelines.core.model import DivergenceKind
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
 

@@ -12,8 +12,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from nthlayer_pipelines.assets.pagerduty.teams.decide import Action, converged, decide, unwanted_reason
 from nthlayer_pipelines.core.kind import ApplyRow, RunLog
-from nthlayer_pipelines.model import (
+from nthlayer_pipelines.core.model import (
     TEAM_MEMBERSHIP,
     Change,
     ChangeKind,
@@ -22,8 +23,7 @@ from nthlayer_pipelines.model import (
     Plan,
     Role,
 )
-from nthlayer_pipelines.reconcile.outcome import Action, converged, decide, unwanted_reason
-from nthlayer_pipelines.reconcile.safety import (
+from nthlayer_pipelines.core.safety import (
     BlastRadiusLimits,
     assess_blast_radius,
     reduces_a_team,

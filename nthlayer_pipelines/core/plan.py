@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from nthlayer_pipelines.model import (
+from nthlayer_pipelines.core.model import (
     TEAM_MEMBERSHIP,
     Change,
     ChangeKind,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from nthlayer_pipelines.model import Change, ChangeKind, Plan, Role
+from nthlayer_pipelines.core.model import Change, ChangeKind, Plan, Role
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from nthlayer_pipelines.model import DesiredState, DivergenceKind, Team, team_name_key
-from nthlayer_pipelines.reconcile.observed import ObservedState
+from nthlayer_pipelines.core.model import DesiredState, DivergenceKind, Team, team_name_key
+from nthlayer_pipelines.resources.pagerduty.observed import ObservedState
 
 DIVERGENCE_COLUMNS = [
     "kind",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nthlayer_pipelines.model import Change, ChangeKind, FindingKind, Plan, Role
+from nthlayer_pipelines.core.model import Change, ChangeKind, FindingKind, Plan, Role
 
 PRE_APPROVED_ENV_VAR = "NTHLAYER_PRE_APPROVED_KINDS"
 # Creating a team's managed escalation policy pages nobody until a person approves pointing a service at

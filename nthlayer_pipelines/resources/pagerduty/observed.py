@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from nthlayer_pipelines.model import normalize_email
+from nthlayer_pipelines.core.model import normalize_email
 
 USER_COLUMNS = ["user_id", "email", "name"]
 TEAM_COLUMNS = ["team_id", "name", "description"]

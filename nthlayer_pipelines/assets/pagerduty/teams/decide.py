@@ -9,23 +9,8 @@ computed against a state that no longer exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
-
-from nthlayer_pipelines.model import Change, ChangeKind, DesiredState, Role
-
-
-class Action(StrEnum):
-    WRITE = "write"
-    SKIP = "skip"  # already converged: nothing to write
-    STALE = "stale"  # moved under the plan: leave it for a person and a new plan
-    FAIL = "fail"  # cannot be carried out now, may be later (the team is not created yet)
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    detail: str = ""
+from nthlayer_pipelines.core.kind import Action, Decision
+from nthlayer_pipelines.core.model import Change, ChangeKind, DesiredState, Role
 
 
 def decide(change: Change, *, team_exists: bool, current_role: Role | None = None) -> Decision:
