@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import click
 import sqlalchemy as sa
 
-from nthlayer_pipelines.model import DefinitionsError, SourceError
+from nthlayer_pipelines.model import TEAM_MEMBERSHIP, DefinitionsError, SourceError
 from nthlayer_pipelines.resources.ledger import (
     AFTER_REJECTION,
+    DEFAULT_PROVIDER,
     Approval,
     BlastRadiusRefused,
     Ledger,
@@ -219,7 +220,14 @@ def audit(team: str | None, since: datetime | None) -> None:
         click.echo("no recorded changes")
         return
     for row in rows:
-        subject = " ".join(x for x in (row.team, row.email, row.role) if x)
+        # A membership change as it always read (team, member, role); any other by what it writes (e.g.
+        # payments/Payment API); another provider's change says whose it is.
+        if row.kind.resource == TEAM_MEMBERSHIP:
+            subject = " ".join(x for x in (row.team, row.email, row.role) if x)
+        else:
+            subject = row.subject or row.team
+        if row.provider != DEFAULT_PROVIDER:
+            subject = f"{subject} ({row.provider})"
         detail = f"  {row.detail}" if row.detail else ""
         error = f"  error: {row.error}" if row.error else ""
         click.echo(

@@ -466,6 +466,7 @@ class Plan(Frozen):
     id: str
     changes: tuple[Change, ...] = ()
     findings: tuple[Finding, ...] = ()
+    provider: str = "pagerduty"
 
     @staticmethod
     def make_id(changes: tuple[Change, ...]) -> str:

@@ -261,6 +261,12 @@ def test_mark_pending_never_reopens_a_finished_change(ledger: Ledger) -> None:
     assert [o.change_id for o in outcomes] == every
     assert [o.status for o in outcomes] == ["applied", "stale", "blocked", "pending"]
     assert [o.attempts for o in outcomes] == [1, 1, 1, 3]
+    assert [(o.provider, o.subject) for o in outcomes] == [
+        ("pagerduty", "search"),
+        ("pagerduty", "payments/carol@example.com"),
+        ("pagerduty", "payments/bob@example.com"),
+        ("pagerduty", "payments/mallory@example.com"),
+    ]
     remove = outcomes[3]
     assert (remove.kind, remove.team, remove.email, remove.from_role, remove.run_id) == (
         ChangeKind.REMOVE_MEMBER,

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from nthlayer_pipelines.doctor import Status, check_ledger
-from nthlayer_pipelines.resources.ledger import Ledger, LedgerOutdatedError, head_revision, metadata
+from nthlayer_pipelines.model import Change, ChangeKind, Plan, Role
+from nthlayer_pipelines.resources.ledger import (
+    Ledger,
+    LedgerOutdatedError,
+    head_revision,
+    metadata,
+    migrate,
+    upgrade_ledger,
+)
 from nthlayer_pipelines.resources.ledger.migrate import BASELINE, VERSION_TABLE
+from nthlayer_pipelines.resources.ledger.store import _change_columns
+from tests.integration.test_ledger_envelope import SERVICE
 from tests.old_release import UNVERSIONED_RELEASE, checkout, run_script
 from tests.postgres import PostgresUnavailable, fresh_database, postgres_server, render
 
@@ -185,6 +196,15 @@ def test_a_ledger_of_the_release_before_migrations_upgrades_in_place_with_nothin
     with Ledger(empty_ledger_url) as ledger:
         plan = ledger.get_plan(written["plan_id"])
         assert plan is not None and [c.id for c in plan.changes] == written["changes"]
+        # Revision 0005: the old plan is PagerDuty's, still its latest; its outcomes name their subjects.
+        assert plan.provider == "pagerduty" and ledger.latest_plan_id() == plan.id
+        outcomes = ledger.outcomes(plan.id)
+        assert [(o.provider, o.subject) for o in outcomes] == [
+            ("pagerduty", "payments/alice@example.com"),
+            ("pagerduty", "payments/bob@example.com"),
+            ("pagerduty", "payments/carol@example.com"),
+        ]
+        assert [o.subject for o in outcomes] == [c.subject for c in plan.changes]
         assert [ledger.get_approval(a).approver for a in written["approvals"]] == [
             "policy",
             "alice@example.com",
@@ -197,3 +217,98 @@ def test_a_ledger_of_the_release_before_migrations_upgrades_in_place_with_nothin
     assert doctor.status is Status.OK and f"revision {head_revision()}" in doctor.message
     again = _nthlayer("db", "upgrade", url=empty_ledger_url)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def _write_at_revision_0004(url: str, plans: Sequence[Plan]) -> None:
+    """A ledger at revision 0004 holding the plans, each seen once in order, every change with an applied
+    outcome: the rows as that revision's store wrote them."""
+    engine = sa.create_engine(url)
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as conn:
+            migrate.upgrade(conn, "0004")
+            tables = sa.MetaData()
+            tables.reflect(conn)
+            for plan in plans:
+                conn.execute(
+                    tables.tables["nthlayer_plans"].insert(),
+                    {
+                        "plan_id": plan.id,
+                        "first_seen_at": now,
+                        "last_seen_at": now,
+                        "change_count": len(plan.changes),
+                        "finding_count": 0,
+                        "findings": [],
+                        "content_id": plan.content_id,
+                        "generation": 1,
+                        "held_back": [],
+                    },
+                )
+                conn.execute(
+                    tables.tables["nthlayer_plan_sightings"].insert(), {"plan_id": plan.id, "seen_at": now}
+                )
+                for position, change in enumerate(plan.changes):
+                    conn.execute(
+                        tables.tables["nthlayer_plan_changes"].insert(),
+                        {
+                            "plan_id": plan.id,
+                            "change_id": change.id,
+                            "position": position,
+                            "body": change.body(),
+                        },
+                    )
+                    # The intent log's row as the store writes it, of the columns revision 0004 had.
+                    outcomes = tables.tables["nthlayer_change_outcomes"]
+                    columns = _change_columns(plan.id, position, change)
+                    conn.execute(
+                        outcomes.insert(),
+                        {
+                            **{name: value for name, value in columns.items() if name in outcomes.c},
+                            "status": "applied",
+                            "attempts": 1,
+                            "api_calls": 1,
+                            "retries": 0,
+                            "detail": "",
+                            "updated_at": now,
+                        },
+                    )
+    finally:
+        engine.dispose()
+
+
+def test_revision_0005_takes_each_plans_provider_and_each_outcomes_subject_from_its_changes(
+    empty_ledger_url: str,
+) -> None:
+    by_id = Change.planned(
+        "pagerduty", ChangeKind.REMOVE_MEMBER, team="payments", team_name="Payments", user_id="PGONE01"
+    )
+    slack = Change(
+        id="chg-5a1c00000001",
+        kind=ChangeKind.ADD_MEMBER,
+        team="payments",
+        team_name="Payments",
+        email="alice@example.com",
+        user_id="U0ALICE",
+        role=Role.RESPONDER,
+        provider="slack",
+    )
+    pagerduty_plan = Plan(id=Plan.make_id((SERVICE, by_id)), changes=(SERVICE, by_id))
+    slack_plan = Plan(id=Plan.make_id((slack,)), changes=(slack,))
+    _write_at_revision_0004(empty_ledger_url, [pagerduty_plan, slack_plan])
+
+    before, after = upgrade_ledger(empty_ledger_url)
+
+    assert (before.current, after.current) == ("0004", head_revision())
+    assert _schema_differences(empty_ledger_url) == []
+    with Ledger(empty_ledger_url) as ledger:
+        assert ledger.get_plan(pagerduty_plan.id) == pagerduty_plan
+        assert ledger.get_plan(slack_plan.id) == slack_plan.model_copy(update={"provider": "slack"})
+        assert ledger.latest_plan_id() == pagerduty_plan.id, "a later plan of Slack's supersedes nothing"
+        assert ledger.latest_plan_id("slack") == slack_plan.id
+        outcomes = [*ledger.outcomes(pagerduty_plan.id), *ledger.outcomes(slack_plan.id)]
+    assert [(o.provider, o.subject) for o in outcomes] == [
+        ("pagerduty", "payments/Payment API"),
+        ("pagerduty", "payments/PGONE01"),
+        ("slack", "payments/alice@example.com"),
+    ]
+    assert [o.subject for o in outcomes] == [SERVICE.subject, by_id.subject, slack.subject]

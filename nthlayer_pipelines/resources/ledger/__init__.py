@@ -5,6 +5,7 @@ from nthlayer_pipelines.resources.ledger.schema import metadata
 from nthlayer_pipelines.resources.ledger.store import (
     AFTER_REJECTION,
     APPLY_LOCK_KEY,
+    DEFAULT_PROVIDER,
     WRITE_LOCK_KEY,
     Approval,
     BlastRadiusRefused,
@@ -22,6 +23,7 @@ from nthlayer_pipelines.resources.ledger.store import (
 __all__ = [
     "AFTER_REJECTION",
     "APPLY_LOCK_KEY",
+    "DEFAULT_PROVIDER",
     "WRITE_LOCK_KEY",
     "Approval",
     "BlastRadiusRefused",

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+SUBJECT_LENGTH = 500  # of an outcome's subject: what the audit shows, cut to this when longer
+
 plans = sa.Table(
     "nthlayer_plans",
     metadata,
@@ -31,6 +33,9 @@ plans = sa.Table(
     sa.Column("held_back", sa.JSON, nullable=False),
     # The teams' rosters the plan was computed against, which its blast radius is judged on at approval.
     sa.Column("basis", sa.JSON),
+    # Whose plan it is: one apply writes it through one client. The latest plan is the latest of its
+    # provider, so another provider's plan never supersedes it (revision 0005).
+    sa.Column("provider", sa.String(40), nullable=False),
 )
 
 plan_changes = sa.Table(
@@ -102,6 +107,10 @@ change_outcomes = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    # The change's provider, and what it is about (`Change.subject`: `payments/alice@example.com`,
+    # `payments/Payment API`), for the audit (revision 0005).
+    sa.Column("provider", sa.String(40), nullable=False),
+    sa.Column("subject", sa.String(SUBJECT_LENGTH)),
 )
 
 refresh_cursors = sa.Table(

@@ -8,6 +8,10 @@ and the snapshot that cursor belongs to, written together so the two never disag
 snapshot was read from (an incremental refresh trusts it for that account only). On a deployment whose
 runs are pods of their own, it also keeps the assets' outputs for the IO manager (`resources/io_manager.py`).
 
+A plan is what one apply writes through one client: it is one provider's (its changes'), and "the latest
+plan", which alone may be approved and which a refresh's plan is filed against, is the latest of that
+provider. Another provider's plans never supersede it.
+
 The ledger is ours, not Dagster's: plans, approvals and change outcomes must outlive any run-storage
 retention policy and be readable without the Dagster instance.
 
@@ -59,6 +63,7 @@ from nthlayer_pipelines.reconcile.safety import (
 )
 from nthlayer_pipelines.resources.ledger import migrate
 from nthlayer_pipelines.resources.ledger.schema import (
+    SUBJECT_LENGTH,
     approvals,
     asset_outputs,
     change_attempts,
@@ -78,6 +83,7 @@ WRITE_LOCK_KEY = int.from_bytes(b"nthlayer", "big")
 APPLY_LOCK_KEY = int.from_bytes(b"nthapply", "big")
 RECONNECT_SECONDS = 60  # a restarted Postgres takes seconds; a failover up to a minute
 _WRITE_OPTION = "nthlayer_ledger_write"
+DEFAULT_PROVIDER = Plan.model_fields["provider"].default  # a plan's provider when it says none
 
 Decision = Literal["approved", "rejected"]
 Source = Literal["person", "policy"]
@@ -224,6 +230,8 @@ class ChangeOutcome:
     user_id: str | None
     role: Role | None
     from_role: Role | None
+    provider: str
+    subject: str | None  # `Change.subject`, e.g. payments/Payment API; None only if written so by hand
     status: ChangeStatus
     approval_id: str | None
     run_id: str | None
@@ -352,14 +360,16 @@ class Ledger:
     ) -> RecordedPlan:
         """Record a refresh's plan: a sighting of the open instance of these changes, or a new instance.
 
-        `plan.id` may be anything: the plan is filed by its `content_id`. Its open instance (the latest
-        plan seen, neither rejected nor touched by an apply) is seen again; otherwise (the changes are new,
-        or their instance was superseded by another plan, rejected, or applied in part or whole) a new
-        instance is recorded, so a drift that comes back is planned, approved and applied afresh. The
-        blast-radius verdict, when given, replaces the instance's earlier one; `basis` is what it was
-        judged on (the teams' rosters), kept with a new instance.
+        `plan.id` may be anything: the plan is filed by its `content_id` and its provider. Its open
+        instance (the provider's latest plan seen, neither rejected nor touched by an apply) is seen again;
+        otherwise (the changes are new, or their instance was superseded by another plan of the provider,
+        rejected, or applied in part or whole) a new instance is recorded, so a drift that comes back is
+        planned, approved and applied afresh. The blast-radius verdict, when given, replaces the
+        instance's earlier one; `basis` is what it was judged on (the teams' rosters), kept with a new
+        instance.
         """
         content_id = plan.content_id
+        provider = _provider_of(plan)
         now = datetime.now(UTC)
         with self._begin(write=True) as conn:
             filed = _file_plan(conn, plan)
@@ -386,6 +396,7 @@ class Ledger:
                         previous_plan_id=previous,
                         held_back=sorted(held_back),
                         basis=dict(basis) if basis is not None else None,
+                        provider=provider,
                     )
                 )
                 if plan.changes:
@@ -430,7 +441,9 @@ class Ledger:
             stored = None if filed.new else _plan(conn, filed.instance_id)
         changes = stored.changes if stored is not None else plan.changes
         return RecordedPlan(
-            plan=Plan(id=filed.instance_id, changes=changes, findings=plan.findings),
+            plan=Plan(
+                id=filed.instance_id, changes=changes, findings=plan.findings, provider=_provider_of(plan)
+            ),
             new=filed.new,
             generation=filed.generation,
             previous_id=filed.previous_id,
@@ -443,10 +456,10 @@ class Ledger:
             return _plan(conn, plan_id)
 
     @_reconnecting
-    def latest_plan_id(self) -> str | None:
-        """The plan the most recent refresh produced."""
+    def latest_plan_id(self, provider: str = DEFAULT_PROVIDER) -> str | None:
+        """The provider's plan the most recent refresh produced."""
         with self._begin() as conn:
-            return _latest_plan_id(conn)
+            return _latest_plan_id(conn, provider)
 
     @_reconnecting
     def blast_radius(self, plan_id: str) -> BlastRadius | None:
@@ -467,11 +480,12 @@ class Ledger:
         source: Source = "person",
         limits: BlastRadiusLimits | None = None,
     ) -> Approval:
-        """Approve the latest plan, all of it (`change_ids=None`) or some of its changes.
+        """Approve the latest plan of its provider, all of it (`change_ids=None`) or some of its changes.
 
         Refused with `LedgerError` when the approver is empty, the plan is unknown, rejected, not the
-        latest plan, or has no changes, when a change id is not in the plan, and when the plan's blast
-        radius is exceeded, the approved changes include a removal and `allow_blast_radius` is false.
+        latest plan of its provider, or has no changes, when a change id is not in the plan, and when the
+        plan's blast radius is exceeded, the approved changes include a removal and `allow_blast_radius`
+        is false.
         """
         approver = _approver(approver)
         if source not in SOURCES:
@@ -937,7 +951,7 @@ def _plan(conn: Connection, plan_id: str) -> Plan | None:
     ).scalars()
     changes = tuple(Change.model_validate(body) for body in bodies)
     findings = tuple(Finding.model_validate(f) for f in row["findings"])
-    return Plan(id=plan_id, changes=changes, findings=findings)
+    return Plan(id=plan_id, changes=changes, findings=findings, provider=row["provider"])
 
 
 def _require_plan(conn: Connection, plan_id: str) -> Plan:
@@ -947,10 +961,30 @@ def _require_plan(conn: Connection, plan_id: str) -> Plan:
     return plan
 
 
-def _latest_plan_id(conn: Connection) -> str | None:
+def _latest_plan_id(conn: Connection, provider: str) -> str | None:
+    """The provider's plan seen last: another provider's plans, seen since or not, are no part of it."""
     return conn.execute(
-        sa.select(plan_sightings.c.plan_id).order_by(plan_sightings.c.id.desc()).limit(1)
+        sa.select(plan_sightings.c.plan_id)
+        .join(plans, plans.c.plan_id == plan_sightings.c.plan_id)
+        .where(plans.c.provider == provider)
+        .order_by(plan_sightings.c.id.desc())
+        .limit(1)
     ).scalar()
+
+
+def _provider_of(plan: Plan) -> str:
+    """The plan's provider: its changes', which all share one (one apply writes a plan through one client);
+    a plan without changes says its own (`Plan.provider`)."""
+    providers = sorted({c.provider for c in plan.changes})
+    if len(providers) > 1:
+        raise LedgerError(
+            f"plan {plan.id} holds changes of several providers ({', '.join(providers)}): a plan is what "
+            "one apply writes through one client; plan each provider's changes apart"
+        )
+    provider = providers[0] if providers else plan.provider
+    if "provider" in plan.model_fields_set and plan.provider != provider:
+        raise LedgerError(f"plan {plan.id} says it is {plan.provider}'s, but its changes are {provider}'s")
+    return provider
 
 
 def changes_digest(plan_id: str, changes: Iterable[Change]) -> str:
@@ -973,18 +1007,15 @@ class _Filing:
 
 def _file_plan(conn: Connection, plan: Plan) -> _Filing:
     """Which instance a refresh's plan is: read-only, so a preview decides exactly as a recording does."""
-    content_id = plan.content_id
-    latest = _latest_plan_id(conn)
-    current = (
-        conn.execute(
-            sa.select(plans.c.plan_id, plans.c.generation)
-            .where(plans.c.content_id == content_id)
-            .order_by(plans.c.generation.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
+    content_id, provider = plan.content_id, _provider_of(plan)
+    latest = _latest_plan_id(conn, provider)
+    instances = (
+        sa.select(plans.c.plan_id, plans.c.generation)
+        .where(plans.c.content_id == content_id)
+        .order_by(plans.c.generation.desc())
+        .limit(1)
     )
+    current = conn.execute(instances.where(plans.c.provider == provider)).mappings().first()
     if current is not None and _is_open(conn, current["plan_id"], latest):
         plan_id = current["plan_id"]
         return _Filing(
@@ -994,7 +1025,9 @@ def _file_plan(conn: Connection, plan: Plan) -> _Filing:
             _previous_instance(conn, plan_id),
             _held_back(conn, plan_id),
         )
-    generation = current["generation"] + 1 if current is not None else 1
+    # Numbered over every provider's instances: plans without changes share one content id, whoever's.
+    last = conn.execute(instances).mappings().first()
+    generation = last["generation"] + 1 if last is not None else 1
     return _Filing(
         instance_id=Plan.instance_id(content_id, generation),
         generation=generation,
@@ -1005,8 +1038,8 @@ def _file_plan(conn: Connection, plan: Plan) -> _Filing:
 
 
 def _is_open(conn: Connection, plan_id: str, latest: str | None) -> bool:
-    """Whether a refresh seeing the instance's changes again sees this instance: it is the latest plan
-    seen, nobody rejected it, and no apply has carried out any of its changes."""
+    """Whether a refresh seeing the instance's changes again sees this instance: it is its provider's latest
+    plan seen (`latest`), nobody rejected it, and no apply has carried out any of its changes."""
     if latest != plan_id or _rejection(conn, plan_id) is not None:
         return False
     return not _terminal_change_ids(conn, plan_id)
@@ -1022,9 +1055,9 @@ def _held_back(conn: Connection, plan_id: str) -> set[str]:
 
 
 def _carried_rejections(conn: Connection, latest: str | None) -> set[str]:
-    """Changes a new instance inherits as held back from the plan seen before it: all of that plan's when
-    it was rejected, else those it held back itself. A change absent from a plan is a drift that went away,
-    so a rejection lasts exactly as long as the drift it rejected."""
+    """Changes a new instance inherits as held back from its provider's plan seen before it (`latest`): all
+    of that plan's when it was rejected, else those it held back itself. A change absent from a plan is a
+    drift that went away, so a rejection lasts exactly as long as the drift it rejected."""
     if latest is None:
         return set()
     held = _held_back(conn, latest)
@@ -1103,10 +1136,11 @@ def _approve(
 ) -> Approval:
     plan = _require_plan(conn, plan_id)
     _refuse_rejected(conn, plan_id)
-    latest = _latest_plan_id(conn)
+    latest = _latest_plan_id(conn, plan.provider)
     if latest != plan_id:
+        of = "" if plan.provider == DEFAULT_PROVIDER else f" of {plan.provider}"
         raise LedgerError(
-            f"plan {plan_id} is not the latest plan ({latest} is): refresh and approve that one"
+            f"plan {plan_id} is not the latest plan{of} ({latest} is): refresh and approve that one"
         )
     if not plan.changes:
         raise LedgerError(f"plan {plan_id} has no changes to approve")
@@ -1264,6 +1298,9 @@ def _change_columns(plan_id: str, position: int, change: Change) -> dict[str, An
         "user_id": change.user_id,
         "role": change.role.value if change.role else None,
         "from_role": change.from_role.value if change.from_role else None,
+        "provider": change.provider,
+        # Cut to the column's length: what the audit shows of the change, never a reason to fail a write.
+        "subject": change.subject[:SUBJECT_LENGTH],
     }
 
 
@@ -1280,6 +1317,8 @@ def _outcome(row: sa.RowMapping) -> ChangeOutcome:
         user_id=row["user_id"],
         role=Role(row["role"]) if row["role"] else None,
         from_role=Role(row["from_role"]) if row["from_role"] else None,
+        provider=row["provider"],
+        subject=row["subject"],
         status=ChangeStatus(row["status"]),
         approval_id=row["approval_id"],
         run_id=row["run_id"],
