@@ -312,3 +312,34 @@ def test_revision_0005_takes_each_plans_provider_and_each_outcomes_subject_from_
         ("slack", "payments/alice@example.com"),
     ]
     assert [o.subject for o in outcomes] == [SERVICE.subject, by_id.subject, slack.subject]
+
+
+def test_revision_0006_adds_an_empty_services_snapshot_and_keeps_the_membership_cursor(
+    empty_ledger_url: str,
+) -> None:
+    engine = sa.create_engine(empty_ledger_url)
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as conn:
+            migrate.upgrade(conn, "0005")
+            cursors = sa.Table("nthlayer_refresh_cursor", sa.MetaData(), autoload_with=conn)
+            conn.execute(
+                cursors.insert(),
+                {
+                    "provider": "pagerduty",
+                    "cursor_time": now,
+                    "seen_record_ids": [],
+                    "last_full_refresh_at": now,
+                    "updated_at": now,
+                },
+            )
+    finally:
+        engine.dispose()
+
+    before, after = upgrade_ledger(empty_ledger_url)
+
+    assert (before.current, after.current) == ("0005", head_revision())
+    assert _schema_differences(empty_ledger_url) == []
+    with Ledger(empty_ledger_url) as ledger:
+        assert ledger.refresh_cursor("pagerduty") is not None, "membership's cursor is kept"
+        assert ledger.stored_services("pagerduty") is None, "the first services refresh reads everything"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -599,23 +600,23 @@ def starting_org(seed: int) -> SandboxOrg:
     return org
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    operations=OPERATIONS, seed=st.integers(0, 3), patch=st.booleans(), rng=st.randoms(use_true_random=False)
-)
-def test_merging_the_records_of_random_changes_equals_reading_everything_again(
-    operations: list[tuple[Any, ...]], seed: int, patch: bool, rng: random.Random
-) -> None:
-    org = starting_org(seed)
-    before = observed(org)
+def replay(
+    org: SandboxOrg,
+    operations: list[tuple[Any, ...]],
+    apply: Callable[[SandboxOrg, tuple[Any, ...], int], None],
+    rng: random.Random,
+) -> tuple[datetime, list[AuditRecord]]:
+    """Apply the operations to the org on a manual clock, each its last element's milliseconds after the
+    one before, and list the records they left as PagerDuty does: newest first. Returns when recording
+    began, and the records."""
     clock = ManualClock(NOW - timedelta(minutes=30))
     trail = org.pagerduty.audit
     trail.clock = clock
     trail.start()
     since = clock.now
     for serial, operation in enumerate(operations):
-        clock.now += timedelta(milliseconds=operation[5])
-        apply_operation(org, operation, serial)
+        clock.now += timedelta(milliseconds=operation[-1])
+        apply(org, operation, serial)
 
     # PagerDuty's record ids say nothing of order: only the time does, to the millisecond.
     shuffled = list(range(len(trail)))
@@ -627,6 +628,19 @@ def test_merging_the_records_of_random_changes_equals_reading_everything_again(
         )
         for r in reversed(trail.records())
     ]
+    return since, listed
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    operations=OPERATIONS, seed=st.integers(0, 3), patch=st.booleans(), rng=st.randoms(use_true_random=False)
+)
+def test_merging_the_records_of_random_changes_equals_reading_everything_again(
+    operations: list[tuple[Any, ...]], seed: int, patch: bool, rng: random.Random
+) -> None:
+    org = starting_org(seed)
+    before = observed(org)
+    since, listed = replay(org, operations, apply_operation, rng)
     read = plan_incremental_read(
         listed, own_token_suffixes=[OURS[-4:]], since=since, policy=RefreshPolicy(patch_memberships=patch)
     )

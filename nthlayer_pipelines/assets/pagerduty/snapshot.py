@@ -16,10 +16,10 @@ checks both, then checks the patched snapshot's row counts against the totals (s
 The `read_*` and `refresh_pagerduty` functions work without Dagster (the benchmark calls them too).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import dagster as dg
 import pandas as pd
@@ -55,10 +55,12 @@ from nthlayer_pipelines.resources.pagerduty.observed import (
     users_frame,
 )
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
+from nthlayer_pipelines.resources.pagerduty.services_incremental import ServicesAccount
 
 POOL = "pagerduty_api"  # one pool per provider key, so concurrent runs share its rate limit
 AUDIT_MODE_TAG = ("nthlayer/mode", "audit")  # the nightly audit job's tag: it always reads everything
 TABLES = ("pagerduty_users", "pagerduty_teams", "pagerduty_memberships")
+R = TypeVar("R")
 
 
 def _page_minimum(rows: int, page_size: int = 100) -> int:
@@ -265,8 +267,28 @@ def _incremental(
     return _Attempt(refresh, probe_calls)
 
 
-def _account_label(account: SnapshotAccount | None) -> str:
-    """The account the snapshot belongs to, for people: `acme.pagerduty.com via https://api...`."""
+def run_refresh(
+    refresh: Callable[..., R],
+    context: dg.AssetExecutionContext,
+    pagerduty: PagerDutyResource,
+    ledger: LedgerResource,
+) -> R:
+    """A kind's refresh (`refresh_pagerduty`, the services kind's `refresh_services`) as the run asks for
+    it: everything in the nightly audit, and nothing stored when the ledger is read-only (`nthlayer plan`)."""
+    nightly = context.run.tags.get(AUDIT_MODE_TAG[0]) == AUDIT_MODE_TAG[1]
+    with ledger.open() as store, pagerduty.client() as client:
+        return refresh(
+            client,
+            store,
+            api_token=pagerduty.api_token,
+            policy=pagerduty.refresh_policy(),
+            nightly=nightly,
+            store=not ledger.read_only,
+        )
+
+
+def account_label(account: SnapshotAccount | ServicesAccount | None) -> str:
+    """The account a snapshot belongs to, for people: `acme.pagerduty.com via https://api...`."""
     if account is None:
         return "unknown"
     name = f"{account.subdomain}.pagerduty.com" if account.subdomain else "an account its answers do not name"
@@ -282,7 +304,7 @@ def _metadata(refresh: ObservedRefresh, table: str, frame: pd.DataFrame) -> dict
         "audit_records_read": refresh.audit_records_read,
         "teams_reread": refresh.teams_reread,
         "probe_api_calls": refresh.probe_api_calls,  # included in refresh_api_calls
-        "account": _account_label(refresh.account),
+        "account": account_label(refresh.account),
     }
     if refresh.decision.full:
         metadata["api_calls"] = refresh.api_calls[table]
@@ -324,23 +346,14 @@ def _metadata(refresh: ObservedRefresh, table: str, frame: pd.DataFrame) -> dict
 def pagerduty_snapshot(
     context: dg.AssetExecutionContext, pagerduty: PagerDutyResource, ledger: LedgerResource
 ) -> Iterator[dg.Output[pd.DataFrame]]:
-    nightly = context.run.tags.get(AUDIT_MODE_TAG[0]) == AUDIT_MODE_TAG[1]
-    with ledger.open() as store, pagerduty.client() as client:
-        refresh = refresh_pagerduty(
-            client,
-            store,
-            api_token=pagerduty.api_token,
-            policy=pagerduty.refresh_policy(),
-            nightly=nightly,
-            store=not ledger.read_only,
-        )
-        concurrency = client.max_concurrency
+    refresh = run_refresh(refresh_pagerduty, context, pagerduty, ledger)
+    concurrency = pagerduty.max_concurrency
     state = refresh.state
     context.log.info(
         "%s refresh of %s (%s): %d API calls (%d for the totals probe), %d audit records, %d teams' "
         "members read",
         refresh.decision.mode.value,
-        _account_label(refresh.account),
+        account_label(refresh.account),
         refresh.decision.reason,
         refresh.total_api_calls,
         refresh.probe_api_calls,

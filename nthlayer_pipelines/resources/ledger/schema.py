@@ -138,6 +138,24 @@ observed_snapshots = sa.Table(
     sa.Column("account", sa.JSON),
 )
 
+# The services kind's snapshot (services, escalation policies, schedules, as their models dump them), the
+# account it was read from, and the cursor its next incremental refresh reads audit records from: one row
+# per provider, replaced whole (revision 0006).
+services_snapshots = sa.Table(
+    "nthlayer_services_snapshot",
+    metadata,
+    sa.Column("provider", sa.String(40), primary_key=True),
+    sa.Column("services", sa.JSON, nullable=False),
+    sa.Column("escalation_policies", sa.JSON, nullable=False),
+    sa.Column("schedules", sa.JSON, nullable=False),
+    sa.Column("account", sa.JSON, nullable=False),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("cursor_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_record_id", sa.String(200)),
+    sa.Column("seen_record_ids", sa.JSON, nullable=False),
+    sa.Column("last_full_refresh_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # Every attempt at every approved change, append-only: a row when an attempt starts (pending) and one
 # with its outcome. `nthlayer_change_outcomes` holds where each change stands now; this, how it got there.
 change_attempts = sa.Table(

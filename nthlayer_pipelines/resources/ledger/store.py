@@ -5,7 +5,9 @@ pre-approval policy) gave, and the intent log: one row per approved change, pend
 skipped, stale, blocked or failed. A crash mid-apply resumes from that log and writes nothing twice.
 It also keeps each provider's refresh cursor (where the next incremental refresh reads audit records from)
 and the snapshot that cursor belongs to, written together so the two never disagree, with the account the
-snapshot was read from (an incremental refresh trusts it for that account only). On a deployment whose
+snapshot was read from (an incremental refresh trusts it for that account only), and the same for the
+services kind: its services, escalation policies and schedules with their account and cursor, in one row.
+On a deployment whose
 runs are pods of their own, it also keeps the assets' outputs for the IO manager (`resources/io_manager.py`).
 
 A plan is what one apply writes through one client: it is one provider's (its changes'), and "the latest
@@ -43,7 +45,7 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 import tenacity
-from pydantic import Field
+from pydantic import Field, ValidationError
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
@@ -68,14 +70,17 @@ from nthlayer_pipelines.resources.ledger.schema import (
     plan_sightings,
     plans,
     refresh_cursors,
+    services_snapshots,
 )
 from nthlayer_pipelines.resources.pagerduty.incremental import RefreshCursor, SnapshotAccount
+from nthlayer_pipelines.resources.pagerduty.models import ObservedServices
 from nthlayer_pipelines.resources.pagerduty.observed import (
     ObservedState,
     memberships_frame,
     teams_frame,
     users_frame,
 )
+from nthlayer_pipelines.resources.pagerduty.services_incremental import ServicesAccount
 
 # pg_advisory_xact_lock key of every ledger write: "nthlayer" in ASCII.
 WRITE_LOCK_KEY = int.from_bytes(b"nthlayer", "big")
@@ -183,6 +188,18 @@ class StoredSnapshot:
 
     state: ObservedState
     account: SnapshotAccount | None
+    taken_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredServices:
+    """The services kind's stored snapshot, the account it was read from, and where its next incremental
+    refresh starts. `state` None: the stored objects do not parse as this release reads them (a full
+    read replaces them)."""
+
+    state: ObservedServices | None
+    account: ServicesAccount | None
+    cursor: RefreshCursor
     taken_at: datetime
 
 
@@ -789,16 +806,7 @@ class Ledger:
         query = sa.select(refresh_cursors).where(refresh_cursors.c.provider == provider)
         with self._begin() as conn:
             row = conn.execute(query).mappings().first()
-        if row is None:
-            return None
-        return RefreshCursor(
-            provider=row["provider"],
-            cursor_time=_utc(row["cursor_time"]),
-            last_full_refresh_at=_utc(row["last_full_refresh_at"]),
-            last_record_id=row["last_record_id"],
-            seen_record_ids=tuple(row["seen_record_ids"]),
-            updated_at=_utc(row["updated_at"]),
-        )
+        return None if row is None else _cursor(row, row["updated_at"])
 
     @_reconnecting
     def save_refresh_cursor(self, cursor: RefreshCursor) -> None:
@@ -853,6 +861,48 @@ class Ledger:
         """Forget the cursor: the next refresh of the provider reads everything."""
         with self._begin(write=True) as conn:
             conn.execute(refresh_cursors.delete().where(refresh_cursors.c.provider == provider))
+
+    # ---- the services kind's snapshot
+
+    @_reconnecting
+    def stored_services(self, provider: str) -> StoredServices | None:
+        """The services snapshot of the provider's last refresh with its account and cursor; None before
+        the first."""
+        query = sa.select(services_snapshots).where(services_snapshots.c.provider == provider)
+        with self._begin() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        try:
+            state: ObservedServices | None = ObservedServices.from_json(
+                {name: row[name] for name in ("services", "escalation_policies", "schedules")}
+            )
+        except (ValidationError, TypeError, KeyError):
+            state = None
+        cursor = _cursor(row, row["taken_at"])
+        return StoredServices(state, ServicesAccount.from_json(row["account"]), cursor, _utc(row["taken_at"]))
+
+    @_reconnecting
+    def save_services_refresh(
+        self, cursor: RefreshCursor, snapshot: ObservedServices, *, account: ServicesAccount
+    ) -> None:
+        """Store a services refresh's snapshot, its account and the cursor the next one starts from, in
+        place of the provider's previous ones, in one row."""
+        values = _cursor_values(cursor)
+        row = {
+            **snapshot.to_json(),
+            "account": account.to_json(),
+            "taken_at": values.pop("updated_at"),
+            **values,
+        }
+        with self._begin(write=True) as conn:
+            _upsert(conn, services_snapshots, cursor.provider, row)
+
+    @_reconnecting
+    def clear_services_snapshot(self, provider: str) -> None:
+        """Forget the services snapshot and its cursor: the next services refresh reads everything."""
+        with self._begin(write=True) as conn:
+            conn.execute(services_snapshots.delete().where(services_snapshots.c.provider == provider))
 
     # ---- asset outputs, for the IO manager
 
@@ -921,6 +971,18 @@ def _cursor_values(cursor: RefreshCursor) -> dict[str, Any]:
         "last_full_refresh_at": _utc(cursor.last_full_refresh_at),
         "updated_at": _utc(cursor.updated_at) if cursor.updated_at else datetime.now(UTC),
     }
+
+
+def _cursor(row: sa.RowMapping, updated_at: datetime) -> RefreshCursor:
+    """The cursor a row's `_cursor_values` columns hold."""
+    return RefreshCursor(
+        provider=row["provider"],
+        cursor_time=_utc(row["cursor_time"]),
+        last_full_refresh_at=_utc(row["last_full_refresh_at"]),
+        last_record_id=row["last_record_id"],
+        seen_record_ids=tuple(row["seen_record_ids"]),
+        updated_at=_utc(updated_at),
+    )
 
 
 def _upsert(conn: Connection, table: sa.Table, provider: str, values: dict[str, Any]) -> None:

@@ -325,22 +325,32 @@ def account_mismatch(stored: SnapshotAccount | None, probe: AccountProbe) -> str
             "the stored snapshot names no account (it was saved before snapshots were bound to one): "
             "reading everything once"
         )
-    if normalized_api_url(stored.api_url) != normalized_api_url(probe.api_url):
-        return f"the stored snapshot was read from another API URL ({stored.api_url}), not {probe.api_url}"
-    if len(probe.subdomains) > 1:
-        named = ", ".join(_domain(s) for s in sorted(probe.subdomains))
-        return f"PagerDuty's answers name more than one account ({named}): the snapshot cannot be checked"
-    if probe.subdomain is None:
+    return account_change(stored.api_url, stored.subdomain, probe.api_url, probe.subdomains)
+
+
+def account_change(
+    stored_api_url: str, stored_subdomain: str | None, api_url: str, subdomains: Collection[str]
+) -> str | None:
+    """Why a snapshot read through `stored_api_url` from the account `stored_subdomain` is not the account
+    whose answers now name `subdomains` through `api_url`; None when it is the same one."""
+    if normalized_api_url(stored_api_url) != normalized_api_url(api_url):
+        return f"the stored snapshot was read from another API URL ({stored_api_url}), not {api_url}"
+    named = set(subdomains)
+    if len(named) > 1:
+        listed = ", ".join(_domain(s) for s in sorted(named))
+        return f"PagerDuty's answers name more than one account ({listed}): the snapshot cannot be checked"
+    subdomain = single_subdomain(named)
+    if subdomain is None:
         return (
             "PagerDuty's answers name no account (no html_url to read a subdomain from): the stored "
             "snapshot cannot be checked"
         )
-    if stored.subdomain is None:
+    if stored_subdomain is None:
         return "the stored snapshot names no account subdomain: it cannot be checked against this account"
-    if stored.subdomain != probe.subdomain:
+    if stored_subdomain != subdomain:
         return (
-            f"the stored snapshot is from another account ({_domain(stored.subdomain)}); the token now "
-            f"reads {_domain(probe.subdomain)}"
+            f"the stored snapshot is from another account ({_domain(stored_subdomain)}); the token now "
+            f"reads {_domain(subdomain)}"
         )
     return None
 
@@ -632,19 +642,11 @@ def plan_incremental_read(
     matches one of `own_writes` (the ledger's applied changes); every record of a request with one own
     record is own. Own writes are applied like any other change (see the module docstring)."""
     policy = policy or RefreshPolicy()
-    skip = set(already_applied)
     suffixes = {s for s in own_token_suffixes if s}
-    unique: dict[str, AuditRecord] = {}
-    for record in records:
-        if record.execution_time >= since and record.id not in skip:
-            unique.setdefault(record.id, record)
-    by_request: dict[str, list[AuditRecord]] = {}
-    for record in sorted(unique.values(), key=lambda r: (r.execution_time, r.id)):
-        by_request.setdefault(record.request_id or f"record:{record.id}", []).append(record)
-
+    unique = fresh_records(records, since=since, already_applied=already_applied)
     planner = _Planner(policy.patch_memberships)
     own: set[str] = set()
-    for request, group in by_request.items():
+    for request, group in by_request(unique.values()).items():
         planner.apply_request(request, group)
         if any(_is_own(record, suffixes, own_writes) for record in group):
             own.update(record.id for record in group)
@@ -675,11 +677,37 @@ def plan_incremental_read(
     )
 
 
-def _is_own(record: AuditRecord, suffixes: Collection[str], own_writes: Collection[OwnWrite]) -> bool:
+def fresh_records(
+    records: Iterable[AuditRecord], *, since: datetime, already_applied: Collection[str] = ()
+) -> dict[str, AuditRecord]:
+    """The records at or after `since` not in `already_applied`, each once, by id, oldest first."""
+    skip = set(already_applied)
+    unique: dict[str, AuditRecord] = {}
+    for record in sorted(records, key=lambda r: (r.execution_time, r.id)):
+        if record.execution_time >= since and record.id not in skip:
+            unique.setdefault(record.id, record)
+    return unique
+
+
+def by_request(records: Iterable[AuditRecord]) -> dict[str, list[AuditRecord]]:
+    """The records grouped by the request that wrote them, in the order given; a record without a
+    request id stands alone."""
+    grouped: dict[str, list[AuditRecord]] = {}
+    for record in records:
+        grouped.setdefault(record.request_id or f"record:{record.id}", []).append(record)
+    return grouped
+
+
+def is_own_record(record: AuditRecord, suffixes: Collection[str]) -> bool:
+    """Written with a token ending in one of `suffixes` (PagerDuty's `method.truncated_token`)."""
     method = record.method
-    if method.type in TOKEN_METHODS and method.truncated_token and method.truncated_token in suffixes:
-        return True
-    return any(write.matches(record) for write in own_writes)
+    return bool(
+        method.type in TOKEN_METHODS and method.truncated_token and method.truncated_token in suffixes
+    )
+
+
+def _is_own(record: AuditRecord, suffixes: Collection[str], own_writes: Collection[OwnWrite]) -> bool:
+    return is_own_record(record, suffixes) or any(write.matches(record) for write in own_writes)
 
 
 # ---- folding the answers into the previous snapshot ----------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -150,7 +152,9 @@ class PagerDutyEscalationPolicy(_PagerDutyObject):
     user_ids: tuple[str, ...] = ()  # users targeted directly by one of its rules, in the order first seen
     num_loops: int = 0
     rules: tuple[PagerDutyEscalationRule, ...] = ()
-    service_ids: tuple[str, ...] = ()  # read-only in PagerDuty: a service names its policy
+    # Read-only in PagerDuty (a service names its policy); by id: PagerDuty lists them in an order of its
+    # own, which renaming a service changes without a record of the policy.
+    service_ids: tuple[str, ...] = ()
     html_url: str | None = None
 
     @field_validator("num_loops", mode="before")
@@ -165,7 +169,7 @@ class PagerDutyEscalationPolicy(_PagerDutyObject):
                 **_owned_object(item),
                 "num_loops": item.get("num_loops"),
                 "rules": _objects(item, "escalation_rules"),
-                "service_ids": _reference_ids(item, "services"),
+                "service_ids": tuple(sorted(map(str, _reference_ids(item, "services")))),
             }
         )
         targeted = (t.id for rule in policy.rules for t in rule.targets if t.type == USER_TARGET)
@@ -246,6 +250,32 @@ class PagerDutySchedule(_PagerDutyObject):
     @classmethod
     def from_api(cls, item: dict[str, Any]) -> PagerDutySchedule:
         return cls.model_validate(_owned_object(item))
+
+
+@dataclass(frozen=True)
+class ObservedServices:
+    """PagerDuty's services, escalation policies and schedules as one refresh read them."""
+
+    services: tuple[PagerDutyService, ...] = ()
+    policies: tuple[PagerDutyEscalationPolicy, ...] = ()
+    schedules: tuple[PagerDutySchedule, ...] = ()
+
+    def to_json(self) -> dict[str, list[dict[str, Any]]]:
+        """The three lists as the models dump them (the ledger's stored snapshot)."""
+        return {
+            "services": [s.model_dump(mode="json") for s in self.services],
+            "escalation_policies": [p.model_dump(mode="json") for p in self.policies],
+            "schedules": [s.model_dump(mode="json") for s in self.schedules],
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> ObservedServices:
+        """What `to_json` wrote; raises `pydantic.ValidationError` (or TypeError) for anything else."""
+        return cls(
+            services=tuple(PagerDutyService.model_validate(s) for s in value["services"]),
+            policies=tuple(PagerDutyEscalationPolicy.model_validate(p) for p in value["escalation_policies"]),
+            schedules=tuple(PagerDutySchedule.model_validate(s) for s in value["schedules"]),
+        )
 
 
 # ---- audit records (`GET /audit/records`) -------------------------------------------------------------

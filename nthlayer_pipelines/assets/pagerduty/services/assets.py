@@ -1,6 +1,8 @@
 """The services kind in the UI: PagerDuty's services, policies and schedules as read, and how they
 differ from their tiers' standards."""
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 
@@ -10,10 +12,12 @@ from nthlayer_pipelines.assets.pagerduty.services.compare import (
     TeamContext,
     compare_standards,
 )
-from nthlayer_pipelines.assets.pagerduty.snapshot import POOL
+from nthlayer_pipelines.assets.pagerduty.services.refresh import refresh_services
+from nthlayer_pipelines.assets.pagerduty.snapshot import POOL, account_label, run_refresh
 from nthlayer_pipelines.assets.pagerduty.teams.compare import resolve_teams
 from nthlayer_pipelines.core.model import DesiredState, normalize_email
 from nthlayer_pipelines.core.plan import describe_change
+from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
@@ -23,34 +27,52 @@ from nthlayer_pipelines.resources.settings import ReconcileSettings
     kinds={"pagerduty"},
     pool=POOL,
     description=(
-        "PagerDuty's services, escalation policies and schedules, read in full when the definitions declare "
-        "any Service (else nothing is read: there is no standard to hold a service to)."
+        "PagerDuty's services, escalation policies and schedules, when the definitions declare any Service "
+        "(else nothing is read: there is no standard to hold a service to). Incremental between full reads: "
+        "the audit records of services, policies and schedules since the last refresh, then only the objects "
+        "they name; in full on the first refresh, when the audit records are refused or too far back, when "
+        "the stored snapshot is of another account, every full_refresh_every_hours, and in the nightly audit."
     ),
 )
 def pagerduty_services(
-    context: dg.AssetExecutionContext, pagerduty: PagerDutyResource, desired_state: DesiredState
+    context: dg.AssetExecutionContext,
+    pagerduty: PagerDutyResource,
+    ledger: LedgerResource,
+    desired_state: DesiredState,
 ) -> dg.Output[ObservedServices]:
     if not desired_state.services:
         context.log.info("no Service is declared: PagerDuty's services are not read")
         return dg.Output(ObservedServices(), metadata={"read": False, "api_calls": 0})
-    with pagerduty.client() as client:
-        calls = client.api_calls
-        observed = ObservedServices(
-            services=tuple(client.list_services()),
-            policies=tuple(client.list_escalation_policies()),
-            schedules=tuple(client.list_schedules()),
-        )
-        calls = client.api_calls - calls
-    return dg.Output(
-        observed,
-        metadata={
-            "read": True,
-            "services": len(observed.services),
-            "escalation_policies": len(observed.policies),
-            "schedules": len(observed.schedules),
-            "api_calls": calls,
-        },
+    refresh = run_refresh(refresh_services, context, pagerduty, ledger)
+    observed = refresh.state
+    context.log.info(
+        "%s refresh of services of %s (%s): %d API calls, %d audit records, %d objects read again",
+        refresh.decision.mode.value,
+        account_label(refresh.account),
+        refresh.decision.reason,
+        refresh.api_calls,
+        refresh.audit_records_read,
+        refresh.objects_reread,
     )
+    metadata: dict[str, Any] = {
+        "read": True,
+        "services": len(observed.services),
+        "escalation_policies": len(observed.policies),
+        "schedules": len(observed.schedules),
+        "refresh": refresh.decision.mode.value,
+        "refresh_reason": refresh.decision.reason,
+        "api_calls": refresh.api_calls,
+        "audit_records_read": refresh.audit_records_read,
+        "objects_reread": refresh.objects_reread,
+        "probe_api_calls": refresh.probe_api_calls,  # included in api_calls
+        "account": account_label(refresh.account),
+        "snapshot_stored": refresh.stored,
+    }
+    if not refresh.decision.full:
+        metadata["kinds_relisted"] = ", ".join(refresh.kinds_relisted)
+        metadata["drift_records"] = refresh.drift_records
+        metadata["own_write_records"] = refresh.own_write_records
+    return dg.Output(observed, metadata=metadata)
 
 
 def team_contexts(desired: DesiredState, teams: pd.DataFrame, users: pd.DataFrame) -> dict[str, TeamContext]:

@@ -30,6 +30,7 @@ from nthlayer_pipelines.core.model import (
     team_name_key,
 )
 from nthlayer_pipelines.resources.pagerduty.models import (
+    ObservedServices,
     PagerDutyEscalationPolicy,
     PagerDutySchedule,
     PagerDutyService,
@@ -40,15 +41,6 @@ PROVIDER = "pagerduty"
 POLICY_NAME = "{team} ({tier})"  # the managed policy of a team's display name and a tier
 
 Json = dict[str, object]
-
-
-@dataclass(frozen=True)
-class ObservedServices:
-    """PagerDuty's services, escalation policies and schedules as one refresh read them."""
-
-    services: tuple[PagerDutyService, ...] = ()
-    policies: tuple[PagerDutyEscalationPolicy, ...] = ()
-    schedules: tuple[PagerDutySchedule, ...] = ()
 
 
 @dataclass(frozen=True)
