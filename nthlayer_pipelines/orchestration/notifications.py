@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nthlayer_pipelines.apply import ApplyReport
+from nthlayer_pipelines.core.plan import describe_change
 from nthlayer_pipelines.resources.ledger import Approval
 
 
@@ -23,9 +24,33 @@ def apply_summary_message(approval: Approval, report: ApplyReport, *, run_url: s
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": f"PagerDuty plan {verdict}"}},
         {"type": "section", "fields": fields},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"<{run_url}|Open the apply run in Dagster>"}},
     ]
+    if report.rows:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": changes_text(report)}})
+    blocks.append(
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"<{run_url}|Open the apply run in Dagster>"}}
+    )
     return {"text": text, "blocks": blocks}
+
+
+SECTION_LIMIT = 3000  # Slack's most characters in a section's text
+
+
+def changes_text(report: ApplyReport) -> str:
+    """What this run did to each change, one line each and field by field (`~ service "Payment API" ...
+    acknowledgement_timeout: 1800 → 600`), as many as fit one section; the run lists every one."""
+    lines: list[str] = []
+    used = 0
+    for shown, row in enumerate(report.rows):
+        line = f"`{row.status}` {describe_change(row.change)}"
+        rest = len(report.rows) - shown
+        tail = f"… and {rest} more: the run lists every change"
+        if used + len(line) + 1 > SECTION_LIMIT - len(tail) - 1:
+            lines.append(tail)
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return "\n".join(lines)
 
 
 # What a failed run of each announced job is called in Slack; an unknown job goes by its own name.
