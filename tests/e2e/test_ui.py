@@ -13,7 +13,7 @@ from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.ui_links import approval_config_yaml
 from tests.e2e.deployment import LOCATION, DagsterUi
-from tests.support import ARTIFACTS
+from tests.support import ARTIFACTS, EXPECTED_EXAMPLE_CHANGES, plan_rows
 
 pytestmark = pytest.mark.browser
 
@@ -25,6 +25,8 @@ PIPELINE_ASSETS = {
     "pagerduty_teams",
     "pagerduty_memberships",
     "divergences",
+    "pagerduty_services",
+    "service_standards",
     "change_plan",
 }
 RUN_TIMEOUT_SECONDS = 90
@@ -150,19 +152,40 @@ def test_launchpad_runs_a_refresh_scoped_to_one_team(dagster_ui: DagsterUi, page
     assert set(materialized) == PIPELINE_ASSETS
     assert materialized["divergences"]["scope"] == "payments"
     plan = materialized["change_plan"]
-    # payments: carol to add, bob's role to change, mallory to remove; nothing of any other team.
-    assert (plan["changes_total"], plan["teams_to_create"], plan["members_to_add"]) == (3, 0, 1)
+    # payments: carol to add, bob's role to change, mallory to remove; its critical policy to create, its two
+    # services to re-point at it and to update; nothing of any other team (Checkout Web is left out).
+    assert (plan["changes_total"], plan["teams_to_create"], plan["members_to_add"]) == (8, 0, 1)
     assert (plan["roles_to_change"], plan["members_to_remove"]) == (1, 1)
+    assert (plan["policies_to_create"], plan["policies_to_update"]) == (1, 0)
+    assert (plan["services_to_repoint"], plan["services_to_update"]) == (2, 2)
 
     expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=30_000)
     page.screenshot(path=ARTIFACTS / "e2e" / "refresh-run.png")
 
 
-# Everything that reads as whole in a window: nothing wider than its box where the box hides the rest.
+# Everything that reads as whole in a window: nothing wider or taller than its box where the box hides the
+# rest.
 CUT_OFF = """(root) => [root, ...root.querySelectorAll('*')].filter((e) => {
     const style = getComputedStyle(e);
-    return e.scrollWidth > e.clientWidth + 1 && style.overflowX !== 'visible';
-}).map((e) => `${e.tagName}.${e.className}: ${e.scrollWidth}px in ${e.clientWidth}px`)"""
+    return (e.scrollWidth > e.clientWidth + 1 && style.overflowX !== 'visible')
+        || (e.scrollHeight > e.clientHeight + 1 && style.overflowY !== 'visible');
+}).map((e) => `${e.tagName}.${e.className}: ${e.scrollWidth}x${e.scrollHeight}px in `
+    + `${e.clientWidth}x${e.clientHeight}px`)"""
+# An element's top in the window with what scrolls it (its nearest scrolling ancestor, else the page) at its
+# start, and its bottom with that scrolled to its end.
+SCROLLED_THROUGH = """(element) => {
+    let scroller = element.parentElement;
+    while (scroller && !['auto', 'scroll'].includes(getComputedStyle(scroller).overflowY)) {
+        scroller = scroller.parentElement;
+    }
+    scroller = scroller || document.scrollingElement;
+    scroller.scrollTop = 0;
+    const top = element.getBoundingClientRect().top;
+    scroller.scrollTop = scroller.scrollHeight;
+    const bottom = element.getBoundingClientRect().bottom;
+    scroller.scrollTop = 0;
+    return [top, bottom];
+}"""
 
 
 def test_the_plan_preview_is_whole_at_1280px_and_approves_from_it(
@@ -174,7 +197,7 @@ def test_the_plan_preview_is_whole_at_1280px_and_approves_from_it(
     plan_id = str(dagster_ui.materializations(refreshed)["change_plan"]["plan_id"])
     with Ledger(postgres_url) as ledger:
         plan = ledger.get_plan(plan_id)
-    assert plan is not None and len(plan.changes) == 7
+    assert plan is not None and plan_rows(plan) == EXPECTED_EXAMPLE_CHANGES
 
     page.goto(f"{dagster_ui.url}/assets/change_plan")
     expect(page.get_by_text(plan_id, exact=True).first).to_be_visible(timeout=30_000)
@@ -184,11 +207,15 @@ def test_the_plan_preview_is_whole_at_1280px_and_approves_from_it(
     for change in plan.changes:
         expect(preview.get_by_text(change.id, exact=True)).to_be_visible()
     expect(preview.get_by_text("mallory@example.com (was responder)")).to_be_visible()
+    expect(preview.get_by_text("acknowledgement_timeout: 1800 → 600")).to_be_visible()
     box = preview.bounding_box()
     assert box is not None
     assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, box
-    assert box["y"] >= 0 and box["y"] + box["height"] <= 1000, box
     assert preview.evaluate(CUT_OFF) == []
+    # 15 changes, the services' with their fields, make it taller than the window: the overlay holding it
+    # scrolls, from the preview's top in the window to its bottom in the window.
+    top, bottom = preview.evaluate(SCROLLED_THROUGH)
+    assert top >= 0 and bottom <= 1000, (top, bottom, box)
     page.screenshot(path=ARTIFACTS / "e2e" / "plan-preview-1280.png")
 
     # From the preview to the launchpad holding this plan's approval: the approver adds a name, no id.
