@@ -20,7 +20,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import URL
 
-from nthlayer_pipelines.model import ChangeStatus
+from nthlayer_pipelines.core.model import ChangeStatus
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.sandbox import RunningSandbox, org_from_seed, running_sandbox
 from tests.e2e.deployment import Deployment, RunView
