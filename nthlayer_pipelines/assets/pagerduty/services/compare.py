@@ -235,11 +235,10 @@ def _plan_policy(
     name = policy_name(team, standard.tier)
     if context.team_id is None:
         result.findings.append(
-            Finding(
-                kind=FindingKind.STANDARD_UNMET,
-                team=team.name,
-                subject=name,
-                detail=f"team {team.name!r} has no PagerDuty team yet (or it is not settled which one): its "
+            _unmet(
+                team,
+                name,
+                f"team {team.name!r} has no PagerDuty team yet (or it is not settled which one): its "
                 f"{standard.tier.value} policy is planned once it has",
             )
         )
@@ -251,12 +250,10 @@ def _plan_policy(
     if len(existing) > 1:
         named = ", ".join(p.id for p in existing)
         result.findings.append(
-            Finding(
-                kind=FindingKind.STANDARD_UNMET,
-                team=team.name,
-                subject=name,
-                detail=f"{len(existing)} escalation policies are named {name!r} ({named}): "
-                "rename all but one",
+            _unmet(
+                team,
+                name,
+                f"{len(existing)} escalation policies are named {name!r} ({named}): rename all but one",
             )
         )
         return None
@@ -281,11 +278,10 @@ def _plan_policy(
     policy = existing[0]
     if policy.team_ids and context.team_id not in policy.team_ids:
         result.findings.append(
-            Finding(
-                kind=FindingKind.STANDARD_UNMET,
-                team=team.name,
-                subject=name,
-                detail=f"escalation policy {name!r} ({policy.id}) belongs to another team "
+            _unmet(
+                team,
+                name,
+                f"escalation policy {name!r} ({policy.id}) belongs to another team "
                 f"({', '.join(policy.team_ids)}): rename it, or give it to {context.team_name!r}",
             )
         )
@@ -342,11 +338,10 @@ def _wanted_rules(
                 if not users:
                     met = False
                     result.findings.append(
-                        Finding(
-                            kind=FindingKind.STANDARD_UNMET,
-                            team=team.name,
-                            subject=policy_name(team, standard.tier),
-                            detail=f"{where} targets the {target.team_role.value}s of {team.name!r}, which "
+                        _unmet(
+                            team,
+                            policy_name(team, standard.tier),
+                            f"{where} targets the {target.team_role.value}s of {team.name!r}, which "
                             f"declares none with a PagerDuty account",
                         )
                     )
@@ -366,11 +361,10 @@ def _schedule_id(
     declared = team.schedule(key)
     if declared is None:
         result.findings.append(
-            Finding(
-                kind=FindingKind.STANDARD_UNMET,
-                team=team.name,
-                subject=key,
-                detail=f"{where} targets the {key!r} schedule, which team {team.name!r} does not declare "
+            _unmet(
+                team,
+                key,
+                f"{where} targets the {key!r} schedule, which team {team.name!r} does not declare "
                 "(spec.pagerduty.schedules)",
             )
         )
@@ -496,6 +490,11 @@ def _unused_policies(
 
 def _seconds(minutes: int | None) -> int | None:
     return None if minutes is None else minutes * 60
+
+
+def _unmet(team: Team, subject: str, detail: str) -> Finding:
+    """The team's standard cannot be met as declared: nothing is planned for the policy it names."""
+    return Finding(kind=FindingKind.STANDARD_UNMET, team=team.name, subject=subject, detail=detail)
 
 
 def _finding(kind: FindingKind, service: Service, detail: str) -> Finding:
