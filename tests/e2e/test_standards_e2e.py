@@ -45,6 +45,9 @@ ALICE, BOB, CAROL, ERIN, FRANK = "PUALICE", "PUBOB00", "PUCAROL", "PUERIN0", "PU
 PAYMENTS, CHECKOUT = "PTPAYMT", "PTCHECK"
 PAYMENTS_PRIMARY, PAYMENTS_SECONDARY, CHECKOUT_PRIMARY = "PSPAYP1", "PSPAYS2", "PSCHKP1"
 PAYMENTS_ON_CALL, CHECKOUT_HIGH = "PEPAYOC", "PECHKHI"
+REPOINT_TO_CRITICAL = (
+    f'      escalation_policy: "Payments On-Call" ({PAYMENTS_ON_CALL}) → "Payments (critical)"'
+)
 PAYMENT_API, PAYMENT_WEBHOOKS, CHECKOUT_WEB = "PVPAYAP", "PVPAYWH", "PVCHKWB"
 
 # The teams, as PagerDuty holds them and as declared: no membership change is ever planned here. Their
@@ -421,9 +424,9 @@ def test_critical_services_paging_the_teams_policy_are_brought_to_the_critical_s
         f"      escalation_rules: [5 min: schedule {PAYMENTS_PRIMARY}] "
         f"[10 min: schedule {PAYMENTS_SECONDARY}, user {ALICE}]",
         f'  ~ service "Payment API" ({PAYMENT_API}), team payments (Payments, {PAYMENTS})',
-        f'      escalation_policy: {PAYMENTS_ON_CALL} → "Payments (critical)" (new)',
+        f"{REPOINT_TO_CRITICAL} (new)",
         f'  ~ service "Payment Webhooks" ({PAYMENT_WEBHOOKS}), team payments (Payments, {PAYMENTS})',
-        f'      escalation_policy: {PAYMENTS_ON_CALL} → "Payments (critical)" (new)',
+        f"{REPOINT_TO_CRITICAL} (new)",
         f'  ~ service "Payment API" ({PAYMENT_API}), team payments (Payments, {PAYMENTS})',
         "      acknowledgement_timeout: 1800 → 600",
         f'  ~ service "Payment Webhooks" ({PAYMENT_WEBHOOKS}), team payments (Payments, {PAYMENTS})',
@@ -488,9 +491,9 @@ def test_critical_services_paging_the_teams_policy_are_brought_to_the_critical_s
         headline(rest_id, policies=(0, 0), services=(2, 2)),
         "",
         f'  ~ service "Payment API" ({PAYMENT_API}), team payments (Payments, {PAYMENTS})',
-        f'      escalation_policy: {PAYMENTS_ON_CALL} → "Payments (critical)" ({managed})',
+        f"{REPOINT_TO_CRITICAL} ({managed})",
         f'  ~ service "Payment Webhooks" ({PAYMENT_WEBHOOKS}), team payments (Payments, {PAYMENTS})',
-        f'      escalation_policy: {PAYMENTS_ON_CALL} → "Payments (critical)" ({managed})',
+        f"{REPOINT_TO_CRITICAL} ({managed})",
         f'  ~ service "Payment API" ({PAYMENT_API}), team payments (Payments, {PAYMENTS})',
         "      acknowledgement_timeout: 1800 → 600",
         f'  ~ service "Payment Webhooks" ({PAYMENT_WEBHOOKS}), team payments (Payments, {PAYMENTS})',
