@@ -28,7 +28,7 @@ from tests.postgres import (
     postgres_server,
     postgres_url,  # noqa: F401 (a fixture)
 )
-from tests.support import ARTIFACTS, EXAMPLE_SEED, REPO, pipeline_environment
+from tests.support import ARTIFACTS, EXAMPLE_DEFINITIONS, EXAMPLE_SEED, REPO, pipeline_environment
 
 E2E_ARTIFACTS = ARTIFACTS / "e2e"
 CHROMIUM_ARGS = [
@@ -79,8 +79,13 @@ def dagster_ui(
     env = {
         **os.environ,
         # No policy approvals: an apply and the refresh after it would replace the plan a test approves.
+        # The whole example org, its services with its teams: the UI shows every kind.
         **pipeline_environment(
-            e2e_sandbox, home, NTHLAYER_LEDGER_URL=postgres_url, NTHLAYER_PRE_APPROVED_KINDS=""
+            e2e_sandbox,
+            home,
+            NTHLAYER_LEDGER_URL=postgres_url,
+            NTHLAYER_PRE_APPROVED_KINDS="",
+            NTHLAYER_DEFINITIONS=str(EXAMPLE_DEFINITIONS),
         ),
         "DAGSTER_HOME": str(home),
         "DAGSTER_POSTGRES_URL": postgres_url,

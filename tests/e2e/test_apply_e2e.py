@@ -68,19 +68,19 @@ NOT_DURING_THE_TESTS = "0 0 1 1 *"
 TOKENS = {"pagerduty": DEFAULT_PAGERDUTY_TOKEN, "cortex": DEFAULT_CORTEX_TOKEN, "slack": DEFAULT_SLACK_TOKEN}
 NTHLAYER = Path(sys.executable).parent / "nthlayer"  # the console script of the virtualenv under test
 
-# The example plan's changes the policy approves: creations (a team, the managed escalation policies) and
-# additions, never one as manager: (kind, team, email or the object's name).
+# The example plan's changes the policy approves: creations and additions, never one as manager.
 POLICY_APPROVED = [
     ("create_team", "search", None),
-    ("create_escalation_policy", "checkout", "Checkout (high)"),
-    ("create_escalation_policy", "payments", "Payments (critical)"),
     ("add_member", "data-platform", "heidi@example.com"),
     ("add_member", "payments", "carol@example.com"),
     ("add_member", "search", "ivan@example.com"),
 ]
-# What waits for a person once those are applied, in plan order (rows as in tests/support.py): heidi as
-# manager, bob's role, mallory's removal, and every change to a service (its policy, its fields).
-LEFT_FOR_A_PERSON = [row for row in EXPECTED_EXAMPLE_CHANGES if row[:3] not in POLICY_APPROVED]
+# What waits for a person once those are applied: (kind, team, email, role, from_role).
+LEFT_FOR_A_PERSON = [
+    ("add_member", "search", "heidi@example.com", "manager", None),
+    ("set_role", "payments", "bob@example.com", "responder", "observer"),
+    ("remove_member", "payments", "mallory@example.com", None, "responder"),
+]
 # PagerDuty once both approvals are applied: examples/org, and the Cortex team data-platform.
 CONVERGED_PAGERDUTY = {
     "Payments": {
@@ -166,13 +166,6 @@ def pagerduty_ids(sandbox: RunningSandbox) -> tuple[dict[str, str], dict[str, st
     """Team name -> id and email -> user id, from the sandbox's own state."""
     state = sandbox.state.to_dict()["pagerduty"]
     return {t["name"]: t["id"] for t in state["teams"]}, {u["email"]: u["id"] for u in state["users"]}
-
-
-def service_policies(sandbox: RunningSandbox) -> dict[str, str]:
-    """Service name -> the name of the escalation policy it pages, from the sandbox's own state."""
-    state = sandbox.state.to_dict()["pagerduty"]
-    names = {p["id"]: p["name"] for p in state["escalation_policies"]}
-    return {s["name"]: names[s["escalation_policy_id"]] for s in state["services"]}
 
 
 def pagerduty_writes(sandbox: RunningSandbox) -> Counter[tuple[str, str]]:
@@ -492,7 +485,7 @@ def test_policy_and_person_approvals_are_each_applied_once_by_the_daemon(
     # The run's metadata is in Postgres's event log, and its API calls are the sandbox's count.
     metadata = step_output_metadata(example_deployment.database_url, person_apply.run_id)
     assert {key: metadata[f"changes_{key}"] for key in CHANGE_COUNT_KEYS} == {
-        "applied": 9,  # 3 of membership, 6 of the services: 3 re-pointed, 3 updated
+        "applied": 3,
         "skipped": 0,
         "stale": 0,
         "blocked": 0,
@@ -509,41 +502,26 @@ def test_policy_and_person_approvals_are_each_applied_once_by_the_daemon(
     assert final.status == "SUCCESS"
     assert ui.materializations(final.run_id)["change_plan"]["changes_total"] == 0
 
-    # PagerDuty holds the desired state: the memberships, and each service paging its team's managed policy
-    # for its tier. Each membership and each policy was written exactly once, each service twice (its
-    # re-point and its fields are two changes).
+    # PagerDuty holds the desired state, and each entity was written exactly once.
     held = pagerduty_members(e2e_sandbox)
     assert held == CONVERGED_PAGERDUTY
     for team in load_definitions(EXAMPLE_DEFINITIONS).teams:
         declared = {m.email: m.role.value for m in team.members if m.email != "oscar@example.com"}
         assert declared.items() <= held[team.display_name].items(), team.name
-    assert service_policies(e2e_sandbox) == {
-        "Checkout Web": "Checkout (high)",
-        "Payment API": "Payments (critical)",
-        "Payment Webhooks": "Payments (critical)",
-    }
     team_ids, user_ids = pagerduty_ids(e2e_sandbox)
-    service_ids = {s["name"]: s["id"] for s in e2e_sandbox.state.to_dict()["pagerduty"]["services"]}
 
     def membership(team: str, email: str) -> str:
         return f"/pagerduty/teams/{team_ids[team]}/users/{user_ids[email]}"
 
-    def service(name: str) -> str:
-        return f"/pagerduty/services/{service_ids[name]}"
-
     assert pagerduty_writes(e2e_sandbox) == Counter(
         {
             ("POST", "/pagerduty/teams"): 1,
-            ("POST", "/pagerduty/escalation_policies"): 2,
             ("PUT", membership("Data Platform", "heidi@example.com")): 1,
             ("PUT", membership("Payments", "carol@example.com")): 1,
             ("PUT", membership("Search", "ivan@example.com")): 1,
             ("PUT", membership("Search", "heidi@example.com")): 1,
             ("PUT", membership("Payments", "bob@example.com")): 1,
             ("DELETE", membership("Payments", "mallory@example.com")): 1,
-            ("PUT", service("Checkout Web")): 2,
-            ("PUT", service("Payment API")): 2,
-            ("PUT", service("Payment Webhooks")): 2,
         }
     )
 

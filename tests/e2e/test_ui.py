@@ -13,7 +13,7 @@ from nthlayer_pipelines.definitions import build_definitions
 from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.ui_links import approval_config_yaml
 from tests.e2e.deployment import LOCATION, DagsterUi
-from tests.support import ARTIFACTS, EXPECTED_EXAMPLE_CHANGES, plan_rows
+from tests.support import ARTIFACTS, EXPECTED_EXAMPLE_CHANGES_WITH_STANDARDS, plan_rows
 
 pytestmark = pytest.mark.browser
 
@@ -197,7 +197,7 @@ def test_the_plan_preview_is_whole_at_1280px_and_approves_from_it(
     plan_id = str(dagster_ui.materializations(refreshed)["change_plan"]["plan_id"])
     with Ledger(postgres_url) as ledger:
         plan = ledger.get_plan(plan_id)
-    assert plan is not None and plan_rows(plan) == EXPECTED_EXAMPLE_CHANGES
+    assert plan is not None and plan_rows(plan) == EXPECTED_EXAMPLE_CHANGES_WITH_STANDARDS
 
     page.goto(f"{dagster_ui.url}/assets/change_plan")
     expect(page.get_by_text(plan_id, exact=True).first).to_be_visible(timeout=30_000)
