@@ -38,6 +38,14 @@ class Decision:
     detail: str = ""
 
 
+# What a decision other than a write comes to in the intent log, for every kind.
+STATUS_FOR_ACTION = {
+    Action.SKIP: ChangeStatus.SKIPPED,
+    Action.STALE: ChangeStatus.STALE,
+    Action.FAIL: ChangeStatus.FAILED,
+}
+
+
 @dataclass(frozen=True)
 class ApplyRow:
     """What one change came to in this run."""

@@ -68,7 +68,7 @@ def urgency_rule_json(rule: PagerDutyUrgencyRule | None) -> Json | None:
     return rule.model_dump(exclude_none=True)
 
 
-def rules_json(num_rules: Sequence[tuple[int, Sequence[tuple[str, str]]]]) -> list[Json]:
+def rules_json(rules: Sequence[tuple[int, Sequence[tuple[str, str]]]]) -> list[Json]:
     """Rules as the change carries them: each rule's delay and its targets sorted by type and id, so two
     readings of the same policy compare equal whatever order PagerDuty listed the targets in."""
     return [
@@ -76,7 +76,7 @@ def rules_json(num_rules: Sequence[tuple[int, Sequence[tuple[str, str]]]]) -> li
             "escalation_delay_in_minutes": delay,
             "targets": [{"id": i, "type": t} for t, i in sorted(set((t, i) for i, t in targets))],
         }
-        for delay, targets in num_rules
+        for delay, targets in rules
     ]
 
 

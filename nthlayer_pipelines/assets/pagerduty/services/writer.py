@@ -22,13 +22,14 @@ from nthlayer_pipelines.assets.pagerduty.services.compare import (
     wanted_service_fields,
 )
 from nthlayer_pipelines.core.fields import decide_fields, fields_converged
-from nthlayer_pipelines.core.kind import Action, ApplyRow, RunLog
+from nthlayer_pipelines.core.kind import STATUS_FOR_ACTION, Action, ApplyRow, RunLog
 from nthlayer_pipelines.core.model import (
     SERVICE_STANDARD,
     Change,
     ChangeKind,
     ChangeStatus,
     DesiredState,
+    FieldChange,
     Service,
     Team,
     Tier,
@@ -50,12 +51,6 @@ from nthlayer_pipelines.resources.pagerduty.models import (
 logger = logging.getLogger("nthlayer_pipelines.apply")
 
 INVALID_INPUT = 2001  # PagerDuty's code for a write it refuses as given
-
-_STATUS_FOR_ACTION = {
-    Action.SKIP: ChangeStatus.SKIPPED,
-    Action.STALE: ChangeStatus.STALE,
-    Action.FAIL: ChangeStatus.FAILED,
-}
 
 
 def comparable(name: str, value: JsonValue) -> JsonValue:
@@ -165,7 +160,7 @@ class StandardsWriter:
         verdict = decide_fields(change, current)
         if verdict.decision.action is not Action.WRITE:
             return ApplyRow(
-                change, _STATUS_FOR_ACTION[verdict.decision.action], verdict.decision.detail, None, policy.id
+                change, STATUS_FOR_ACTION[verdict.decision.action], verdict.decision.detail, None, policy.id
             )
         values = {**current, **{f.name: f.after for f in verdict.to_write}}
         loops = values["num_loops"]
@@ -192,7 +187,7 @@ class StandardsWriter:
         verdict = decide_fields(resolved, service_values(service), comparable)
         if verdict.decision.action is not Action.WRITE:
             return ApplyRow(
-                change, _STATUS_FOR_ACTION[verdict.decision.action], verdict.decision.detail, None, service.id
+                change, STATUS_FOR_ACTION[verdict.decision.action], verdict.decision.detail, None, service.id
             )
         self.client.update_service(service.id, **_service_arguments(verdict.to_write))
         self.touched.add(service.id)
@@ -234,12 +229,12 @@ class StandardsWriter:
             return False, f"could not be read: {error}"
 
 
-def _service_arguments(fields: Sequence[object]) -> dict[str, object]:
+def _service_arguments(fields: Sequence[FieldChange]) -> dict[str, object]:
     """`update_service`'s arguments for the fields to write, and no others."""
     arguments: dict[str, object] = {}
-    for change in fields:
-        name, after = change.name, change.after  # type: ignore[attr-defined]
-        if name == "escalation_policy":
+    for field_change in fields:
+        name, after = field_change.name, field_change.after
+        if name == "escalation_policy" and isinstance(after, dict):
             arguments["escalation_policy_id"] = after["id"]
         elif name == "incident_urgency_rule":
             arguments["urgency_rule"] = PagerDutyUrgencyRule.model_validate(after)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nthlayer_pipelines.assets.pagerduty.teams.decide import Action, converged, decide, unwanted_reason
-from nthlayer_pipelines.core.kind import ApplyRow, RunLog
+from nthlayer_pipelines.core.kind import STATUS_FOR_ACTION, ApplyRow, RunLog
 from nthlayer_pipelines.core.model import (
     TEAM_MEMBERSHIP,
     Change,
@@ -38,12 +38,6 @@ from nthlayer_pipelines.resources.pagerduty.client import (
 logger = logging.getLogger("nthlayer_pipelines.apply")
 
 ESCALATION_POLICY_BLOCKS_REMOVAL = 2001  # PagerDuty's code on a 400 to DELETE /teams/{id}/users/{id}
-
-STATUS_FOR_ACTION = {
-    Action.SKIP: ChangeStatus.SKIPPED,
-    Action.STALE: ChangeStatus.STALE,
-    Action.FAIL: ChangeStatus.FAILED,
-}
 
 
 @dataclass
