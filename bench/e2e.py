@@ -153,6 +153,28 @@ class _Runs:
                 return f"{metadata['refresh'].value} ({metadata['refresh_reason'].value})"
         raise RuntimeError(f"refresh run {run_id} materialized no pagerduty_memberships")
 
+    def timeline(self, run_id: str) -> dict[str, float]:
+        """When the run reached each stage, from its event log: the first event of each type."""
+        stages = {
+            "enqueued": "RUN_ENQUEUED",
+            "dequeued": "RUN_DEQUEUED",
+            "starting": "RUN_STARTING",
+            "started": "RUN_START",
+            "step_started": "STEP_START",
+            "step_finished": "STEP_SUCCESS",
+            "finished": "RUN_SUCCESS",
+        }
+        records = self.instance.all_logs(run_id)
+        first: dict[str, float] = {}
+        for entry in records:
+            event = entry.dagster_event
+            if event is not None and event.event_type_value not in first:
+                first[event.event_type_value] = entry.timestamp
+        missing = [kind for kind in stages.values() if kind not in first]
+        if missing:
+            raise RuntimeError(f"run {run_id} has no {', '.join(missing)} event")
+        return {stage: first[kind] for stage, kind in stages.items()}
+
     def apply_seconds(self, run_id: str) -> float:
         """The apply op's own `duration_seconds`: the changes' provider calls and ledger writes."""
         for event in self._events(run_id, self.dg.DagsterEventType.STEP_OUTPUT):
@@ -224,6 +246,7 @@ def measure(
             refresh = _wait("the refresh run", lambda: runs.finished("refresh", drift_at))
             apply = _wait("the apply run", lambda: runs.finished("apply_plan", drift_at))
             apply_seconds = runs.apply_seconds(apply.dagster_run.run_id)
+            timeline = runs.timeline(apply.dagster_run.run_id)
             refresh_kind = runs.refresh_kind(refresh.dagster_run.run_id)
             _wait("the deployment to go idle", runs.idle, every=1.0)
             runs.instance.dispose()
@@ -236,10 +259,26 @@ def measure(
         "apply_run_seconds": apply_wall,
         "apply_op_seconds": apply_seconds,
         "apply_overhead_seconds": apply_wall - apply_seconds,
+        "apply_legs": apply_legs(timeline, apply_seconds),
         "refresh_status": refresh.dagster_run.status.value,
         "refresh_kind": refresh_kind,
         "apply_status": apply.dagster_run.status.value,
         "sensor_interval_seconds": sensor_interval_seconds,
+    }
+
+
+def apply_legs(timeline: Mapping[str, float], apply_seconds: float) -> dict[str, float]:
+    """The apply run's wall time split at its events: waiting in the queue, the run worker starting
+    (a process that imports Dagster and the code location, then opens the instance), the resources'
+    set-up before the step, the step (of which the apply itself is `apply_seconds`), and the run's end."""
+    return {
+        "queue_seconds": timeline["dequeued"] - timeline["enqueued"],
+        "launch_seconds": timeline["starting"] - timeline["dequeued"],
+        "worker_start_seconds": timeline["started"] - timeline["starting"],
+        "before_step_seconds": timeline["step_started"] - timeline["started"],
+        "step_seconds": timeline["step_finished"] - timeline["step_started"],
+        "step_other_seconds": timeline["step_finished"] - timeline["step_started"] - apply_seconds,
+        "after_step_seconds": timeline["finished"] - timeline["step_finished"],
     }
 
 

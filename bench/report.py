@@ -180,7 +180,25 @@ def drift_to_fix_lines(e2e: dict[str, Any] | None) -> list[str]:
         f"| of which the apply itself (provider calls, ledger) | {e2e['apply_op_seconds']:.2f} |",
         "| of which Dagster overhead (queue, run worker start, events) | "
         f"{e2e['apply_overhead_seconds']:.1f} |",
+        *_apply_leg_rows(e2e.get("apply_legs")),
     ]
+
+
+APPLY_LEGS = {
+    "queue_seconds": "queued, until the daemon's run queue takes it",
+    "launch_seconds": "taken off the queue, until the launcher starts the run worker",
+    "worker_start_seconds": "the run worker starting: Python, Dagster, the code location, the instance",
+    "before_step_seconds": "the run started, until its step starts (resources set up)",
+    "step_other_seconds": "the step, besides the apply itself (the ledger opened, events, Slack)",
+    "after_step_seconds": "the step finished, until the run is",
+}
+
+
+def _apply_leg_rows(legs: dict[str, float] | None) -> list[str]:
+    """The apply run's overhead at its events (absent from runs before it was measured)."""
+    if not legs:
+        return []
+    return [f"| &nbsp;&nbsp;{text} | {legs[key]:.1f} |" for key, text in APPLY_LEGS.items()]
 
 
 def target_lines(results: dict[str, Any]) -> list[str]:
