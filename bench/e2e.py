@@ -157,19 +157,17 @@ class _Runs:
         """When the run reached each stage, from its event log: the first event of each type."""
         stages = {
             "enqueued": "RUN_ENQUEUED",
-            "dequeued": "RUN_DEQUEUED",
             "starting": "RUN_STARTING",
             "started": "RUN_START",
             "step_started": "STEP_START",
             "step_finished": "STEP_SUCCESS",
             "finished": "RUN_SUCCESS",
         }
-        records = self.instance.all_logs(run_id)
         first: dict[str, float] = {}
-        for entry in records:
+        for entry in self.instance.all_logs(run_id):
             event = entry.dagster_event
-            if event is not None and event.event_type_value not in first:
-                first[event.event_type_value] = entry.timestamp
+            if event is not None and event.event_type.name not in first:  # the names, not the stored values
+                first[event.event_type.name] = entry.timestamp
         missing = [kind for kind in stages.values() if kind not in first]
         if missing:
             raise RuntimeError(f"run {run_id} has no {', '.join(missing)} event")
@@ -272,8 +270,7 @@ def apply_legs(timeline: Mapping[str, float], apply_seconds: float) -> dict[str,
     (a process that imports Dagster and the code location, then opens the instance), the resources'
     set-up before the step, the step (of which the apply itself is `apply_seconds`), and the run's end."""
     return {
-        "queue_seconds": timeline["dequeued"] - timeline["enqueued"],
-        "launch_seconds": timeline["starting"] - timeline["dequeued"],
+        "queue_seconds": timeline["starting"] - timeline["enqueued"],  # the daemon's dequeue marks it starting
         "worker_start_seconds": timeline["started"] - timeline["starting"],
         "before_step_seconds": timeline["step_started"] - timeline["started"],
         "step_seconds": timeline["step_finished"] - timeline["step_started"],

@@ -186,7 +186,6 @@ def drift_to_fix_lines(e2e: dict[str, Any] | None) -> list[str]:
 
 APPLY_LEGS = {
     "queue_seconds": "queued, until the daemon's run queue takes it",
-    "launch_seconds": "taken off the queue, until the launcher starts the run worker",
     "worker_start_seconds": "the run worker starting: Python, Dagster, the code location, the instance",
     "before_step_seconds": "the run started, until its step starts (resources set up)",
     "step_other_seconds": "the step, besides the apply itself (the ledger opened, events, Slack)",

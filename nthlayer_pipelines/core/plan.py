@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import (
     TEAM_MEMBERSHIP,
     Change,
@@ -20,6 +19,11 @@ from nthlayer_pipelines.core.model import (
     Plan,
     Role,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 PROVIDER = "pagerduty"
 

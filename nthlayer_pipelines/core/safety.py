@@ -14,10 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import Change, ChangeKind, Plan, Role
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """PagerDuty's plan: every PagerDuty kind's changes in one plan, what one apply writes through one client
 and one rate limit, recorded in the ledger with its blast-radius verdict and the policy's approval."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import pandas as pd
 
 from nthlayer_pipelines.assets.pagerduty.services.compare import StandardsComparison
+from nthlayer_pipelines.assets.tables import Table
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import DesiredState, Plan
 from nthlayer_pipelines.core.plan import build_plan, plan_summary, render_plan_markdown, with_changes
 from nthlayer_pipelines.core.policy import over_volume_cap, pre_approved_changes
@@ -22,6 +25,11 @@ from nthlayer_pipelines.ui_links import (
     launchpad_link,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
+
 
 @dg.asset(
     group_name="reconcile",
@@ -35,9 +43,9 @@ def change_plan(
     context: dg.AssetExecutionContext,
     ledger: LedgerResource,
     reconcile: ReconcileSettings,
-    divergences: pd.DataFrame,
+    divergences: Table,
     desired_state: DesiredState,
-    pagerduty_memberships: pd.DataFrame,
+    pagerduty_memberships: Table,
     service_standards: StandardsComparison,
 ) -> dg.Output[Plan]:
     membership = build_plan(divergences, desired_state)

@@ -1,12 +1,20 @@
 """Checks of PagerDuty's plan: within the blast radius, and every team identified."""
 
-import dagster as dg
-import pandas as pd
+from typing import TYPE_CHECKING
 
+import dagster as dg
+
+from nthlayer_pipelines.assets.tables import Table
 from nthlayer_pipelines.assets.verdicts import verdict
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import Plan
 from nthlayer_pipelines.core.safety import assess_blast_radius, rosters_from_memberships
 from nthlayer_pipelines.resources.settings import ReconcileSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 
 @dg.asset_check(
@@ -19,7 +27,7 @@ from nthlayer_pipelines.resources.settings import ReconcileSettings
     ),
 )
 def change_plan_within_blast_radius(
-    reconcile: ReconcileSettings, change_plan: Plan, pagerduty_memberships: pd.DataFrame
+    reconcile: ReconcileSettings, change_plan: Plan, pagerduty_memberships: Table
 ) -> dg.AssetCheckResult:
     radius = assess_blast_radius(
         change_plan, rosters_from_memberships(pagerduty_memberships), reconcile.blast_radius_limits()

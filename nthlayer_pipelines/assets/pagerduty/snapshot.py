@@ -19,11 +19,12 @@ The `read_*` and `refresh_pagerduty` functions work without Dagster (the benchma
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import dagster as dg
-import pandas as pd
 
+from nthlayer_pipelines.assets.tables import Table
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerResource, StoredSnapshot
 from nthlayer_pipelines.resources.pagerduty.audit import (
     AuditRecordsUnavailableError,
@@ -57,6 +58,11 @@ from nthlayer_pipelines.resources.pagerduty.observed import (
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.pagerduty.services_incremental import ServicesAccount
 
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
+
 POOL = "pagerduty_api"  # one pool per provider key, so concurrent runs share its rate limit
 AUDIT_MODE_TAG = ("nthlayer/mode", "audit")  # the nightly audit job's tag: it always reads everything
 TABLES = ("pagerduty_users", "pagerduty_teams", "pagerduty_memberships")
@@ -68,17 +74,17 @@ def _page_minimum(rows: int, page_size: int = 100) -> int:
     return max(1, -(-rows // page_size))
 
 
-def read_users(client: PagerDutyClient) -> pd.DataFrame:
+def read_users(client: PagerDutyClient) -> Table:
     return users_frame([{"user_id": u.id, "email": u.email, "name": u.name} for u in client.list_users()])
 
 
-def read_teams(client: PagerDutyClient) -> pd.DataFrame:
+def read_teams(client: PagerDutyClient) -> Table:
     return teams_frame(
         [{"team_id": t.id, "name": t.name, "description": t.description} for t in client.list_teams()]
     )
 
 
-def read_memberships(client: PagerDutyClient, team_ids: Sequence[str]) -> tuple[pd.DataFrame, int]:
+def read_memberships(client: PagerDutyClient, team_ids: Sequence[str]) -> tuple[Table, int]:
     """Every team's members, up to the client's `max_concurrency` teams at a time, in the order of
     `team_ids`; with the fewest calls their pages allow."""
     by_team = client.list_members_of_teams(team_ids)
@@ -295,7 +301,7 @@ def account_label(account: SnapshotAccount | ServicesAccount | None) -> str:
     return f"{name} via {account.api_url}"
 
 
-def _metadata(refresh: ObservedRefresh, table: str, frame: pd.DataFrame) -> dict[str, Any]:
+def _metadata(refresh: ObservedRefresh, table: str, frame: Table) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "row_count": len(frame),
         "refresh": refresh.decision.mode.value,
@@ -345,7 +351,7 @@ def _metadata(refresh: ObservedRefresh, table: str, frame: pd.DataFrame) -> dict
 )
 def pagerduty_snapshot(
     context: dg.AssetExecutionContext, pagerduty: PagerDutyResource, ledger: LedgerResource
-) -> Iterator[dg.Output[pd.DataFrame]]:
+) -> Iterator[dg.Output[Table]]:
     refresh = run_refresh(refresh_pagerduty, context, pagerduty, ledger)
     concurrency = pagerduty.max_concurrency
     state = refresh.state

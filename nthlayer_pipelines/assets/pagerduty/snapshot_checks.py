@@ -1,13 +1,21 @@
 """Checks that catch a broken PagerDuty snapshot before it becomes a plan."""
 
-import dagster as dg
-import pandas as pd
+from typing import TYPE_CHECKING
 
+import dagster as dg
+
+from nthlayer_pipelines.assets.tables import Table
 from nthlayer_pipelines.assets.verdicts import MAX_REASONS, verdict
+from nthlayer_pipelines.core.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 
 @dg.asset_check(asset="pagerduty_users", blocking=True, description="No two PagerDuty users share an email.")
-def pagerduty_users_have_unique_emails(pagerduty_users: pd.DataFrame) -> dg.AssetCheckResult:
+def pagerduty_users_have_unique_emails(pagerduty_users: Table) -> dg.AssetCheckResult:
     duplicated = pagerduty_users[pagerduty_users["email"].duplicated(keep=False)].dropna(subset=["email"])
     users = duplicated.groupby("email")["user_id"].apply(sorted)
     emails = sorted(users.index)
@@ -29,7 +37,7 @@ def pagerduty_users_have_unique_emails(pagerduty_users: pd.DataFrame) -> dg.Asse
     description="Every membership names a user of the users snapshot (else the two reads disagree).",
 )
 def pagerduty_memberships_name_known_users(
-    pagerduty_memberships: pd.DataFrame, pagerduty_users: pd.DataFrame
+    pagerduty_memberships: Table, pagerduty_users: Table
 ) -> dg.AssetCheckResult:
     unknown = pagerduty_memberships[~pagerduty_memberships["user_id"].isin(pagerduty_users["user_id"])]
     teams = unknown.groupby("user_id")["team_id"].apply(lambda ids: sorted(set(ids)))

@@ -39,16 +39,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import dagster as dg
-import pandas as pd
 import sqlalchemy as sa
 import tenacity
 from pydantic import Field, ValidationError
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import Change, ChangeKind, ChangeStatus, Finding, Plan, Role
 from nthlayer_pipelines.core.safety import (
     BlastRadius,
@@ -81,6 +81,11 @@ from nthlayer_pipelines.resources.pagerduty.observed import (
     users_frame,
 )
 from nthlayer_pipelines.resources.pagerduty.services_incremental import ServicesAccount
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 # pg_advisory_xact_lock key of every ledger write: "nthlayer" in ASCII.
 WRITE_LOCK_KEY = int.from_bytes(b"nthlayer", "big")

@@ -45,11 +45,10 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import pandas as pd
-
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import ChangeKind, ChangeStatus, Role
 from nthlayer_pipelines.resources.pagerduty.models import AuditRecord
 from nthlayer_pipelines.resources.pagerduty.observed import (
@@ -58,6 +57,11 @@ from nthlayer_pipelines.resources.pagerduty.observed import (
     teams_frame,
     users_frame,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 PROVIDER = "pagerduty"
 AUDIT_RETENTION = timedelta(days=365)  # PagerDuty: 12 months (18 in later docs); the shorter one holds

@@ -7,10 +7,15 @@ merge diffs that in milliseconds where per-row Python loops take seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import normalize_email
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 USER_COLUMNS = ["user_id", "email", "name"]
 TEAM_COLUMNS = ["team_id", "name", "description"]

@@ -1,10 +1,9 @@
 """The services kind in the UI: PagerDuty's services, policies and schedules as read, and how they
 differ from their tiers' standards."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from nthlayer_pipelines.assets.pagerduty.services.compare import (
     ObservedServices,
@@ -15,11 +14,18 @@ from nthlayer_pipelines.assets.pagerduty.services.compare import (
 from nthlayer_pipelines.assets.pagerduty.services.refresh import refresh_services
 from nthlayer_pipelines.assets.pagerduty.snapshot import POOL, account_label, run_refresh
 from nthlayer_pipelines.assets.pagerduty.teams.compare import resolve_teams
+from nthlayer_pipelines.assets.tables import Table
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import DesiredState, normalize_email
 from nthlayer_pipelines.core.plan import describe_change
 from nthlayer_pipelines.resources.ledger import LedgerResource
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.settings import ReconcileSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 
 @dg.asset(
@@ -75,7 +81,7 @@ def pagerduty_services(
     return dg.Output(observed, metadata=metadata)
 
 
-def team_contexts(desired: DesiredState, teams: pd.DataFrame, users: pd.DataFrame) -> dict[str, TeamContext]:
+def team_contexts(desired: DesiredState, teams: Table, users: Table) -> dict[str, TeamContext]:
     """What the membership snapshot says of each declared team: its PagerDuty team and users by email."""
     resolved = resolve_teams(desired, teams)
     known = users.dropna(subset=["email"])
@@ -104,8 +110,8 @@ def service_standards(
     reconcile: ReconcileSettings,
     desired_state: DesiredState,
     pagerduty_services: ObservedServices,
-    pagerduty_teams: pd.DataFrame,
-    pagerduty_users: pd.DataFrame,
+    pagerduty_teams: Table,
+    pagerduty_users: Table,
 ) -> dg.Output[StandardsComparison]:
     scope = set(reconcile.teams)  # the launchpad's scope: only these teams' services, as for membership
     desired = desired_state

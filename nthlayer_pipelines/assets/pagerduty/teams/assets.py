@@ -1,12 +1,20 @@
 """Membership in the UI: every way PagerDuty's teams differ from the desired ones."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import pandas as pd
 
 from nthlayer_pipelines.assets.pagerduty.teams.compare import TeamIdentityConflict, compute_divergences
+from nthlayer_pipelines.assets.tables import Table
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import DesiredState, DivergenceKind
 from nthlayer_pipelines.resources.pagerduty.observed import ObservedState
 from nthlayer_pipelines.resources.settings import ReconcileSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 
 @dg.asset(
@@ -18,10 +26,10 @@ def divergences(
     context: dg.AssetExecutionContext,
     reconcile: ReconcileSettings,
     desired_state: DesiredState,
-    pagerduty_users: pd.DataFrame,
-    pagerduty_teams: pd.DataFrame,
-    pagerduty_memberships: pd.DataFrame,
-) -> dg.Output[pd.DataFrame]:
+    pagerduty_users: Table,
+    pagerduty_teams: Table,
+    pagerduty_memberships: Table,
+) -> dg.Output[Table]:
     scope = set(reconcile.teams)
     unknown = sorted(scope - {t.name for t in desired_state.teams})
     if unknown:

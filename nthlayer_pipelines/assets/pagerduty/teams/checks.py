@@ -1,11 +1,19 @@
 """Membership's checks: a snapshot that would resolve too few people is not planned from."""
 
-import dagster as dg
-import pandas as pd
+from typing import TYPE_CHECKING
 
+import dagster as dg
+
+from nthlayer_pipelines.assets.tables import Table
 from nthlayer_pipelines.assets.verdicts import MAX_REASONS, verdict
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import DivergenceKind
 from nthlayer_pipelines.resources.settings import ReconcileSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 
 @dg.asset_check(
@@ -13,9 +21,7 @@ from nthlayer_pipelines.resources.settings import ReconcileSettings
     blocking=True,
     description="Few desired emails lack a PagerDuty account: many at once means a broken users snapshot.",
 )
-def unresolved_users_below_threshold(
-    reconcile: ReconcileSettings, divergences: pd.DataFrame
-) -> dg.AssetCheckResult:
+def unresolved_users_below_threshold(reconcile: ReconcileSettings, divergences: Table) -> dg.AssetCheckResult:
     unresolved = divergences[divergences["kind"] == DivergenceKind.UNRESOLVED_USER.value]
     emails = sorted(unresolved["email"].dropna().unique())
     count, threshold = len(emails), reconcile.max_unresolved_users

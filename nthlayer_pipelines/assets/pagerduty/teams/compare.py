@@ -11,11 +11,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import DesiredState, DivergenceKind, Team, team_name_key
 from nthlayer_pipelines.resources.pagerduty.observed import ObservedState
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 DIVERGENCE_COLUMNS = [
     "kind",
