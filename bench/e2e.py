@@ -270,7 +270,8 @@ def apply_legs(timeline: Mapping[str, float], apply_seconds: float) -> dict[str,
     (a process that imports Dagster and the code location, then opens the instance), the resources'
     set-up before the step, the step (of which the apply itself is `apply_seconds`), and the run's end."""
     return {
-        "queue_seconds": timeline["starting"] - timeline["enqueued"],  # the daemon's dequeue marks it starting
+        # The daemon marks a run starting as it takes it off the queue.
+        "queue_seconds": timeline["starting"] - timeline["enqueued"],
         "worker_start_seconds": timeline["started"] - timeline["starting"],
         "before_step_seconds": timeline["step_started"] - timeline["started"],
         "step_seconds": timeline["step_finished"] - timeline["step_started"],
