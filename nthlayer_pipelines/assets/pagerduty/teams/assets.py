@@ -4,19 +4,27 @@ import dagster as dg
 import pandas as pd
 
 from nthlayer_pipelines.assets.pagerduty.teams.compare import TeamIdentityConflict, compute_divergences
+from nthlayer_pipelines.assets.pagerduty.teams.lookups import with_looked_up_users
 from nthlayer_pipelines.core.model import DesiredState, DivergenceKind
-from nthlayer_pipelines.resources.pagerduty.observed import ObservedState
+from nthlayer_pipelines.resources.pagerduty.client import AmbiguousUserError
+from nthlayer_pipelines.resources.pagerduty.observed import USERS_READ, ObservedState
+from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
 
 @dg.asset(
     group_name="reconcile",
     kinds={"pandas"},
-    description="Every way PagerDuty differs from the desired state, one row each; a pure function.",
+    description=(
+        "Every way PagerDuty differs from the desired state, one row each; a pure function of its inputs "
+        "but for one case: on an account whose users were read through their teams (`users_read`), the "
+        "desired emails on no team are first looked up by email (`GET /users?query=`)."
+    ),
 )
 def divergences(
     context: dg.AssetExecutionContext,
     reconcile: ReconcileSettings,
+    pagerduty: PagerDutyResource,
     desired_state: DesiredState,
     pagerduty_users: pd.DataFrame,
     pagerduty_teams: pd.DataFrame,
@@ -26,7 +34,13 @@ def divergences(
     unknown = sorted(scope - {t.name for t in desired_state.teams})
     if unknown:
         raise dg.Failure(f"team filter names teams that no source declares: {', '.join(unknown)}")
-    observed = ObservedState(users=pagerduty_users, teams=pagerduty_teams, memberships=pagerduty_memberships)
+    try:
+        lookups = with_looked_up_users(pagerduty.client, desired_state, pagerduty_users, scope)
+    except AmbiguousUserError as refused:
+        # Either user could be the one meant: which to add is a person's call, not the reconciler's.
+        message = f"desired emails that name more than one PagerDuty user: {refused}"
+        raise dg.Failure(description=message) from refused
+    observed = ObservedState(users=lookups.users, teams=pagerduty_teams, memberships=pagerduty_memberships)
     try:
         frame = compute_divergences(desired_state, observed, scope=scope)
     except TeamIdentityConflict as conflict:
@@ -35,6 +49,7 @@ def divergences(
             description=f"two definitions resolve to one PagerDuty team; nothing is planned\n{conflict}",
             metadata={"conflicts": dg.MetadataValue.md(f"```\n{conflict}\n```")},
         ) from conflict
+    frame.attrs[USERS_READ] = lookups.users_read  # for the unresolved-users check to say
     by_kind = frame["kind"].value_counts()
     if scope:
         context.log.info("scoped to teams: %s", ", ".join(sorted(scope)))
@@ -44,6 +59,12 @@ def divergences(
             "divergence_count": len(frame),
             **{f"{kind.value}_count": int(by_kind.get(kind.value, 0)) for kind in DivergenceKind},
             "scope": ", ".join(sorted(scope)) or "all teams",
+            "users_read": lookups.users_read,
+            "user_lookups": lookups.looked_up,
+            "user_lookups_found": lookups.found,
+            "user_lookup_api_calls": lookups.api_calls,
+            # One query a email when each answers in one page, as an exact address does.
+            "user_lookup_api_calls_minimum": lookups.looked_up,
             "preview": dg.MetadataValue.md(frame.head(50).fillna("").to_markdown(index=False))
             if len(frame)
             else dg.MetadataValue.md("No divergences."),

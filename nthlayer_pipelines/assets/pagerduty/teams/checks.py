@@ -5,6 +5,7 @@ import pandas as pd
 
 from nthlayer_pipelines.assets.verdicts import MAX_REASONS, verdict
 from nthlayer_pipelines.core.model import DivergenceKind
+from nthlayer_pipelines.resources.pagerduty.observed import USERS_LISTING, USERS_READ
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
 
@@ -20,6 +21,7 @@ def unresolved_users_below_threshold(
     emails = sorted(unresolved["email"].dropna().unique())
     count, threshold = len(emails), reconcile.max_unresolved_users
     over = count > threshold
+    users_read = str(divergences.attrs.get(USERS_READ, USERS_LISTING))
     return verdict(
         [
             f"{count} desired emails have no PagerDuty user, more than NTHLAYER_MAX_UNRESOLVED_USERS "
@@ -27,8 +29,10 @@ def unresolved_users_below_threshold(
         ]
         if over
         else [],
-        f"{count} desired emails without a PagerDuty user, at most {threshold}",
+        f"{count} desired emails without a PagerDuty user, at most {threshold}"
+        + ("" if users_read == USERS_LISTING else f" (users read: {users_read}: each unseen one looked up)"),
         unresolved_user_count=count,
+        users_read=users_read,
         threshold=threshold,
         emails=", ".join(emails[:MAX_REASONS]),
     )
