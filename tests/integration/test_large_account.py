@@ -268,3 +268,24 @@ def test_the_incremental_refresh_of_a_large_account_reads_only_what_changed(tmp_
     assert users.loc[renamed, "name"] == "Renamed Person"
     assert newcomer in users.index
     assert isinstance(users, pd.DataFrame)
+
+
+def test_more_user_changes_than_are_read_one_by_one_read_everything_through_the_teams(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    policy = RefreshPolicy(max_user_reads=1)  # two renamed users are more than are read one by one
+    with running_sandbox(large_org(), tokens={"pagerduty": TOKEN}) as sandbox, open_client(sandbox) as client:
+        first = refresh_pagerduty(client, ledger, api_token=TOKEN, policy=policy)
+        org = sandbox.state.pagerduty
+        renamed = sorted(first.state.users["user_id"])[:2]
+        for user_id in renamed:
+            org.update_user(user_id, name=f"Renamed {user_id}")
+        sandbox.clear_requests()
+        second = refresh_pagerduty(client, ledger, api_token=TOKEN, policy=policy)
+        offsets = [r["query"].get("offset") for r in user_gets(sandbox)]
+        expected = members_as_the_account_holds_them(sandbox.state)
+    assert second.decision.mode is RefreshMode.FULL
+    assert "cannot be listed in full" in second.decision.reason
+    assert second.users_read == USERS_TEAM_MEMBERS
+    # The probe's row and the full read's first page: never the listing's later pages, never its wall.
+    assert offsets == [["0"], ["0"]]
+    assert_same_snapshot(second.state, expected)
