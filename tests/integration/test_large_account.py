@@ -15,7 +15,7 @@ import pytest
 
 from nthlayer_pipelines.assets.pagerduty.snapshot import pagerduty_snapshot, read_full, refresh_pagerduty
 from nthlayer_pipelines.assets.pagerduty.teams.compare import compute_divergences
-from nthlayer_pipelines.assets.pagerduty.teams.lookups import with_looked_up_users
+from nthlayer_pipelines.assets.pagerduty.teams.lookups import looked_up_or_refused, with_looked_up_users
 from nthlayer_pipelines.core.model import DesiredState, DivergenceKind, Member, Role, Team
 from nthlayer_pipelines.resources.ledger import Ledger, LedgerResource
 from nthlayer_pipelines.resources.pagerduty.client import (
@@ -28,6 +28,7 @@ from nthlayer_pipelines.resources.pagerduty.observed import (
     USERS_LISTING,
     USERS_TEAM_MEMBERS,
     ObservedState,
+    mark_users_read,
     memberships_frame,
     teams_frame,
     users_frame,
@@ -234,6 +235,16 @@ def test_two_users_with_one_email_are_refused_with_both_named() -> None:
         client.find_users_by_email(["ann@example.com"])
     assert str(refused.value) == (
         "PagerDuty GET /users: 2 users have the email 'ann@example.com': PU1 (Ann One), PU2 (Ann Two)"
+    )
+    # The compare's assets refuse to plan from it, and say why.
+    ann = Member(email="ann@example.com", role=Role.MANAGER)
+    desired = DesiredState(teams=(Team(name="x", display_name="X", members=(ann,)),))
+    seen = mark_users_read(users_frame(), USERS_TEAM_MEMBERS, 20_000)
+    with ScriptedServer(Reply(200, body)) as server, pytest.raises(dg.Failure) as failed:
+        looked_up_or_refused(PagerDutyResource(api_url=server.url, api_token=TOKEN), desired, seen)
+    assert failed.value.description == (
+        "desired emails that name more than one PagerDuty user: PagerDuty GET /users: 2 users have the "
+        "email 'ann@example.com': PU1 (Ann One), PU2 (Ann Two)"
     )
 
 

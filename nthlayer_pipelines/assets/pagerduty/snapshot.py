@@ -174,7 +174,7 @@ def read_full(client: PagerDutyClient) -> FullRead:
         "pagerduty_teams": _page_minimum(len(teams)),
         "pagerduty_memberships": members_minimum,
     }
-    account_users = len(users) if total is None else total
+    account_users = len(users) if listed is not None or total is None else total
     mark_users_read(users, users_read, account_users)
     state = ObservedState(users=users, teams=teams, memberships=memberships)
     # The client notes the subdomain of every object it parses: the account comes at no extra call.

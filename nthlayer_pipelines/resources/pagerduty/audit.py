@@ -265,13 +265,18 @@ def read_planned(
     )
 
 
-def members_users(client: PagerDutyClient, state: ObservedState) -> ObservedState:
+def members_users(client: PagerDutyClient, state: ObservedState, *, max_reads: int) -> ObservedState:
     """`state` with exactly the users its memberships name, as a full read through the teams holds them:
     a user who joined their first team since is read (`GET /users/{id}`, one call each), one who left
-    their last team is dropped. A member PagerDuty no longer knows (404) means the records are behind."""
+    their last team is dropped. A member PagerDuty no longer knows (404) means the records are behind;
+    more newcomers than `max_reads` are cheaper read with every team's members."""
     users, members = state.users, state.memberships
     member_ids = set(members["user_id"])
     joined = sorted(member_ids - set(users["user_id"]))
+    if len(joined) > max_reads:
+        raise IncrementalReadError(
+            f"{len(joined)} users joined their first team, more than are read one by one ({max_reads})"
+        )
     found = {user_id: get_user(client, user_id) for user_id in joined}
     gone = sorted(user_id for user_id, user in found.items() if user is None)
     if gone:
@@ -327,7 +332,7 @@ def incremental_snapshot(
     )
     state = merge_snapshot(previous, read_planned(client, plan, users_read=users_read), plan)
     if users_read == USERS_TEAM_MEMBERS:
-        state = members_users(client, state)
+        state = members_users(client, state, max_reads=policy.max_user_reads)
     return IncrementalSnapshot(
         state=state,
         plan=plan,

@@ -4,9 +4,8 @@ import dagster as dg
 import pandas as pd
 
 from nthlayer_pipelines.assets.pagerduty.teams.compare import TeamIdentityConflict, compute_divergences
-from nthlayer_pipelines.assets.pagerduty.teams.lookups import with_looked_up_users
+from nthlayer_pipelines.assets.pagerduty.teams.lookups import looked_up_or_refused
 from nthlayer_pipelines.core.model import DesiredState, DivergenceKind
-from nthlayer_pipelines.resources.pagerduty.client import AmbiguousUserError
 from nthlayer_pipelines.resources.pagerduty.observed import USERS_READ, ObservedState
 from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 from nthlayer_pipelines.resources.settings import ReconcileSettings
@@ -34,12 +33,7 @@ def divergences(
     unknown = sorted(scope - {t.name for t in desired_state.teams})
     if unknown:
         raise dg.Failure(f"team filter names teams that no source declares: {', '.join(unknown)}")
-    try:
-        lookups = with_looked_up_users(pagerduty.client, desired_state, pagerduty_users, scope)
-    except AmbiguousUserError as refused:
-        # Either user could be the one meant: which to add is a person's call, not the reconciler's.
-        message = f"desired emails that name more than one PagerDuty user: {refused}"
-        raise dg.Failure(description=message) from refused
+    lookups = looked_up_or_refused(pagerduty, desired_state, pagerduty_users, scope)
     observed = ObservedState(users=lookups.users, teams=pagerduty_teams, memberships=pagerduty_memberships)
     try:
         frame = compute_divergences(desired_state, observed, scope=scope)
@@ -59,12 +53,7 @@ def divergences(
             "divergence_count": len(frame),
             **{f"{kind.value}_count": int(by_kind.get(kind.value, 0)) for kind in DivergenceKind},
             "scope": ", ".join(sorted(scope)) or "all teams",
-            "users_read": lookups.users_read,
-            "user_lookups": lookups.looked_up,
-            "user_lookups_found": lookups.found,
-            "user_lookup_api_calls": lookups.api_calls,
-            # One query a email when each answers in one page, as an exact address does.
-            "user_lookup_api_calls_minimum": lookups.looked_up,
+            **lookups.metadata(),
             "preview": dg.MetadataValue.md(frame.head(50).fillna("").to_markdown(index=False))
             if len(frame)
             else dg.MetadataValue.md("No divergences."),

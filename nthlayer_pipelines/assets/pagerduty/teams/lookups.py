@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
+import dagster as dg
 import pandas as pd
 
 from nthlayer_pipelines.core.model import DesiredState
-from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.client import AmbiguousUserError, PagerDutyClient
 from nthlayer_pipelines.resources.pagerduty.models import PagerDutyUser
 from nthlayer_pipelines.resources.pagerduty.observed import (
     USERS_LISTING,
@@ -24,6 +26,7 @@ from nthlayer_pipelines.resources.pagerduty.observed import (
     users_frame,
     users_read_of,
 )
+from nthlayer_pipelines.resources.pagerduty.resource import PagerDutyResource
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,17 @@ class UserLookups:
     def users_read(self) -> str:
         """`listing`, or `team members + N lookups`: what the compare knows of the account's users."""
         return users_read_of(self.users)
+
+    def metadata(self) -> dict[str, Any]:
+        """What an asset that compared against these users says of them."""
+        return {
+            "users_read": self.users_read,
+            "user_lookups": self.looked_up,
+            "user_lookups_found": self.found,
+            "user_lookup_api_calls": self.api_calls,
+            # One query an email: an exact address matches few enough users to answer in one page.
+            "user_lookup_api_calls_minimum": self.looked_up,
+        }
 
 
 def unseen_emails(desired: DesiredState, users: pd.DataFrame, teams: Collection[str] = ()) -> list[str]:
@@ -70,3 +84,15 @@ def with_looked_up_users(
     merged = merged.astype(users_frame().dtypes.to_dict())
     mark_users_read(merged, f"{users_read_of(users)} + {len(emails)} lookups", account_users_of(users))
     return UserLookups(merged, len(emails), len(rows), calls)
+
+
+def looked_up_or_refused(
+    pagerduty: PagerDutyResource, desired: DesiredState, users: pd.DataFrame, teams: Collection[str] = ()
+) -> UserLookups:
+    """`with_looked_up_users` for an asset: an email two users carry fails it, naming both."""
+    try:
+        return with_looked_up_users(pagerduty.client, desired, users, teams)
+    except AmbiguousUserError as refused:
+        # Either user could be the one meant: which to add is a person's call, not the reconciler's.
+        message = f"desired emails that name more than one PagerDuty user: {refused}"
+        raise dg.Failure(description=message) from refused
