@@ -13,6 +13,12 @@ The snapshot is trusted only for the account it was read from: the ledger keeps 
 account's subdomain beside it, and before an incremental read a probe of the listing totals (two calls)
 checks both, then checks the patched snapshot's row counts against the totals (see `incremental`).
 
+PagerDuty lists at most 10,000 of anything and `GET /users` has no cursor, so the users listing's first
+page (`total=true`) chooses the read: within the limit, the listing (every user); past it, each team's
+members with their users (`include[]=users`), so the snapshot holds the users on some team. Which one is
+`users_read`, in every table's metadata, on the users frame (`observed.mark_users_read`) and in the
+stored account; the compares look up the desired emails such a snapshot lacks (`teams.lookups`).
+
 The `read_*` and `refresh_pagerduty` functions work without Dagster (the benchmark calls them too).
 """
 

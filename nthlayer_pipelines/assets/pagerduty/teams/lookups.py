@@ -4,7 +4,10 @@ An account whose users listing is past PagerDuty's offset limit is snapshotted t
 (`snapshot.read_full`), so it holds the users on some team. A desired member on no team yet is not in it,
 and is not missing for that: `GET /users?query=<email>` finds them. These lookups depend on the desired
 state, which the snapshot does not (it is stored for incremental refreshes, and would otherwise change
-with every definition), so they happen here, as the membership compare gathers its inputs.
+with every definition), so they happen here, as the compares (`divergences`, `service_standards`) gather
+their inputs: each looks up afresh what its own desired state lacks, where an asset of lookups could be
+left from an earlier desired state by a run that selects the desired state and the compares but not it.
+Each compare's metadata says what it looked up (`users_read`: `team members + N lookups`).
 """
 
 from __future__ import annotations
