@@ -30,7 +30,8 @@ FULL_SIZES = (100, 1_000, 5_000)
 QUICK_SIZES = (100, 1_000)
 MEASURED = ("a", "b", "c", "d")
 # PagerDuty lists at most 10,000 of anything (offset + limit <= 10,000) and /users has no other paging, so
-# an account of more users cannot be snapshotted in full: nthlayer refuses it rather than truncate.
+# these sizes keep to what the users listing reaches, where (a) is the listing's read and (c) and (d), the
+# other clients, can read the account at all; bench/large_account.py measures the read of a larger one.
 LISTABLE_USERS = 10_000
 
 

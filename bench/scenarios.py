@@ -109,6 +109,29 @@ def nthlayer_snapshot(config: dict[str, Any]) -> Watch:
     return watch
 
 
+def nthlayer_large_snapshot(config: dict[str, Any]) -> Watch:
+    """(a) on an account past the users listing's limit: `read_full`, which reads the users through the
+    teams' members there, with its own count of the calls the chosen read needs at the least."""
+    from nthlayer_pipelines.assets.pagerduty.snapshot import read_full
+
+    pagerduty = _nthlayer_resource(config)
+    with watched() as watch, pagerduty.client() as client:
+        read = read_full(client)
+    state = read.state
+    watch.details = {
+        "client_api_calls": client.api_calls,
+        "api_calls_by_table": read.api_calls,
+        "api_calls_minimum": sum(read.api_calls_minimum.values()),
+        "api_calls_minimum_by_table": read.api_calls_minimum,
+        "users_read": read.users_read,
+        "account_users": read.account_users,
+        "retries": client.retries,
+        "rate_limited": client.rate_limited,
+        "rows": {"users": len(state.users), "teams": len(state.teams), "memberships": len(state.memberships)},
+    }
+    return watch
+
+
 # ---- (b) nthlayer's incremental refresh -------------------------------------------------------------
 
 
@@ -330,6 +353,7 @@ def divergences(config: dict[str, Any]) -> Watch:
 
 SCENARIOS: dict[str, Callable[[dict[str, Any]], Watch]] = {
     "a": nthlayer_snapshot,
+    "large": nthlayer_large_snapshot,
     "b": nthlayer_incremental,
     "c": official_client,
     "d": terraform_plan_reads,

@@ -298,7 +298,15 @@ def doctor() -> None:
 )
 @click.option("--generate-teams", type=int, help="Generate a deterministic org of N teams instead.")
 @click.option(
-    "--generate-users", type=int, help="Users of the generated org (default: min(20000, 4 x teams))."
+    "--generate-users",
+    type=int,
+    help="Users of the generated org (default: min(20000, 4 x teams)); past 10,000, PagerDuty's listing "
+    "limit, the snapshot reads them through the teams' members.",
+)
+@click.option(
+    "--generate-members",
+    type=int,
+    help="Members of each generated team (default 10): teams x members seats for the users to fill.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8787, show_default=True, type=int)
@@ -316,6 +324,7 @@ def sandbox(
     seed: str | None,
     generate_teams: int | None,
     generate_users: int | None,
+    generate_members: int | None,
     host: str,
     port: int,
     rate_limit: int,
@@ -329,11 +338,14 @@ def sandbox(
         raise click.UsageError("give exactly one of --seed FILE or --generate-teams N")
     if generate_users is not None and generate_teams is None:
         raise click.UsageError("--generate-users goes with --generate-teams")
+    if generate_members is not None and generate_teams is None:
+        raise click.UsageError("--generate-members goes with --generate-teams")
     try:
         run_cli(
             seed=seed,
             generate_teams=generate_teams,
             generate_users=generate_users,
+            generate_members=generate_members,
             host=host,
             port=port,
             rate_limit=rate_limit,

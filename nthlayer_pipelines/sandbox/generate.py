@@ -14,6 +14,7 @@ from nthlayer_pipelines.sandbox.pagerduty.models import (
 from nthlayer_pipelines.sandbox.pagerduty.org import LayerSpec
 
 MAX_DEFAULT_USERS = 20_000
+DEFAULT_MEMBERS_PER_TEAM = 10
 GENERATED_SLACK_CHANNEL = "ops-changes"
 
 _FIRST_NAMES = (
@@ -41,7 +42,7 @@ def default_user_count(teams: int, members_per_team: int) -> int:
 
 def generate_org(
     teams: int,
-    members_per_team: int = 10,
+    members_per_team: int = DEFAULT_MEMBERS_PER_TEAM,
     users: int | None = None,
     seed: int = 0,
     *,

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from nthlayer_pipelines.sandbox.app import create_app, sandbox_state
 from nthlayer_pipelines.sandbox.core import DEFAULT_TOKENS, TOKEN_ENV_VARS, HookRegistry, SandboxSettings
 from nthlayer_pipelines.sandbox.faults import load_plan
-from nthlayer_pipelines.sandbox.generate import generate_org
+from nthlayer_pipelines.sandbox.generate import DEFAULT_MEMBERS_PER_TEAM, generate_org
 from nthlayer_pipelines.sandbox.injection import FaultInjector
 from nthlayer_pipelines.sandbox.org import SandboxOrg
 from nthlayer_pipelines.sandbox.seed import load_seed
@@ -159,6 +159,7 @@ def run_cli(
     latency_ms: float = 0,
     generate_users: int | None = None,
     faults_file: str | None = None,
+    generate_members: int | None = None,
 ) -> None:
     """Build the org from a seed file or a generated size, print how to point the pipeline at it, serve."""
     if (seed is None) == (generate_teams is None):
@@ -168,13 +169,18 @@ def run_cli(
     if seed is not None:
         org = load_seed(seed)
     else:
-        org = generate_org(int(generate_teams or 0), users=generate_users)
+        members = DEFAULT_MEMBERS_PER_TEAM if generate_members is None else generate_members
+        org = generate_org(int(generate_teams or 0), members, users=generate_users)
     faults = load_plan(faults_file) if faults_file else None
     app = create_app(org, rate_limit=rate_limit, latency_ms=latency_ms, faults=faults)
     tokens = sandbox_state(app).tokens
     url = f"http://{host}:{port}"
     print(f"Sandbox on {url}")
-    print(f"  PagerDuty  {url}/pagerduty  (account {org.pagerduty.html_base})")
+    on_teams = len({u for members in org.pagerduty.memberships.values() for u in members})
+    print(
+        f"  PagerDuty  {url}/pagerduty  (account {org.pagerduty.html_base}: "
+        f"{len(org.pagerduty.users)} users, {on_teams} on teams)"
+    )
     print(f"  Cortex     {url}/cortex")
     print(f"  Slack      {url}/slack/api/")
     print(f"  Admin      {url}/_admin/requests  {url}/_admin/state  {url}/_admin/faults")

@@ -99,3 +99,11 @@ def test_schedules_and_services_leave_the_ids_of_users_teams_and_policies_as_the
     pagerduty = generate_org(50, 5, seed=3).pagerduty
     ids = " ".join([*pagerduty.users, *pagerduty.teams, *pagerduty.escalation_policies])
     assert hashlib.sha256(ids.encode()).hexdigest()[:16] == "44d5867181ed029b"
+
+
+def test_an_org_past_the_listing_limit_has_most_of_its_users_on_teams() -> None:
+    # 500 teams of 60 seats for 12,000 users: the generator's way to a large account that teams mostly cover.
+    pagerduty = generate_org(500, 60, users=12_000, seed=6).pagerduty
+    on_teams = {u for members in pagerduty.memberships.values() for u in members}
+    assert len(pagerduty.users) == 12_000 > 10_000
+    assert len(on_teams) > 0.9 * len(pagerduty.users)

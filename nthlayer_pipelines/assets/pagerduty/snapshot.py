@@ -13,6 +13,12 @@ The snapshot is trusted only for the account it was read from: the ledger keeps 
 account's subdomain beside it, and before an incremental read a probe of the listing totals (two calls)
 checks both, then checks the patched snapshot's row counts against the totals (see `incremental`).
 
+PagerDuty lists at most 10,000 of anything and `GET /users` has no cursor, so the users listing's first
+page (`total=true`) chooses the read: within the limit, the listing (every user); past it, each team's
+members with their users (`include[]=users`), so the snapshot holds the users on some team. Which one is
+`users_read`, in every table's metadata, on the users frame (`observed.mark_users_read`) and in the
+stored account; the compares look up the desired emails such a snapshot lacks (`teams.lookups`).
+
 The `read_*` and `refresh_pagerduty` functions work without Dagster (the benchmark calls them too).
 """
 
@@ -31,7 +37,7 @@ from nthlayer_pipelines.resources.pagerduty.audit import (
     incremental_snapshot,
     probe_account,
 )
-from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
+from nthlayer_pipelines.resources.pagerduty.client import OFFSET_LIMIT, PagerDutyClient
 from nthlayer_pipelines.resources.pagerduty.incremental import (
     OWN_WRITE_WINDOW,
     PROVIDER,
@@ -50,7 +56,10 @@ from nthlayer_pipelines.resources.pagerduty.incremental import (
     totals_mismatch,
 )
 from nthlayer_pipelines.resources.pagerduty.observed import (
+    USERS_LISTING,
+    USERS_TEAM_MEMBERS,
     ObservedState,
+    mark_users_read,
     memberships_frame,
     teams_frame,
     users_frame,
@@ -116,35 +125,70 @@ class ObservedRefresh:
     probe_api_calls: int = 0  # the totals probe's, part of total_api_calls
     account: SnapshotAccount | None = None  # the account the snapshot was read from, as stored
 
+    @property
+    def users_read(self) -> str:
+        """How the users snapshot was read (`observed.USERS_LISTING` or `USERS_TEAM_MEMBERS`)."""
+        return self.account.users_read if self.account is not None else USERS_LISTING
+
+
+def read_memberships_with_users(client: PagerDutyClient, team_ids: Sequence[str]) -> tuple[Table, Table, int]:
+    """Every team's members and, from the same pages (`include[]=users`), the users on at least one team:
+    the memberships, those users, and the members' page minimum (as `read_memberships`)."""
+    by_team = client.list_members_with_users_of_teams(team_ids)
+    memberships = memberships_frame(
+        [
+            {"team_id": m.team_id, "user_id": m.user_id, "role": m.role}
+            for members in by_team.values()
+            for m, _ in members
+        ]
+    )
+    users = {u.id: u for members in by_team.values() for _, u in members}
+    frame = users_frame([{"user_id": u.id, "email": u.email, "name": u.name} for u in users.values()])
+    return memberships, frame, sum(_page_minimum(len(members)) for members in by_team.values())
+
 
 class FullRead(NamedTuple):
     """A full snapshot, its calls and page minimum per table, and the account subdomains its answers
-    named (one for a sound account)."""
+    named (one for a sound account); how its users were read and how many the account lists."""
 
     state: ObservedState
     api_calls: dict[str, int]
     api_calls_minimum: dict[str, int]
     subdomains: frozenset[str]
+    users_read: str = USERS_LISTING
+    account_users: int = 0
 
 
 def read_full(client: PagerDutyClient) -> FullRead:
-    """Every user, team and membership; calls and the page minimum per table."""
+    """Every team and membership, and the users: every one from the listing when its total is within
+    PagerDuty's offset limit, else those on some team, read with their teams' members. Calls and the
+    minimum per table for the read chosen: the listing's pages; or for users the one page that counted
+    them, for memberships each team's member pages (which carry the users too)."""
     calls: dict[str, int] = {}
     start = client.api_calls
-    users = read_users(client)
+    listed, total = client.list_users_within_limit()
     calls["pagerduty_users"], start = client.api_calls - start, client.api_calls
     teams = read_teams(client)
     calls["pagerduty_teams"], start = client.api_calls - start, client.api_calls
-    memberships, members_minimum = read_memberships(client, [str(t) for t in teams["team_id"]])
+    team_ids = [str(t) for t in teams["team_id"]]
+    if listed is not None:
+        users = users_frame([{"user_id": u.id, "email": u.email, "name": u.name} for u in listed])
+        memberships, members_minimum = read_memberships(client, team_ids)
+        users_read, users_minimum = USERS_LISTING, _page_minimum(len(users))
+    else:
+        memberships, users, members_minimum = read_memberships_with_users(client, team_ids)
+        users_read, users_minimum = USERS_TEAM_MEMBERS, 1
     calls["pagerduty_memberships"] = client.api_calls - start
     minimum = {
-        "pagerduty_users": _page_minimum(len(users)),
+        "pagerduty_users": users_minimum,
         "pagerduty_teams": _page_minimum(len(teams)),
         "pagerduty_memberships": members_minimum,
     }
+    account_users = len(users) if listed is not None or total is None else total
+    mark_users_read(users, users_read, account_users)
     state = ObservedState(users=users, teams=teams, memberships=memberships)
     # The client notes the subdomain of every object it parses: the account comes at no extra call.
-    return FullRead(state, calls, minimum, client.account_subdomains)
+    return FullRead(state, calls, minimum, client.account_subdomains, users_read, account_users)
 
 
 def refresh_pagerduty(
@@ -176,9 +220,9 @@ def refresh_pagerduty(
             return replace(attempt.result, total_api_calls=client.api_calls - started)
         decision, probe_calls = attempt.result, attempt.probe_calls
     full_started = datetime.now(UTC)
-    state, calls, minimum, subdomains = read_full(client)
+    state, calls, minimum, subdomains, users_read, account_users = read_full(client)
     account = SnapshotAccount(
-        client.api_url, single_subdomain(subdomains), len(state.users), len(state.teams)
+        client.api_url, single_subdomain(subdomains), account_users, len(state.teams), users_read
     )
     if store:
         ledger.save_refresh(cursor_after_full(PROVIDER, full_started, policy), state, account=account)
@@ -233,6 +277,12 @@ def _incremental(
     mismatch = account_mismatch(stored.account, probe)
     if mismatch is not None:
         return full(mismatch)
+    users_read = stored.account.users_read if stored.account is not None else USERS_LISTING
+    # The read follows the account's size, as a full read would choose it.
+    if users_read != USERS_LISTING and probe.users <= OFFSET_LIMIT:
+        return full(f"the account lists {probe.users} users now, few enough to list them all")
+    if users_read == USERS_LISTING and probe.users > OFFSET_LIMIT:
+        return full(f"the account lists {probe.users} users now, more than its listing reaches")
     own_writes = own_writes_from_outcomes(ledger.audit(since=cursor.cursor_time - OWN_WRITE_WINDOW))
     try:
         result = incremental_snapshot(
@@ -243,6 +293,7 @@ def _incremental(
             own_writes=own_writes,
             policy=policy,
             until=until,
+            users_read=users_read,
         )
     except AuditRecordsUnavailableError as refused:
         return _Attempt(
@@ -251,10 +302,11 @@ def _incremental(
     except IncrementalReadError as error:
         return full(f"the audit records did not add up: {error}")
     state = result.state
-    mismatch = totals_mismatch(probe, users=len(state.users), teams=len(state.teams))
+    mismatch = totals_mismatch(probe, users=len(state.users), teams=len(state.teams), users_read=users_read)
     if mismatch is not None:
         return full(mismatch)
-    account = probe.account()
+    account = probe.account(users_read)
+    mark_users_read(state.users, users_read, probe.users)
     if store:
         ledger.save_refresh(result.cursor, state, account=account)
     plan = result.plan
@@ -311,6 +363,8 @@ def _metadata(refresh: ObservedRefresh, table: str, frame: Table) -> dict[str, A
         "teams_reread": refresh.teams_reread,
         "probe_api_calls": refresh.probe_api_calls,  # included in refresh_api_calls
         "account": account_label(refresh.account),
+        "users_read": refresh.users_read,
+        "account_users": refresh.account.users if refresh.account is not None else len(refresh.state.users),
     }
     if refresh.decision.full:
         metadata["api_calls"] = refresh.api_calls[table]
@@ -328,7 +382,10 @@ def _metadata(refresh: ObservedRefresh, table: str, frame: Table) -> dict[str, A
         "pagerduty_users": dg.AssetOut(
             group_name="observed",
             kinds={"pagerduty"},
-            description="Every PagerDuty user (id, email, name); emails join users across providers.",
+            description=(
+                "PagerDuty's users (id, email, name); emails join users across providers. Every user when "
+                "the account lists 10,000 or fewer, else those on some team (metadata `users_read`)."
+            ),
         ),
         "pagerduty_teams": dg.AssetOut(
             group_name="observed",

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import ValidationError
 
+from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient, PagerDutyError, parse_body
 from nthlayer_pipelines.resources.pagerduty.incremental import (
     AccountProbe,
@@ -33,11 +34,18 @@ from nthlayer_pipelines.resources.pagerduty.incremental import (
 )
 from nthlayer_pipelines.resources.pagerduty.models import AuditPage, AuditRecord, PagerDutyUser
 from nthlayer_pipelines.resources.pagerduty.observed import (
+    USERS_LISTING,
+    USERS_TEAM_MEMBERS,
     ObservedState,
     memberships_frame,
     teams_frame,
     users_frame,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_import("pandas")
 
 AUDIT_PATH = "/audit/records"
 AUDIT_PAGE_SIZE = 100
@@ -221,11 +229,20 @@ def probe_account(client: PagerDutyClient) -> AccountProbe:
     return AccountProbe(client.api_url, frozenset(from_users | from_teams), users, teams)
 
 
-def read_planned(client: PagerDutyClient, plan: IncrementalRead) -> ObservedState:
+def read_planned(
+    client: PagerDutyClient, plan: IncrementalRead, *, users_read: str = USERS_LISTING
+) -> ObservedState:
     """What `plan` asks to read again, in the shape `merge_snapshot` takes.
 
     Raises `IncrementalReadError` when a team whose members are read is gone and the plan did not list the
-    teams again: the records have not caught up, so only a full snapshot is sure."""
+    teams again: the records have not caught up, so only a full snapshot is sure. So too when the plan
+    would list every user again but the snapshot's users were read through their teams: that account's
+    listing is past the offset limit, and a full snapshot reads it the way it can."""
+    if plan.relist_users and users_read != USERS_LISTING:
+        raise IncrementalReadError(
+            "more users changed than are read one by one, and this account's users cannot be listed in "
+            "full: reading every team's members with their users"
+        )
     teams = client.list_teams() if plan.relist_teams else []
     team_ids = {team.id for team in teams}
     if plan.relist_users:
@@ -253,6 +270,31 @@ def read_planned(client: PagerDutyClient, plan: IncrementalRead) -> ObservedStat
     )
 
 
+def members_users(client: PagerDutyClient, state: ObservedState, *, max_reads: int) -> ObservedState:
+    """`state` with exactly the users its memberships name, as a full read through the teams holds them:
+    a user who joined their first team since is read (`GET /users/{id}`, one call each), one who left
+    their last team is dropped. A member PagerDuty no longer knows (404) means the records are behind;
+    more newcomers than `max_reads` are cheaper read with every team's members."""
+    users, members = state.users, state.memberships
+    member_ids = set(members["user_id"])
+    joined = sorted(member_ids - set(users["user_id"]))
+    if len(joined) > max_reads:
+        raise IncrementalReadError(
+            f"{len(joined)} users joined their first team, more than are read one by one ({max_reads})"
+        )
+    found = {user_id: get_user(client, user_id) for user_id in joined}
+    gone = sorted(user_id for user_id, user in found.items() if user is None)
+    if gone:
+        raise IncrementalReadError(
+            f"members {', '.join(gone)} are not PagerDuty users but no record says they were deleted"
+        )
+    rows = [{"user_id": u.id, "email": u.email, "name": u.name} for u in found.values() if u is not None]
+    kept = users[users["user_id"].isin(member_ids)]
+    merged = pd.concat([kept, users_frame(rows)], ignore_index=True)
+    typed = merged[list(users.columns)].astype(users_frame().dtypes.to_dict()).reset_index(drop=True)
+    return ObservedState(users=typed, teams=state.teams, memberships=members)
+
+
 @dataclass(frozen=True)
 class IncrementalSnapshot:
     """An incremental refresh's outcome: the new snapshot, what the records asked for, the next cursor."""
@@ -272,13 +314,15 @@ def incremental_snapshot(
     own_token_suffixes: Sequence[str] = (),
     policy: RefreshPolicy | None = None,
     until: datetime | None = None,
+    users_read: str = USERS_LISTING,
     **plan_options: Any,
 ) -> IncrementalSnapshot:
     """Read the records since the cursor, read again what they name, and fold it into `previous`.
 
     Decide first with `incremental.choose_refresh`; on `AuditRecordsUnavailableError` or
     `IncrementalReadError` read a full snapshot instead. Records are read up to `until` (default: now).
-    `plan_options` go to `plan_incremental_read` (`own_writes`)."""
+    `plan_options` go to `plan_incremental_read` (`own_writes`). `users_read` is how `previous` holds its
+    users: read through their teams, the snapshot stays the users on some team (`members_users`)."""
     policy = policy or RefreshPolicy()
     calls = client.api_calls
     until = until or datetime.now(UTC)
@@ -291,7 +335,9 @@ def incremental_snapshot(
         policy=policy,
         **plan_options,
     )
-    state = merge_snapshot(previous, read_planned(client, plan), plan)
+    state = merge_snapshot(previous, read_planned(client, plan, users_read=users_read), plan)
+    if users_read == USERS_TEAM_MEMBERS:
+        state = members_users(client, state, max_reads=policy.max_user_reads)
     return IncrementalSnapshot(
         state=state,
         plan=plan,

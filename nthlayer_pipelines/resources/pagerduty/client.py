@@ -117,6 +117,10 @@ class PaginationLimitError(PagerDutyError):
     """A listing longer than PagerDuty's offset pagination can reach: reading on would truncate it."""
 
 
+class AmbiguousUserError(PagerDutyError):
+    """More than one user carries an email exactly: which one is meant is not for nthlayer to guess."""
+
+
 class WriteOutcomeUnknownError(PagerDutyError):
     """A write that got no answer and may have been applied: read the state before writing again."""
 
@@ -266,6 +270,11 @@ def _member_key(item: dict[str, Any]) -> object:
     return _usable_key(user.get("id")) if isinstance(user, dict) else None
 
 
+def _member_with_user(team_id: str, item: dict[str, Any]) -> tuple[PagerDutyMember, PagerDutyUser]:
+    """A member read with `include[]=users`: its role, and the whole user object in place of a reference."""
+    return PagerDutyMember.from_api(team_id, item), PagerDutyUser.model_validate(item.get("user"))
+
+
 def _usable_key(value: object) -> object:
     """An id to recognise repeats by; a malformed one (a list, an object) is left to the item's parser."""
     return value if isinstance(value, str | int) else None
@@ -370,6 +379,48 @@ class PagerDutyClient(ApiClient):
     def list_users(self) -> list[PagerDutyUser]:
         return self._read_all("/users", "users", PagerDutyUser.model_validate, concurrent=True)
 
+    def list_users_within_limit(self) -> tuple[list[PagerDutyUser] | None, int | None]:
+        """Every user and the listing's total, when the listing can be read in full; (None, total) when
+        its first page (`total=true`) counts more than `OFFSET_LIMIT`, which only that page is read for.
+        As many calls as `list_users` otherwise: the first page is the listing's own."""
+        path, collection = "/users", "users"
+        first, body = self._first_page(path, collection)
+        total = _total(body)
+        if total is not None and total > OFFSET_LIMIT:
+            return None, total
+        items = self._after_first_page(path, collection, first, body)
+        return [self._parse(PagerDutyUser.model_validate, item, path) for item in items], total
+
+    def find_user_by_email(self, email: str) -> PagerDutyUser | None:
+        """The one user whose email is `email` ignoring case, or None. PagerDuty's `query` matches any
+        part of a name or an email (`ann@x.com` finds `joann@x.com`), so it only narrows the listing; two
+        users with the email exactly raise `AmbiguousUserError` naming both."""
+        wanted = email.strip().casefold()
+        candidates = self._read_all("/users", "users", PagerDutyUser.model_validate, params={"query": wanted})
+        matches = [user for user in candidates if user.email.strip().casefold() == wanted]
+        if len(matches) > 1:
+            named = ", ".join(f"{u.id} ({u.name})" for u in matches)
+            message = f"{len(matches)} users have the email {email!r}: {named}"
+            raise AmbiguousUserError(None, None, message, (), "GET", "/users")
+        return matches[0] if matches else None
+
+    def find_users_by_email(self, emails: Sequence[str]) -> dict[str, PagerDutyUser | None]:
+        """`find_user_by_email` of each email, by email in the order given, up to `max_concurrency` at a
+        time. Every email two users carry is refused together, in one `AmbiguousUserError`."""
+        unique = list(dict.fromkeys(emails))
+
+        def find(email: str) -> PagerDutyUser | AmbiguousUserError | None:
+            try:
+                return self.find_user_by_email(email)
+            except AmbiguousUserError as ambiguous:
+                return ambiguous
+
+        found = self._map_concurrently(find, unique)
+        refused = [f.message for f in found if isinstance(f, AmbiguousUserError)]
+        if refused:
+            raise AmbiguousUserError(None, None, "; ".join(refused), (), "GET", "/users")
+        return {e: f for e, f in zip(unique, found, strict=True) if not isinstance(f, AmbiguousUserError)}
+
     def list_teams(self) -> list[PagerDutyTeam]:
         return self._read_all("/teams", "teams", PagerDutyTeam.model_validate, concurrent=True)
 
@@ -383,6 +434,20 @@ class PagerDutyClient(ApiClient):
         `max_concurrency` teams at a time. The first failure cancels the reads not yet started."""
         unique = list(dict.fromkeys(team_ids))
         return dict(zip(unique, self._map_concurrently(self.list_team_members, unique), strict=True))
+
+    def list_team_members_with_users(self, team_id: str) -> list[tuple[PagerDutyMember, PagerDutyUser]]:
+        """The team's members with their whole user objects (`include[]=users`), at no extra call."""
+        path = f"/teams/{_segment(team_id)}/members"
+        parse = partial(_member_with_user, team_id)
+        return self._read_all(path, "members", parse, params={"include[]": ["users"]}, key=_member_key)
+
+    def list_members_with_users_of_teams(
+        self, team_ids: Sequence[str]
+    ) -> dict[str, list[tuple[PagerDutyMember, PagerDutyUser]]]:
+        """`list_members_of_teams` with each member's user object (`list_team_members_with_users`)."""
+        unique = list(dict.fromkeys(team_ids))
+        read = self.list_team_members_with_users
+        return dict(zip(unique, self._map_concurrently(read, unique), strict=True))
 
     def get_team(self, team_id: str) -> PagerDutyTeam | None:
         """The team, or None when PagerDuty does not know the id (404)."""
@@ -610,12 +675,37 @@ class PagerDutyClient(ApiClient):
         """The same items in the same order as `_pages`, in as many requests: the first page asks for the
         listing's `total`, the other pages are then read at once. A listing that grew meanwhile is read on
         to its end; items that shifted into a later page are dropped as repeats."""
+        first, body = self._first_page(path, collection, params=params, key=key)
+        return self._after_first_page(path, collection, first, body, params=params, key=key)
+
+    def _first_page(
+        self,
+        path: str,
+        collection: str,
+        *,
+        params: dict[str, Any] | None = None,
+        key: Callable[[dict[str, Any]], object] | None = None,
+    ) -> tuple[OffsetPager, dict[str, Any]]:
+        """The listing's first page, asked with `total=true`, and the pager that read it (not yet fed)."""
         first = OffsetPager(path, collection, key=key)
         response = self._request("GET", path, params={**(params or {}), **first.params(), "total": "true"})
-        body = parse_body(response, "GET", path)
+        return first, parse_body(response, "GET", path)
+
+    def _after_first_page(
+        self,
+        path: str,
+        collection: str,
+        first: OffsetPager,
+        body: dict[str, Any],
+        *,
+        params: dict[str, Any] | None = None,
+        key: Callable[[dict[str, Any]], object] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The whole listing from its first page's answer: the other pages at once when the total is
+        known and the client may read concurrently, else one after another."""
         items = first.accept(body)
-        total = body.get("total")
-        if first.done or not isinstance(total, int) or isinstance(total, bool):
+        total = _total(body)
+        if first.done or total is None or self.max_concurrency <= 1:
             return items + list(self._pages(path, collection, params=params, pager=first))
         if total > OFFSET_LIMIT:
             raise PaginationLimitError(
@@ -731,6 +821,12 @@ class PagerDutyClient(ApiClient):
             what = f"item {ident!r}" if ident else "an item"
             reason = _validation_summary(exc) if isinstance(exc, ValidationError) else str(exc)
             raise PagerDutyError(None, None, f"{what} does not parse: {reason}", (), method, path) from exc
+
+
+def _total(body: dict[str, Any]) -> int | None:
+    """A listing's `total`, when the answer gives one (PagerDuty's is null unless `total=true`)."""
+    total = body.get("total")
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
 
 
 def _validation_summary(error: ValidationError) -> str:

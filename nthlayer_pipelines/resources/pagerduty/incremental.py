@@ -52,6 +52,8 @@ from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import ChangeKind, ChangeStatus, Role
 from nthlayer_pipelines.resources.pagerduty.models import AuditRecord
 from nthlayer_pipelines.resources.pagerduty.observed import (
+    USERS_LISTING,
+    USERS_TEAM_MEMBERS,
     ObservedState,
     memberships_frame,
     teams_frame,
@@ -257,20 +259,26 @@ class SnapshotAccount:
     """The account a stored snapshot was read from, and its listing totals then (the ledger's `account`).
 
     `subdomain` None: the answers named none (an account without users or teams), so a later refresh
-    cannot tell whether it reads the same account and reads everything."""
+    cannot tell whether it reads the same account and reads everything. `users_read` says how the
+    snapshot's users were read (`observed.USERS_LISTING` or `USERS_TEAM_MEMBERS`); `users` is the users
+    listing's total either way."""
 
     api_url: str
     subdomain: str | None
     users: int
     teams: int
+    users_read: str = USERS_LISTING
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        stored: dict[str, Any] = {
             "api_url": self.api_url,
             "subdomain": self.subdomain,
             "users": self.users,
             "teams": self.teams,
         }
+        if self.users_read != USERS_LISTING:  # absent: the listing, as every account stored before
+            stored["users_read"] = self.users_read
+        return stored
 
     @classmethod
     def from_json(cls, value: object) -> SnapshotAccount | None:
@@ -281,9 +289,10 @@ class SnapshotAccount:
         users, teams = _count(value.get("users")), _count(value.get("teams"))
         if not isinstance(api_url, str) or not (subdomain is None or isinstance(subdomain, str)):
             return None
-        if users is None or teams is None:
+        users_read = value.get("users_read", USERS_LISTING)
+        if users is None or teams is None or users_read not in (USERS_LISTING, USERS_TEAM_MEMBERS):
             return None
-        return cls(api_url, subdomain, users, teams)
+        return cls(api_url, subdomain, users, teams, users_read)
 
 
 def _count(value: object) -> int | None:
@@ -309,9 +318,9 @@ class AccountProbe:
     def subdomain(self) -> str | None:
         return single_subdomain(self.subdomains)
 
-    def account(self) -> SnapshotAccount:
-        """The account to store with a snapshot the probe vouched for."""
-        return SnapshotAccount(self.api_url, self.subdomain, self.users, self.teams)
+    def account(self, users_read: str = USERS_LISTING) -> SnapshotAccount:
+        """The account to store with a snapshot the probe vouched for, its users read as `users_read`."""
+        return SnapshotAccount(self.api_url, self.subdomain, self.users, self.teams, users_read)
 
 
 def _domain(subdomain: str) -> str:
@@ -359,11 +368,17 @@ def account_change(
     return None
 
 
-def totals_mismatch(probe: AccountProbe, *, users: int, teams: int) -> str | None:
+def totals_mismatch(
+    probe: AccountProbe, *, users: int, teams: int, users_read: str = USERS_LISTING
+) -> str | None:
     """Why a snapshot patched from the audit records is not the account's, by its row counts; or None.
 
     The records do not cover every change (a record PagerDuty lost or has yet to show, a row lost from
-    the stored snapshot): counts that differ from the listings' totals prove the patch wrong."""
+    the stored snapshot): counts that differ from the listings' totals prove the patch wrong. Users read
+    through their teams (`USERS_TEAM_MEMBERS`) are fewer than the listing by design: only the teams
+    count is checked then."""
+    if users_read != USERS_LISTING:
+        users = probe.users
     if (probe.users, probe.teams) == (users, teams):
         return None
     return (

@@ -42,6 +42,33 @@ def memberships_frame(rows: list[dict[str, object]] | None = None) -> pd.DataFra
     return _frame(rows, MEMBERSHIP_COLUMNS)
 
 
+# How a users snapshot was read, kept on the frame (`DataFrame.attrs`, which pickles with it) so that
+# whatever reads the table downstream knows whether an email it lacks has no account at all.
+USERS_READ = "users_read"
+ACCOUNT_USERS = "account_users"  # the users listing's total, beside a snapshot that holds fewer
+USERS_LISTING = "listing"  # every user of the account
+USERS_TEAM_MEMBERS = "team members"  # the users on at least one team, read with the teams' members
+
+
+def mark_users_read(users: pd.DataFrame, users_read: str, account_users: int | None) -> pd.DataFrame:
+    """`users`, saying how it was read and how many users the account lists."""
+    users.attrs[USERS_READ] = users_read
+    users.attrs[ACCOUNT_USERS] = account_users
+    return users
+
+
+def users_read_of(users: pd.DataFrame) -> str:
+    """How the users snapshot was read; a frame that does not say is the full listing (as every frame
+    was before accounts over the listing limit were read through their teams)."""
+    return str(users.attrs.get(USERS_READ, USERS_LISTING))
+
+
+def account_users_of(users: pd.DataFrame) -> int:
+    """The users the account lists: its listing's total when the snapshot holds only some of them."""
+    total = users.attrs.get(ACCOUNT_USERS)
+    return total if isinstance(total, int) else len(users)
+
+
 @dataclass(frozen=True)
 class ObservedState:
     """One provider's snapshot: users, teams and team memberships with roles."""

@@ -14,6 +14,7 @@ from nthlayer_pipelines.assets.pagerduty.services.compare import (
 from nthlayer_pipelines.assets.pagerduty.services.refresh import refresh_services
 from nthlayer_pipelines.assets.pagerduty.snapshot import POOL, account_label, run_refresh
 from nthlayer_pipelines.assets.pagerduty.teams.compare import resolve_teams
+from nthlayer_pipelines.assets.pagerduty.teams.lookups import looked_up_or_refused
 from nthlayer_pipelines.assets.tables import Table
 from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import DesiredState, normalize_email
@@ -103,11 +104,14 @@ def team_contexts(desired: DesiredState, teams: Table, users: Table) -> dict[str
     kinds={"python"},
     description=(
         "How PagerDuty's services and their teams' escalation policies differ from their tiers' standards: "
-        "the changes that bring them there and the findings a person should read; a pure function."
+        "the changes that bring them there and the findings a person should read; a pure function but, on "
+        "an account whose users were read through their teams, for the lookups of the desired emails on no "
+        "team (as `divergences` does)."
     ),
 )
 def service_standards(
     reconcile: ReconcileSettings,
+    pagerduty: PagerDutyResource,
     desired_state: DesiredState,
     pagerduty_services: ObservedServices,
     pagerduty_teams: Table,
@@ -119,7 +123,9 @@ def service_standards(
         desired = desired_state.model_copy(
             update={"services": tuple(s for s in desired_state.services if s.team in scope)}
         )
-    contexts = team_contexts(desired, pagerduty_teams, pagerduty_users)
+    # A standard that pages a team's manager targets them by id, on a team yet or not.
+    lookups = looked_up_or_refused(pagerduty, desired_state, pagerduty_users, scope)
+    contexts = team_contexts(desired, pagerduty_teams, lookups.users)
     result = compare_standards(desired, pagerduty_services, contexts)
     if scope:
         result.findings = [f for f in result.findings if f.team in scope]
@@ -130,6 +136,7 @@ def service_standards(
         metadata={
             "change_count": len(result.changes),
             "finding_count": len(result.findings),
+            **lookups.metadata(),
             "preview": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines) or "Nothing differs."),
         },
     )

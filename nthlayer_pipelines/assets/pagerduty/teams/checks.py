@@ -8,6 +8,7 @@ from nthlayer_pipelines.assets.tables import Table
 from nthlayer_pipelines.assets.verdicts import MAX_REASONS, verdict
 from nthlayer_pipelines.core.lazy import lazy_import
 from nthlayer_pipelines.core.model import DivergenceKind
+from nthlayer_pipelines.resources.pagerduty.observed import USERS_LISTING, USERS_READ
 from nthlayer_pipelines.resources.settings import ReconcileSettings
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ def unresolved_users_below_threshold(reconcile: ReconcileSettings, divergences: 
     emails = sorted(unresolved["email"].dropna().unique())
     count, threshold = len(emails), reconcile.max_unresolved_users
     over = count > threshold
+    users_read = str(divergences.attrs.get(USERS_READ, USERS_LISTING))
     return verdict(
         [
             f"{count} desired emails have no PagerDuty user, more than NTHLAYER_MAX_UNRESOLVED_USERS "
@@ -33,8 +35,10 @@ def unresolved_users_below_threshold(reconcile: ReconcileSettings, divergences: 
         ]
         if over
         else [],
-        f"{count} desired emails without a PagerDuty user, at most {threshold}",
+        f"{count} desired emails without a PagerDuty user, at most {threshold}"
+        + ("" if users_read == USERS_LISTING else f" (users read: {users_read}: each unseen one looked up)"),
         unresolved_user_count=count,
+        users_read=users_read,
         threshold=threshold,
         emails=", ".join(emails[:MAX_REASONS]),
     )
