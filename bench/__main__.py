@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -18,14 +20,16 @@ from typing import Any
 
 from bench.e2e import DEFAULT_POSTGRES
 from bench.e2e import measure as measure_drift_to_fix
+from bench.imports import measure_imports
+from bench.large_account import measure_large_account
+from bench.measure import REAL_LATENCY_MS, REAL_LIMIT_PER_MINUTE, run_scenario, served_calls
 from bench.report import bound_seconds, markdown
-from bench.sandbox_process import BENCH_TOKEN, SandboxProcess, sandbox_process
+from bench.sandbox_process import BENCH_TOKEN, sandbox_process
 from bench.scenarios import REAL_BURST
 from nthlayer_pipelines.resources.settings import DEFAULT_SENSOR_INTERVAL_SECONDS
 
-RESULTS = Path(__file__).resolve().parent / "results"
-REAL_LATENCY_MS = 250
-REAL_LIMIT_PER_MINUTE = 960
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
 FULL_SIZES = (100, 1_000, 5_000)
 QUICK_SIZES = (100, 1_000)
 MEASURED = ("a", "b", "c", "d")
@@ -33,6 +37,9 @@ MEASURED = ("a", "b", "c", "d")
 # these sizes keep to what the users listing reaches, where (a) is the listing's read and (c) and (d), the
 # other clients, can read the account at all; bench/large_account.py measures the read of a larger one.
 LISTABLE_USERS = 10_000
+# The last commit before the run-overhead work (the lazy pandas import, the 1 s run queue): the run measures
+# its import time and its drift to fix beside this checkout's, so before and after share one machine state.
+OVERHEAD_BASELINE = "8dbb8c2"
 
 
 def user_count(teams: int) -> int:
@@ -58,36 +65,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=DEFAULT_SENSOR_INTERVAL_SECONDS,
         help="the deployment's sensor interval in the drift-to-fix measurement (default: the deployment's)",
     )
+    parser.add_argument(
+        "--large-account",
+        type=int,
+        nargs=2,
+        metavar=("TEAMS", "USERS"),
+        help="the account past the users listing's limit (default 5000 20000; --quick: 500 12000)",
+    )
     parser.add_argument("--no-e2e", action="store_true", help="skip the drift-to-fix measurement")
     parser.add_argument(
         "--postgres",
         default=DEFAULT_POSTGRES,
         help="a server the drift-to-fix deployment makes a database on",
     )
+    parser.add_argument(
+        "--overhead-baseline",
+        default=OVERHEAD_BASELINE,
+        help="a git revision whose import time and drift to fix are measured beside this checkout's",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where latest.json and latest.md go")
     args = parser.parse_args(argv)
     if REAL_LATENCY_MS % args.scale:
         parser.error(f"--scale must divide {REAL_LATENCY_MS} (the sandbox takes whole milliseconds)")
     return args
-
-
-def run_scenario(name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """One scenario in a fresh interpreter, so its memory is its own."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.scenarios", name, json.dumps(config)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"scenario {name} failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def served_calls(sandbox: SandboxProcess) -> tuple[int, int]:
-    log = sandbox.requests()
-    return len(log), sum(1 for entry in log if entry["status"] == 429)
 
 
 def measure_size(teams: int, args: argparse.Namespace, log: Path) -> dict[str, Any]:
@@ -175,6 +175,22 @@ def environment() -> dict[str, Any]:
     }
 
 
+@contextmanager
+def checkout(revision: str) -> Iterator[Path]:
+    """`revision` of this repository in a temporary worktree, removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="nthlayer-bench-baseline-") as parent:
+        tree = Path(parent) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), revision], check=True, capture_output=True
+        )
+        try:
+            yield tree
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tree)], check=False, capture_output=True
+            )
+
+
 def make_command(argv: list[str]) -> str:
     """The make command that runs the benchmark with these arguments again."""
     return "make bench" + (f" ARGS={shlex.quote(shlex.join(argv))}" if argv else "")
@@ -190,20 +206,32 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(f"bench: F={args.scale}, sizes {', '.join(map(str, sizes))}", file=sys.stderr)
     measured = [measure_size(teams, args, log) for teams in sizes]
+    large_teams, large_users = args.large_account or ((500, 12_000) if args.quick else (5_000, 20_000))
+    print(f"  {large_teams} teams, {large_users} users: snapshot ...", end="", flush=True, file=sys.stderr)
+    large_account = measure_large_account(large_teams, large_users, args.scale, args.concurrency)
+    print(f" {large_account['api_calls']:,} calls, {large_account['wall_seconds']:.1f} s", file=sys.stderr)
     print("  divergences ...", end="", flush=True, file=sys.stderr)
     divergences = run_scenario("divergences", {"memberships": args.divergence_memberships, "runs": 3})
     print(f" {divergences['wall_seconds']:.2f} s", file=sys.stderr)
-    drift_to_fix = None
-    if not args.no_e2e:
-        print("  drift to fix on dagster-daemon ...", end="", flush=True, file=sys.stderr)
-        drift_to_fix = measure_drift_to_fix(
-            rate_limit=REAL_LIMIT_PER_MINUTE * args.scale,
-            latency_ms=REAL_LATENCY_MS // args.scale,
-            log=log,
-            sensor_interval_seconds=args.sensor_interval,
-            postgres=args.postgres,
-        )
-        print(f" {drift_to_fix['drift_to_fix_seconds']:.1f} s", file=sys.stderr)
+    overhead: dict[str, Any] = {"baseline": args.overhead_baseline}
+    with checkout(args.overhead_baseline) as baseline_tree:
+        for side, tree in (("before", baseline_tree), ("after", REPO)):
+            print(f"  code location import ({side}) ...", end="", flush=True, file=sys.stderr)
+            overhead[f"imports_{side}"] = measure_imports(repo=tree)
+            print(f" {overhead[f'imports_{side}']['code_location_seconds']:.2f} s", file=sys.stderr)
+            if args.no_e2e:
+                continue
+            print(f"  drift to fix on dagster-daemon ({side}) ...", end="", flush=True, file=sys.stderr)
+            overhead[f"drift_to_fix_{side}"] = measure_drift_to_fix(
+                rate_limit=REAL_LIMIT_PER_MINUTE * args.scale,
+                latency_ms=REAL_LATENCY_MS // args.scale,
+                log=log,
+                sensor_interval_seconds=args.sensor_interval,
+                postgres=args.postgres,
+                repo=tree,
+            )
+            print(f" {overhead[f'drift_to_fix_{side}']['drift_to_fix_seconds']:.1f} s", file=sys.stderr)
+    drift_to_fix = overhead.get("drift_to_fix_after")
     results = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": make_command(argv),
@@ -217,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "environment": environment(),
         "sizes": measured,
+        "large_account": large_account,
         "divergences": {**divergences, "seconds": divergences["wall_seconds"]},
         "drift_to_fix": drift_to_fix,
+        "overhead": overhead,
         "duration_seconds": round(time.monotonic() - started, 1),
     }
     (args.output / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,17 +71,17 @@ def _throwaway_database(server: str) -> Iterator[str]:
 
 
 @contextmanager
-def _daemon(env: Mapping[str, str], log: Path) -> Iterator[None]:
+def _daemon(env: Mapping[str, str], log: Path, repo: Path) -> Iterator[None]:
     """`dagster instance migrate`, then dagster-daemon in a process group of its own until the block ends."""
     bin_dir = Path(sys.executable).parent
     migrate = subprocess.run(
-        [str(bin_dir / "dagster"), "instance", "migrate"], cwd=REPO, env=dict(env), capture_output=True
+        [str(bin_dir / "dagster"), "instance", "migrate"], cwd=repo, env=dict(env), capture_output=True
     )
     if migrate.returncode != 0:
         raise RuntimeError(f"dagster instance migrate failed:\n{migrate.stderr.decode()[-2000:]}")
     with log.open("ab") as output:
         daemon = start_group(
-            [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, cwd=REPO, output=output
+            [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, cwd=repo, output=output
         )
     try:
         yield
@@ -88,7 +89,7 @@ def _daemon(env: Mapping[str, str], log: Path) -> Iterator[None]:
         stop_group(daemon, timeout_seconds=20)
 
 
-def _launch(job: str, env: Mapping[str, str]) -> None:
+def _launch(job: str, env: Mapping[str, str], repo: Path) -> None:
     """Queue a run of the job, as the launchpad or a schedule tick does; the daemon starts it."""
     command = [
         str(Path(sys.executable).parent / "dagster"),
@@ -99,7 +100,7 @@ def _launch(job: str, env: Mapping[str, str]) -> None:
         "-j",
         job,
     ]
-    launched = subprocess.run(command, cwd=REPO, env=dict(env), capture_output=True)
+    launched = subprocess.run(command, cwd=repo, env=dict(env), capture_output=True)
     if launched.returncode != 0:
         raise RuntimeError(f"launching {job} failed:\n{launched.stderr.decode()[-2000:]}")
 
@@ -201,14 +202,19 @@ def measure(
     log: Path,
     sensor_interval_seconds: int,
     postgres: str = DEFAULT_POSTGRES,
+    repo: Path = REPO,
+    repeats: int = 3,
 ) -> dict[str, Any]:
+    """Drift to fix on the deployment of `repo`, a checkout of this project (its code and its
+    deploy/dagster.yaml; the sandbox's seed and the definitions are always this checkout's): `repeats`
+    drifts, one after the other, each leg's median reported beside every sample."""
     with (
         sandbox_process(0, 0, rate_limit=rate_limit, latency_ms=latency_ms, log=log, seed=SEED) as sandbox,
         _throwaway_database(postgres) as database,
         tempfile.TemporaryDirectory(prefix="nthlayer-bench-home-") as home_dir,
     ):
         home = Path(home_dir)
-        shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(repo / "deploy" / "dagster.yaml", home / "dagster.yaml")
         env = {
             **os.environ,
             "DAGSTER_HOME": str(home),
@@ -222,46 +228,72 @@ def measure(
             "SLACK_BOT_TOKEN": DEFAULT_SLACK_TOKEN,
             "NTHLAYER_SLACK_CHANNEL": "ops-changes",
             "NTHLAYER_DEFINITIONS": str(DEFINITIONS),
+            "PYTHONPATH": str(repo),  # the code server and run workers load `repo`'s code
             "NTHLAYER_SENSOR_INTERVAL_SECONDS": str(sensor_interval_seconds),
             "NTHLAYER_REFRESH_CRON": NEVER,
             "NTHLAYER_AUDIT_CRON": NEVER,
         }
-        with _daemon(env, log):
+        with _daemon(env, log, repo):
             runs = _Runs(home, env)
             # Warm-up: the seed's drift, its pre-approved changes applied, and the refresh after them.
-            _launch("refresh", env)
+            _launch("refresh", env, repo)
             _wait("the warm-up's apply run", lambda: runs.finished("apply_plan", 0.0))
             _wait("the deployment to go idle", runs.idle, every=1.0)
             if not _member_present(sandbox, DRIFT_TEAM, DRIFT_EMAIL):
                 raise RuntimeError(f"the warm-up did not add {DRIFT_EMAIL} to {DRIFT_TEAM}; see {log}")
 
-            drift_at = time.time()
-            _remove_member(sandbox, DRIFT_TEAM, DRIFT_EMAIL)
-            _launch("refresh", env)
-            launched_at = time.time()
-            _wait("the fix", lambda: _member_present(sandbox, DRIFT_TEAM, DRIFT_EMAIL), every=0.05)
-            fixed_at = time.time()
-            refresh = _wait("the refresh run", lambda: runs.finished("refresh", drift_at))
-            apply = _wait("the apply run", lambda: runs.finished("apply_plan", drift_at))
-            apply_seconds = runs.apply_seconds(apply.dagster_run.run_id)
-            timeline = runs.timeline(apply.dagster_run.run_id)
-            refresh_kind = runs.refresh_kind(refresh.dagster_run.run_id)
-            _wait("the deployment to go idle", runs.idle, every=1.0)
+            samples = [_one_drift(sandbox, runs, env, repo) for _ in range(repeats)]
             runs.instance.dispose()
+    measured = _medians(samples)
+    return {
+        **measured,
+        "repeats": repeats,
+        "samples": samples,
+        "refresh_kind": samples[-1]["refresh_kind"],
+        "sensor_interval_seconds": sensor_interval_seconds,
+    }
+
+
+def _one_drift(sandbox: SandboxProcess, runs: _Runs, env: Mapping[str, str], repo: Path) -> dict[str, Any]:
+    """A member removed, a refresh launched at once, and the time until the daemon has put it back."""
+    drift_at = time.time()
+    _remove_member(sandbox, DRIFT_TEAM, DRIFT_EMAIL)
+    _launch("refresh", env, repo)
+    launched_at = time.time()
+    _wait("the fix", lambda: _member_present(sandbox, DRIFT_TEAM, DRIFT_EMAIL), every=0.05)
+    fixed_at = time.time()
+    refresh = _wait("the refresh run", lambda: runs.finished("refresh", drift_at))
+    apply = _wait("the apply run", lambda: runs.finished("apply_plan", drift_at))
+    for record in (refresh, apply):
+        if record.dagster_run.status.value != "SUCCESS":
+            raise RuntimeError(f"run {record.dagster_run.run_id} ended {record.dagster_run.status.value}")
+    apply_seconds = runs.apply_seconds(apply.dagster_run.run_id)
+    timeline = runs.timeline(apply.dagster_run.run_id)
+    refresh_timeline = runs.timeline(refresh.dagster_run.run_id)
+    refresh_kind = runs.refresh_kind(refresh.dagster_run.run_id)
+    _wait("the deployment to go idle", runs.idle, every=1.0)
     apply_wall = _seconds(apply, "end_time") - _seconds(apply, "create_timestamp")
     return {
         "drift_to_fix_seconds": fixed_at - drift_at,
         "launch_seconds": launched_at - drift_at,
         "refresh_run_seconds": _seconds(refresh, "end_time") - _seconds(refresh, "create_timestamp"),
+        "refresh_queue_seconds": refresh_timeline["starting"] - refresh_timeline["enqueued"],
         "sensor_pickup_seconds": _seconds(apply, "create_timestamp") - _seconds(refresh, "end_time"),
         "apply_run_seconds": apply_wall,
         "apply_op_seconds": apply_seconds,
         "apply_overhead_seconds": apply_wall - apply_seconds,
         "apply_legs": apply_legs(timeline, apply_seconds),
-        "refresh_status": refresh.dagster_run.status.value,
         "refresh_kind": refresh_kind,
-        "apply_status": apply.dagster_run.status.value,
-        "sensor_interval_seconds": sensor_interval_seconds,
+    }
+
+
+def _medians(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each number's median over the drifts (the sensor's tick falls anywhere in its interval)."""
+    numbers = [key for key, value in samples[0].items() if isinstance(value, float)]
+    legs = samples[0]["apply_legs"]
+    return {
+        **{key: statistics.median(sample[key] for sample in samples) for key in numbers},
+        "apply_legs": {key: statistics.median(s["apply_legs"][key] for s in samples) for key in legs},
     }
 
 

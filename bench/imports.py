@@ -8,6 +8,7 @@ on Postgres pays; what the code location adds on top is the part this project ca
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,12 +35,18 @@ print(json.dumps({{"baseline": baseline, "code_location": code, "heavy_loaded": 
 """
 
 
-def measure_imports(runs: int = 5) -> dict[str, Any]:
+def measure_imports(runs: int = 5, repo: Path = REPO) -> dict[str, Any]:
+    """The medians, for the code of `repo` (a checkout of this project)."""
     probe = "import json\n" + _PROBE.format(baseline=BASELINE, code=CODE_LOCATION, heavy=HEAVY)
     samples = []
     for _ in range(runs):
         completed = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+            check=True,
         )
         samples.append(json.loads(completed.stdout.strip().splitlines()[-1]))
     baseline = statistics.median(s["baseline"] for s in samples)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import REAL_LATENCY_MS, REAL_LIMIT_PER_MINUTE, run_scenario, served_calls
+from bench.measure import REAL_LATENCY_MS, REAL_LIMIT_PER_MINUTE, run_scenario, served_calls
 from bench.report import bound_seconds
 from bench.sandbox_process import BENCH_TOKEN, sandbox_process
 from bench.scenarios import REAL_BURST

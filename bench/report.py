@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.imports import HEAVY
+
 SCENARIO_TITLES = {
     "a": "(a) nthlayer snapshot",
     "b": "(b) incremental refresh, 10 changes",
@@ -116,6 +118,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for size in results["sizes"]:
         lines += ["| " + " | ".join(row) + " |" for row in size_rows(size)]
+    lines += large_account_lines(results.get("large_account"))
     divergences = results.get("divergences")
     if divergences:
         lines += [
@@ -156,6 +159,7 @@ def markdown(results: dict[str, Any]) -> str:
             "a minute would not (it answers 429 instead).",
         ]
     lines += drift_to_fix_lines(results.get("drift_to_fix"))
+    lines += overhead_lines(results.get("overhead"))
     lines += ["", *target_lines(results)]
     return "\n".join(lines) + "\n"
 
@@ -168,8 +172,8 @@ def drift_to_fix_lines(e2e: dict[str, Any] | None) -> list[str]:
         "",
         f"Drift to fix on dagster-daemon (deploy/dagster.yaml on Postgres, sensor interval "
         f"{e2e['sensor_interval_seconds']} s): a member removed through the sandbox's API is back after "
-        f"**{e2e['drift_to_fix_seconds']:.1f} s**, the refresh launched at once (a schedule adds up to its "
-        f"period, hourly by default):",
+        f"**{e2e['drift_to_fix_seconds']:.1f} s**{_median_of(e2e)}, the refresh launched at once (a "
+        f"schedule adds up to its period, hourly by default):",
         "",
         "| leg | seconds |",
         "|---|---:|",
@@ -182,6 +186,11 @@ def drift_to_fix_lines(e2e: dict[str, Any] | None) -> list[str]:
         f"{e2e['apply_overhead_seconds']:.1f} |",
         *_apply_leg_rows(e2e.get("apply_legs")),
     ]
+
+
+def _median_of(e2e: dict[str, Any]) -> str:
+    repeats = e2e.get("repeats", 1)
+    return f" (the median of {repeats} drifts, as is each leg)" if repeats > 1 else ""
 
 
 APPLY_LEGS = {
@@ -198,6 +207,67 @@ def _apply_leg_rows(legs: dict[str, float] | None) -> list[str]:
     if not legs:
         return []
     return [f"| &nbsp;&nbsp;{text} | {legs[key]:.1f} |" for key, text in APPLY_LEGS.items()]
+
+
+def large_account_lines(large: dict[str, Any] | None) -> list[str]:
+    """The full snapshot of an account past the users listing's 10,000."""
+    if not large:
+        return []
+    rows = large["rows"]
+    return [
+        "",
+        f"An account of {large['teams']:,} teams and {large['users']:,} users (past the 10,000 a listing "
+        f"reaches): the users read `{large['users_read']}`, {rows['users']:,} users on teams, "
+        f"{rows['memberships']:,} memberships. {large['api_calls']:,} calls (minimum "
+        f"{large['api_calls_minimum']:,}: the users listing's first page for its total, the teams' pages, "
+        f"each team's member pages), {large['wall_seconds']:.1f} s, {large['wall_over_bound']:.2f}x the "
+        f"bound, {large['status_429']} 429s, {large['memory_mb']:.1f} MB peak RSS growth.",
+    ]
+
+
+OVERHEAD_ROWS = (
+    ("imports", "baseline_seconds", "importing Dagster and its Postgres storage (any run worker)"),
+    ("imports", "code_location_seconds", "importing the code location, on top"),
+    ("drift", "drift_to_fix_seconds", "drift to fix"),
+    ("drift", "refresh_run_seconds", "refresh run, queued to finished"),
+    ("drift", "refresh_queue_seconds", "&nbsp;&nbsp;in the run queue"),
+    ("drift", "sensor_pickup_seconds", "refresh finished to apply run queued (sensor tick)"),
+    ("drift", "apply_run_seconds", "apply run, queued to finished"),
+    ("legs", "queue_seconds", "&nbsp;&nbsp;in the run queue"),
+    ("legs", "worker_start_seconds", "&nbsp;&nbsp;the run worker starting"),
+    ("legs", "step_seconds", "&nbsp;&nbsp;the step"),
+)
+
+
+def overhead_lines(overhead: dict[str, Any] | None) -> list[str]:
+    """This checkout beside the baseline revision, both measured in this run."""
+    if not overhead or "imports_before" not in overhead:
+        return []
+    sides = {}
+    for side in ("before", "after"):
+        drift = overhead.get(f"drift_to_fix_{side}") or {}
+        sides[side] = {
+            "imports": overhead[f"imports_{side}"],
+            "drift": drift,
+            "legs": drift.get("apply_legs") or {},
+        }
+    lines = [
+        "",
+        f"Run overhead, before (commit {overhead['baseline']}) and after, in this run (fresh interpreters, "
+        f"median of {sides['after']['imports']['runs']}; drift to fix as above, median of "
+        f"{sides['after']['drift'].get('repeats', 1)} each):",
+        "",
+        "| seconds | before | after | after ÷ before |",
+        "|---|---:|---:|---:|",
+    ]
+    for group, key, text in OVERHEAD_ROWS:
+        before, after = sides["before"][group].get(key), sides["after"][group].get(key)
+        if before is None or after is None:
+            continue
+        lines.append(f"| {text} | {before:.2f} | {after:.2f} | {_times(ratio(after, before))} |")
+    loaded = ", ".join(sides["after"]["imports"]["heavy_loaded"]) or "none of them"
+    lines += ["", f"Loaded with the code location after the work, of {', '.join(HEAVY)}: {loaded}."]
+    return lines
 
 
 def target_lines(results: dict[str, Any]) -> list[str]:
@@ -235,4 +305,16 @@ def target_lines(results: dict[str, Any]) -> list[str]:
             wall >= TARGET_WALL_VS_OFFICIAL_CLIENT,
             f"at least {TARGET_WALL_VS_OFFICIAL_CLIENT:.0f}x less wall time than (c) ({wall:.2f}x)",
         )
+    large = results.get("large_account")
+    if large is not None:
+        account = f"{large['teams']:,} teams and {large['users']:,} users"
+        check(
+            large["api_calls"] == large["api_calls_minimum"],
+            f"{account}: calls equal the chosen read's minimum ({large['api_calls']:,})",
+        )
+        check(
+            large["wall_over_bound"] <= TARGET_WALL_OVER_BOUND,
+            f"{account}: within {TARGET_WALL_OVER_BOUND}x of the bound ({large['wall_over_bound']:.2f}x)",
+        )
+        check(large["status_429"] == 0, f"{account}: no 429s ({large['status_429']})")
     return lines
