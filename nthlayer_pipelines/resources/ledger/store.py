@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -328,6 +329,7 @@ class Ledger:
 
     def _connect(self, url: str) -> None:
         self.url = url
+        self._write_lock = threading.RLock()
         options: dict[str, Any] = {}
         if url.startswith("sqlite:///") and self.read_only:
             path = Path(url.removeprefix("sqlite:///"))
@@ -354,8 +356,15 @@ class Ledger:
             raise LedgerReadOnlyError(
                 f"the ledger at {display_url(self.url)} is open read-only: nothing is written"
             )
-        with (self._write_engine if write else self.engine).begin() as conn:
-            if write and conn.dialect.name == "postgresql":
+        if not write:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        # One write at a time in this process, the threads of a concurrent apply queued here in turn:
+        # SQLite's busy timeout is no queue (a writer can starve past it), and on Postgres they would
+        # only wait on the advisory lock below, each holding a pooled connection.
+        with self._write_lock, self._write_engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
             yield conn
 
