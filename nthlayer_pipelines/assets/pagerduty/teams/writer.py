@@ -64,7 +64,8 @@ class MembershipWriter:
         if not any(reduces_a_team(c) for c in changes):
             return ()
         team_ids = sorted({c.team_id for c in changes if c.team_id and reduces_a_team(c)})
-        live = {team_id: self.read_members(team_id) for team_id in team_ids}
+        # Up to the client's max_concurrency teams at once; each thread fills its own team's entry.
+        live = dict(zip(team_ids, self.client._map_concurrently(self.read_members, team_ids), strict=True))
         rosters = rosters_from_members({t: members for t, members in live.items() if members is not None})
         return assess_blast_radius(Plan(id="live", changes=tuple(changes)), rosters, limits).reasons
 
