@@ -10,29 +10,44 @@ until each applied change shows (read-after-write lag), and report what did not.
 stops the others. The whole apply holds the ledger's apply lock: two applies never carry out changes at
 the same time.
 
+With the client's `max_concurrency` above 1, the changes are grouped into lanes by the key their kind
+gives them (`KindWriter.lane`: a team's changes share one) and lanes run at once, up to that many, every
+request paced by the client's one rate limiter; within a lane, changes run in plan order. A lane marks
+its changes pending in one transaction before its first write and records their outcomes in batches
+after the writes: a change whose outcome a crash lost is still pending, and `Ledger.retry` re-reads it
+before any write. With 1, changes run one at a time in plan order, each marked and recorded on its own.
+
 No Dagster here: the apply job, the CLI and the tests call `apply_approval` with a client and a ledger.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from nthlayer_pipelines.assets.pagerduty.writers import pagerduty_writers
 from nthlayer_pipelines.core.kind import ApplyRow, KindWriter, RunLog
 from nthlayer_pipelines.core.model import Change, ChangeStatus, DesiredState, Plan
 from nthlayer_pipelines.core.plan import describe_change, markdown_cell
 from nthlayer_pipelines.core.safety import BlastRadiusLimits
-from nthlayer_pipelines.resources.ledger import Approval, Ledger
+from nthlayer_pipelines.resources.ledger import Approval, Ledger, Outcome
 from nthlayer_pipelines.resources.ledger.store import changes_digest
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 
 logger = logging.getLogger("nthlayer_pipelines.apply")
 
 REPORTED_STATUSES = tuple(s for s in ChangeStatus if s is not ChangeStatus.PENDING)
+# A lane records its outcomes this many at a time: fewer ledger transactions than one a change, and a
+# long lane's progress still shows in the intent log as it goes.
+OUTCOME_BATCH = 20
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 
 class ApplyRefused(Exception):
@@ -125,13 +140,18 @@ def apply_approval(
         calls_before, retries_before = client.api_calls, client.retries
         done = {o.change_id for o in ledger.outcomes(plan.id) if o.status.terminal}
         approved = set(recorded.change_ids)
+        if client.max_concurrency > 1:
+            log = _SerialLog(log)  # lanes log from threads of their own
         writers = pagerduty_writers(client, log)
         run = _ApplyRun(ledger, client, plan, recorded, desired, run_id, log, writers)
         approved_changes = [c for c in plan.changes if c.id in approved]
         todo = [c for c in approved_changes if c.id not in done]
         _check_blast_radius(run, todo, limits or BlastRadiusLimits(), recorded.allow_blast_radius)
-        for change in todo:
-            run.carry_out(change)
+        if client.max_concurrency > 1:
+            run.carry_out_lanes(todo)
+        else:
+            for change in todo:
+                run.carry_out(change)
         already_done = len(approved_changes) - len(todo)
         unconverged = run.verify(verify_attempts, verify_delay_seconds, sleep)
     report = ApplyReport(
@@ -154,6 +174,30 @@ def apply_approval(
         report.api_calls,
     )
     return report
+
+
+def group_lanes(items: Iterable[T], key: Callable[[T], K]) -> list[list[T]]:
+    """`items` in lanes by `key`, each lane in the order given, lanes in the order of their first item."""
+    lanes: dict[K, list[T]] = {}
+    for item in items:
+        lanes.setdefault(key(item), []).append(item)
+    return list(lanes.values())
+
+
+class _SerialLog:
+    """A run log that takes one line at a time: Dagster's `context.log` was not made for many threads."""
+
+    def __init__(self, log: RunLog) -> None:
+        self._log = log
+        self._lock = threading.Lock()
+
+    def info(self, msg: str, *args: object) -> None:
+        with self._lock:
+            self._log.info(msg, *args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        with self._lock:
+            self._log.warning(msg, *args)
 
 
 def _check_may_apply(ledger: Ledger, approval: Approval) -> tuple[Approval, Plan]:
@@ -218,6 +262,7 @@ class _ApplyRun:
     log: RunLog
     writers: Mapping[str, KindWriter]
     rows: list[ApplyRow] = field(default_factory=list)
+    _rows_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def writer(self, change: Change) -> KindWriter:
         writer = self.writers.get(change.resource)
@@ -231,17 +276,14 @@ class _ApplyRun:
     def touched(self) -> set[str]:
         return set().union(*(writer.touched for writer in self.writers.values()))
 
+    def lane(self, change: Change) -> str:
+        return self.writer(change).lane(change)
+
     def carry_out(self, change: Change) -> None:
+        """One change on its own: marked pending, carried out, its outcome recorded."""
         if not self.ledger.mark_pending(self.plan.id, self.approval.id, [change.id], self.run_id):
             return  # another run finished it meanwhile
-        calls, retries = self.client.api_calls, self.client.retries
-        writer = self.writer(change)
-        unwanted = writer.unwanted(change, self.desired)
-        if unwanted is not None:
-            row = ApplyRow(change, ChangeStatus.SUPERSEDED, f"{unwanted}: not written", None, change.team_id)
-        else:
-            row = writer.carry_out(change)
-        row = replace(row, api_calls=self.client.api_calls - calls, retries=self.client.retries - retries)
+        row = self._attempt(change)
         self.ledger.record_outcome(
             self.plan.id,
             change.id,
@@ -253,9 +295,85 @@ class _ApplyRun:
             error=row.error,
             detail=row.detail,
         )
-        self.rows.append(row)
+        self._done(row)
+
+    def carry_out_lanes(self, todo: Sequence[Change]) -> None:
+        """Lanes at once, up to the client's `max_concurrency`; rows in plan order after. The first error
+        that is not a provider's (the ledger unreachable, a bug) stops every lane before its next change
+        and propagates."""
+        position = {change.id: i for i, change in enumerate(todo)}
+        stop = threading.Event()
+
+        def run_lane(changes: list[Change]) -> None:
+            try:
+                self._carry_out_lane(changes, stop)
+            except BaseException:
+                stop.set()
+                raise
+
+        try:
+            self.client._map_concurrently(run_lane, group_lanes(todo, self.lane))
+        finally:
+            self.rows.sort(key=lambda row: position[row.change.id])
+
+    def _carry_out_lane(self, changes: list[Change], stop: threading.Event) -> None:
+        if stop.is_set():
+            return
+        # Pending before any of the lane's writes: a crash leaves each unrecorded change for `retry`.
+        marked = set(
+            self.ledger.mark_pending(self.plan.id, self.approval.id, [c.id for c in changes], self.run_id)
+        )
+        unrecorded: list[ApplyRow] = []
+        try:
+            for change in changes:
+                if stop.is_set():
+                    break
+                if change.id not in marked:
+                    continue  # another run finished it meanwhile
+                unrecorded.append(self._attempt(change))
+                if len(unrecorded) >= OUTCOME_BATCH:
+                    self._record(unrecorded)
+                    unrecorded = []
+        finally:
+            if unrecorded:
+                self._record(unrecorded)
+
+    def _record(self, rows: list[ApplyRow]) -> None:
+        self.ledger.record_outcomes(self.plan.id, [self._outcome(row) for row in rows])
+        for row in rows:
+            self._done(row)
+
+    def _attempt(self, change: Change) -> ApplyRow:
+        """The superseded check, then the writer; with the requests it took on this thread, which are
+        this change's alone whatever other lanes send meanwhile."""
+        with self.client.stats.tally() as cost:
+            writer = self.writer(change)
+            unwanted = writer.unwanted(change, self.desired)
+            if unwanted is not None:
+                row = ApplyRow(
+                    change, ChangeStatus.SUPERSEDED, f"{unwanted}: not written", None, change.team_id
+                )
+            else:
+                row = writer.carry_out(change)
+        return replace(row, api_calls=cost.api_calls, retries=cost.retries)
+
+    def _outcome(self, row: ApplyRow) -> Outcome:
+        return Outcome(
+            row.change.id,
+            row.status,
+            self.approval.id,
+            self.run_id,
+            api_calls=row.api_calls,
+            retries=row.retries,
+            error=row.error,
+            detail=row.detail,
+        )
+
+    def _done(self, row: ApplyRow) -> None:
+        with self._rows_lock:
+            self.rows.append(row)
         say = self.log.warning if row.status is ChangeStatus.FAILED else self.log.info
-        say("%s %s: %s", row.status, describe_change(change), row.error or row.detail)
+        say("%s %s: %s", row.status, describe_change(row.change), row.error or row.detail)
 
     def verify(self, attempts: int, delay_seconds: float, sleep: Callable[[float], None]) -> tuple[str, ...]:
         """Re-read what was written until every applied change shows; what never does is returned."""
@@ -268,9 +386,16 @@ class _ApplyRun:
                 sleep(delay_seconds)
             for writer in self.writers.values():
                 writer.start_verifying()
+            # Lane by lane, as written, lanes at once; one at a time, the rows in plan order as one lane.
+            if self.client.max_concurrency > 1:
+                lanes = group_lanes(waiting, lambda row: self.lane(row.change))
+            else:
+                lanes = [waiting]
+            checked = self.client._map_concurrently(self._holds, lanes)
+            verdicts = {row.change.id: (holds, seen) for lane in checked for row, holds, seen in lane}
             still: list[ApplyRow] = []
             for row in waiting:
-                holds, seen = self.writer(row.change).holds(row)
+                holds, seen = verdicts[row.change.id]
                 if not holds:
                     still.append(row)
                     last_seen[row.change.id] = seen
@@ -281,3 +406,6 @@ class _ApplyRun:
         for item in unconverged:
             self.log.warning("not converged after %d reads: %s", attempts, item)
         return unconverged
+
+    def _holds(self, rows: list[ApplyRow]) -> list[tuple[ApplyRow, bool, str]]:
+        return [(row, *self.writer(row.change).holds(row)) for row in rows]

@@ -223,3 +223,16 @@ def restartable_postgres() -> Iterator[PrivateServer]:
         failure = str(error)  # reported outside the handler, so the message is shown once
     if failure:
         pytest.fail(failure, pytrace=False)
+
+
+@contextmanager
+def private_database(prefix: str) -> Iterator[str]:
+    """A fresh database of its own for one test, as a URL; the test fails (never skips) without a server."""
+    failure = None
+    try:
+        with postgres_server() as server, fresh_database(server, prefix=prefix) as database:
+            yield render(database)
+    except PostgresUnavailable as error:
+        failure = str(error)  # reported outside the handler, so the message is shown once
+    if failure:
+        pytest.fail(failure, pytrace=False)

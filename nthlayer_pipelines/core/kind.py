@@ -46,6 +46,12 @@ STATUS_FOR_ACTION = {
 }
 
 
+def team_lane(change: Change) -> str:
+    """A team's changes, of every kind, in one lane: its creation before its members and its policies,
+    its services after the policies they page through."""
+    return change.team
+
+
 @dataclass(frozen=True)
 class ApplyRow:
     """What one change came to in this run."""
@@ -60,9 +66,19 @@ class ApplyRow:
 
 
 class KindWriter(Protocol):
-    """One resource kind's apply-time half, bound to one provider's client for one apply."""
+    """One resource kind's apply-time half, bound to one provider's client for one apply.
+
+    The engine may carry out (and verify) the changes of different lanes (`lane`) from different threads
+    at once, and those of one lane one after another in plan order from one thread: what a writer keeps
+    per lane needs no lock, what it shares across lanes must be safe to update from several threads."""
 
     resource: str  # the `Change.resource` it carries out
+
+    def lane(self, change: Change) -> str:
+        """The key of the changes to carry out one after another, in plan order: those that read what
+        another writes (a team's creation and its members; a team's policy and the services paging
+        through it). Changes of different lanes do not depend on each other. Pure."""
+        ...
 
     @property
     def touched(self) -> set[str]:

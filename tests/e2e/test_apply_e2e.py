@@ -329,9 +329,12 @@ def large_plan_deployment(
     team_count: int = TEAM_COUNT,
     responders_per_team: int = RESPONDERS_PER_TEAM,
     latency_ms: float = SANDBOX_LATENCY_MS,
+    max_concurrency: int = 1,
 ) -> Iterator[tuple[Deployment, RunningSandbox]]:
     """A deployment of its own on a new database of `server`: additions to plan (see `large_plan_org`),
-    nothing approved by policy, Git the only source, a slow PagerDuty."""
+    nothing approved by policy, Git the only source, a slow PagerDuty. Its apply writes one change at a
+    time unless `max_concurrency` says otherwise: the tests that kill it count at most one change in
+    flight (a concurrent apply killed mid-way: tests/integration/test_concurrent_apply_killed.py)."""
     seed = large_plan_org(workdir / "definitions", team_count, responders_per_team)
     with running_sandbox(org_from_seed(seed), tokens=TOKENS, latency_ms=latency_ms) as sandbox:
         environ = apply_environment(
@@ -340,6 +343,7 @@ def large_plan_deployment(
             NTHLAYER_DEFINITIONS=str(workdir / "definitions"),
             NTHLAYER_PRE_APPROVED_KINDS="",
             CORTEX_API_URL="",
+            NTHLAYER_PAGERDUTY_MAX_CONCURRENCY=str(max_concurrency),
         )
         with started_deployment(server, environ, workdir / "dagster_home", logs) as deployment:
             yield deployment, sandbox

@@ -20,7 +20,8 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -180,20 +181,56 @@ class RetryPolicy:
             raise ValueError("backoff_base_seconds and max_backoff_seconds must not be negative")
 
 
+@dataclass(eq=False)  # told apart by identity: two tallies of the same counts are not one
+class CallTally:
+    """The requests one piece of work sent (see `RequestStats.tally`), whichever threads sent them."""
+
+    api_calls: int = 0
+    retries: int = 0
+
+
 @dataclass
 class RequestStats:
-    """Counters a client exposes as Dagster metadata. Thread-safe, so concurrent readers can share one."""
+    """Counters a client exposes as Dagster metadata. Thread-safe, so concurrent readers can share one.
+
+    The totals are the client's; `tally` also counts what one thread sends, for a cost per piece of work
+    that stays right while other threads send on the same client (a diff of the totals would not)."""
 
     api_calls: int = 0  # HTTP requests sent, retries included
     retries: int = 0
     rate_limited: int = 0  # 429 answers seen
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     def count(self, *, api_calls: int = 0, retries: int = 0, rate_limited: int = 0) -> None:
         with self._lock:
             self.api_calls += api_calls
             self.retries += retries
             self.rate_limited += rate_limited
+            for tally in self.tallies():
+                tally.api_calls += api_calls
+                tally.retries += retries
+
+    def tallies(self) -> tuple[CallTally, ...]:
+        """The tallies this thread counts into now: hand them to `counting_into` in a helper thread."""
+        return getattr(self._local, "tallies", ())
+
+    @contextmanager
+    def counting_into(self, tallies: tuple[CallTally, ...]) -> Iterator[None]:
+        """Count what this thread sends within the block into `tallies` too."""
+        outer = self.tallies()
+        self._local.tallies = outer + tuple(t for t in tallies if t not in outer)
+        try:
+            yield
+        finally:
+            self._local.tallies = outer
+
+    @contextmanager
+    def tally(self) -> Iterator[CallTally]:
+        """A tally of what this thread sends within the block (and the helper threads it hands it to)."""
+        tally = CallTally()
+        with self.counting_into((tally,)):
+            yield tally
 
 
 class RequestFailed(Exception):

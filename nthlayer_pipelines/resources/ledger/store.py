@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -238,6 +239,20 @@ class RecordedPlan:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """Where one attempt at a change ended up, as `Ledger.record_outcomes` records it."""
+
+    change_id: str
+    status: ChangeStatus
+    approval_id: str | None
+    run_id: str | None
+    api_calls: int = 0
+    retries: int = 0
+    error: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class ChangeOutcome:
     """One row of the intent log: where one change of a plan stands, and what it cost."""
 
@@ -319,6 +334,7 @@ class Ledger:
 
     def _connect(self, url: str) -> None:
         self.url = url
+        self._write_lock = threading.RLock()
         options: dict[str, Any] = {}
         if url.startswith("sqlite:///") and self.read_only:
             path = Path(url.removeprefix("sqlite:///"))
@@ -345,8 +361,15 @@ class Ledger:
             raise LedgerReadOnlyError(
                 f"the ledger at {display_url(self.url)} is open read-only: nothing is written"
             )
-        with (self._write_engine if write else self.engine).begin() as conn:
-            if write and conn.dialect.name == "postgresql":
+        if not write:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        # One write at a time in this process, the threads of a concurrent apply queued here in turn:
+        # SQLite's busy timeout is no queue (a writer can starve past it), and on Postgres they would
+        # only wait on the advisory lock below, each holding a pooled connection.
+        with self._write_lock, self._write_engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
             yield conn
 
@@ -655,12 +678,9 @@ class Ledger:
         now = datetime.now(UTC)
         marked: list[str] = []
         with self._begin(write=True) as conn:
-            plan = _require_plan(conn, plan_id)
-            _refuse_unknown_changes(plan, wanted)
-            existing = _outcome_rows(conn, plan_id)
-            for position, change in enumerate(plan.changes):
-                if change.id not in wanted:
-                    continue
+            named = _named_changes(conn, plan_id, wanted)
+            existing = _outcome_rows(conn, plan_id, wanted)
+            for position, change in named:
                 row = existing.get(change.id)
                 if row is not None and ChangeStatus(row["status"]).terminal:
                     continue
@@ -695,7 +715,6 @@ class Ledger:
                 marked.append(change.id)
         return tuple(marked)
 
-    @_reconnecting
     def record_outcome(
         self,
         plan_id: str,
@@ -711,54 +730,62 @@ class Ledger:
     ) -> ChangeOutcome:
         """Record where a change ended up. API calls and retries add up over the change's attempts."""
         status = ChangeStatus(status)
+        outcome = Outcome(change_id, status, approval_id, run_id, api_calls, retries, error, detail)
+        return self.record_outcomes(plan_id, [outcome])[0]
+
+    @_reconnecting
+    def record_outcomes(self, plan_id: str, outcomes: Sequence[Outcome]) -> list[ChangeOutcome]:
+        """Record where each change ended up, in one transaction: a change whose outcome is not recorded
+        yet stays pending, which `retry` re-reads before any write."""
         now = datetime.now(UTC)
-        values = {
-            "status": status.value,
-            "approval_id": approval_id,
-            "run_id": run_id,
-            "error": error,
-            "detail": detail,
-            "updated_at": now,
-        }
         with self._begin(write=True) as conn:
-            plan = _require_plan(conn, plan_id)
-            _refuse_unknown_changes(plan, {change_id})
-            row = _outcome_rows(conn, plan_id, change_id).get(change_id)
-            if row is None:
-                position, change = next((i, c) for i, c in enumerate(plan.changes) if c.id == change_id)
-                conn.execute(
-                    change_outcomes.insert().values(
-                        **_change_columns(plan_id, position, change),
-                        **values,
-                        attempts=1,
-                        api_calls=api_calls,
-                        retries=retries,
+            named = {c.id: (i, c) for i, c in _named_changes(conn, plan_id, {o.change_id for o in outcomes})}
+            existing = _outcome_rows(conn, plan_id, named)
+            for outcome in outcomes:
+                values = {
+                    "status": outcome.status.value,
+                    "approval_id": outcome.approval_id,
+                    "run_id": outcome.run_id,
+                    "error": outcome.error,
+                    "detail": outcome.detail,
+                    "updated_at": now,
+                }
+                row = existing.get(outcome.change_id)
+                if row is None:
+                    position, change = named[outcome.change_id]
+                    conn.execute(
+                        change_outcomes.insert().values(
+                            **_change_columns(plan_id, position, change),
+                            **values,
+                            attempts=1,
+                            api_calls=outcome.api_calls,
+                            retries=outcome.retries,
+                        )
                     )
-                )
-            else:
-                conn.execute(
-                    _outcome_update(plan_id, change_id).values(
-                        **values,
-                        api_calls=change_outcomes.c.api_calls + api_calls,
-                        retries=change_outcomes.c.retries + retries,
+                else:
+                    conn.execute(
+                        _outcome_update(plan_id, outcome.change_id).values(
+                            **values,
+                            api_calls=change_outcomes.c.api_calls + outcome.api_calls,
+                            retries=change_outcomes.c.retries + outcome.retries,
+                        )
                     )
+                _append_attempt(
+                    conn,
+                    plan_id,
+                    outcome.change_id,
+                    1 if row is None else row["attempts"],
+                    outcome.status,
+                    outcome.approval_id,
+                    outcome.run_id,
+                    now,
+                    api_calls=outcome.api_calls,
+                    retries=outcome.retries,
+                    error=outcome.error,
+                    detail=outcome.detail,
                 )
-            recorded = _outcome_rows(conn, plan_id, change_id)[change_id]
-            _append_attempt(
-                conn,
-                plan_id,
-                change_id,
-                recorded["attempts"],
-                status,
-                approval_id,
-                run_id,
-                now,
-                api_calls=api_calls,
-                retries=retries,
-                error=error,
-                detail=detail,
-            )
-        return _outcome(recorded)
+            recorded = _outcome_rows(conn, plan_id, named)
+        return [_outcome(recorded[outcome.change_id]) for outcome in outcomes]
 
     @_reconnecting
     def outcomes(self, plan_id: str) -> list[ChangeOutcome]:
@@ -1183,11 +1210,15 @@ def _resolve_changes(plan: Plan, change_ids: Sequence[str] | None) -> list[Chang
 
 
 def _refuse_unknown_changes(plan: Plan, change_ids: set[str]) -> None:
-    unknown = sorted(change_ids - {c.id for c in plan.changes})
+    _refuse_unknown(plan.id, {c.id for c in plan.changes}, change_ids)
+
+
+def _refuse_unknown(plan_id: str, known: set[str], change_ids: set[str]) -> None:
+    unknown = sorted(change_ids - known)
     if unknown:
         noun = "change" if len(unknown) == 1 else "changes"
         verb = "is" if len(unknown) == 1 else "are"
-        raise LedgerError(f"{noun} {', '.join(unknown)} {verb} not in plan {plan.id}")
+        raise LedgerError(f"{noun} {', '.join(unknown)} {verb} not in plan {plan_id}")
 
 
 def _approve(
@@ -1293,11 +1324,28 @@ def _terminal_change_ids(conn: Connection, plan_id: str) -> set[str]:
     return set(conn.execute(query).scalars())
 
 
-def _outcome_rows(conn: Connection, plan_id: str, change_id: str | None = None) -> dict[str, sa.RowMapping]:
+def _outcome_rows(
+    conn: Connection, plan_id: str, change_ids: Iterable[str] | None = None
+) -> dict[str, sa.RowMapping]:
     query = sa.select(change_outcomes).where(change_outcomes.c.plan_id == plan_id)
-    if change_id is not None:
-        query = query.where(change_outcomes.c.change_id == change_id)
+    if change_ids is not None:
+        query = query.where(change_outcomes.c.change_id.in_(sorted(change_ids)))
     return {row["change_id"]: row for row in conn.execute(query).mappings()}
+
+
+def _named_changes(conn: Connection, plan_id: str, change_ids: set[str]) -> list[tuple[int, Change]]:
+    """The plan's changes of these ids with their positions, in plan order. Reads those rows alone: an
+    intent-log write costs the same in a plan of ten changes as in one of ten thousand."""
+    if conn.execute(sa.select(plans.c.plan_id).where(plans.c.plan_id == plan_id)).first() is None:
+        raise LedgerError(unrecorded_plan(plan_id))
+    rows = conn.execute(
+        sa.select(plan_changes.c.position, plan_changes.c.body)
+        .where(plan_changes.c.plan_id == plan_id, plan_changes.c.change_id.in_(sorted(change_ids)))
+        .order_by(plan_changes.c.position)
+    ).all()
+    named = [(position, Change.model_validate(body)) for position, body in rows]
+    _refuse_unknown(plan_id, {change.id for _, change in named}, change_ids)
+    return named
 
 
 # What an attempt row says for itself; the rest of an audit entry comes from the change's intent-log row.

@@ -749,12 +749,17 @@ class PagerDutyClient(ApiClient):
             return [read(argument) for argument in arguments]
         lanes = self._ensure_lanes(math.ceil(workers / CONNECTIONS_PER_CLIENT))
         counter = itertools.count()
+        tallies = self.stats.tallies()  # the caller's cost includes what its helper threads send
 
         def bind_lane() -> None:
             self._thread.http = lanes[next(counter) % len(lanes)]
 
+        def counted(argument: A) -> T:
+            with self.stats.counting_into(tallies):
+                return read(argument)
+
         with ThreadPoolExecutor(workers, thread_name_prefix="pagerduty", initializer=bind_lane) as pool:
-            futures = [pool.submit(read, argument) for argument in arguments]
+            futures = [pool.submit(counted, argument) for argument in arguments]
             wait(futures, return_when=FIRST_EXCEPTION)
             errors = [f.exception() for f in futures if f.done() and not f.cancelled()]
             error = next((e for e in errors if e is not None), None)

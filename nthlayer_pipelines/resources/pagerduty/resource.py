@@ -36,7 +36,9 @@ class PagerDutyResource(dg.ConfigurableResource):
     max_concurrency: int = Field(
         default=16,
         ge=1,
-        description="Requests in flight at once when reading a listing's pages or many teams' members.",
+        description=(
+            "Requests in flight at once: a listing's pages, many teams' members, the apply's teams."
+        ),
     )
     rate_limit: int = Field(
         default=DEFAULT_LIMIT, ge=1, description="Requests a window per API key (PagerDuty: 960 a minute)."

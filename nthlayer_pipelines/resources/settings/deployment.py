@@ -135,7 +135,7 @@ class DeploymentSettings(BaseSettings):
     pagerduty_max_concurrency: Annotated[int, Whole(minimum=1)] = setting(
         "NTHLAYER_PAGERDUTY_MAX_CONCURRENCY",
         _default(PagerDutyResource, "max_concurrency"),
-        "PagerDuty requests in flight at once ([A full snapshot](#a-full-snapshot))",
+        "PagerDuty requests in flight at once, reads and applies ([A full snapshot](#a-full-snapshot))",
     )
     pagerduty_rate_limit: Annotated[int, Whole(minimum=1)] = setting(
         "NTHLAYER_PAGERDUTY_RATE_LIMIT",

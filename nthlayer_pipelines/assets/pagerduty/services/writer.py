@@ -22,7 +22,7 @@ from nthlayer_pipelines.assets.pagerduty.services.compare import (
     wanted_service_fields,
 )
 from nthlayer_pipelines.core.fields import decide_fields, fields_converged
-from nthlayer_pipelines.core.kind import STATUS_FOR_ACTION, Action, ApplyRow, RunLog
+from nthlayer_pipelines.core.kind import STATUS_FOR_ACTION, Action, ApplyRow, RunLog, team_lane
 from nthlayer_pipelines.core.model import (
     SERVICE_STANDARD,
     Change,
@@ -86,6 +86,10 @@ class StandardsWriter:
     resource: str = SERVICE_STANDARD
     touched: set[str] = field(default_factory=set)
     _policy_ids: dict[str, str] = field(default_factory=dict)  # managed policy name key -> id
+
+    def lane(self, change: Change) -> str:
+        # A service's change is its team's (its policy is named for the team): with the team's members.
+        return team_lane(change)
 
     def unwanted(self, change: Change, desired: DesiredState) -> str | None:
         return unwanted_reason(change, desired)

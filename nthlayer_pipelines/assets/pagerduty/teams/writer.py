@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nthlayer_pipelines.assets.pagerduty.teams.decide import Action, converged, decide, unwanted_reason
-from nthlayer_pipelines.core.kind import STATUS_FOR_ACTION, ApplyRow, RunLog
+from nthlayer_pipelines.core.kind import STATUS_FOR_ACTION, ApplyRow, RunLog, team_lane
 from nthlayer_pipelines.core.model import (
     TEAM_MEMBERSHIP,
     Change,
@@ -52,6 +52,9 @@ class MembershipWriter:
     _team_ids: dict[str, str] = field(default_factory=dict)  # team slug -> id, for teams found by name
     _verify_members: dict[str, dict[str, Role] | None] = field(default_factory=dict)
 
+    def lane(self, change: Change) -> str:
+        return team_lane(change)
+
     def unwanted(self, change: Change, desired: DesiredState) -> str | None:
         return unwanted_reason(change, desired)
 
@@ -61,7 +64,8 @@ class MembershipWriter:
         if not any(reduces_a_team(c) for c in changes):
             return ()
         team_ids = sorted({c.team_id for c in changes if c.team_id and reduces_a_team(c)})
-        live = {team_id: self.read_members(team_id) for team_id in team_ids}
+        # Up to the client's max_concurrency teams at once; each thread fills its own team's entry.
+        live = dict(zip(team_ids, self.client._map_concurrently(self.read_members, team_ids), strict=True))
         rosters = rosters_from_members({t: members for t, members in live.items() if members is not None})
         return assess_blast_radius(Plan(id="live", changes=tuple(changes)), rosters, limits).reasons
 
@@ -80,7 +84,7 @@ class MembershipWriter:
         decision = decide(change, team_exists=members is not None, current_role=current)
         if decision.action is not Action.WRITE:
             return ApplyRow(change, STATUS_FOR_ACTION[decision.action], decision.detail, team_id=team_id)
-        assert team_id is not None  # decide() writes only to a team that exists
+        assert team_id is not None and members is not None  # decide() writes only to a team that exists
         if not change.user_id:
             return ApplyRow(
                 change, ChangeStatus.FAILED, "the change names no PagerDuty user id", None, team_id
@@ -92,13 +96,17 @@ class MembershipWriter:
                 assert change.role is not None  # decide() refuses a membership change without a role
                 self.client.set_membership(team_id, change.user_id, change.role)
         except PagerDutyError as error:
-            self._members.pop(team_id, None)  # the write may have landed
+            self._members.pop(team_id, None)  # the write may have landed: read the team again
             if change.kind is ChangeKind.REMOVE_MEMBER and _blocked_by_escalation_policy(error):
                 detail = self._blocking_policies(team_id, change, error)
                 return ApplyRow(change, ChangeStatus.BLOCKED, detail, None, team_id)
             return ApplyRow(change, ChangeStatus.FAILED, decision.detail, str(error), team_id)
-        self._members.pop(team_id, None)
-        self.touched.add(team_id)
+        # The team as it now stands, without reading it again: one read per team, not one per change.
+        if change.kind is ChangeKind.REMOVE_MEMBER:
+            members.pop(change.user_id, None)
+        else:
+            members[change.user_id] = change.role
+        self.touched.add(team_id)  # a set's add is atomic: lanes of other teams share it
         return ApplyRow(change, ChangeStatus.APPLIED, decision.detail, None, team_id)
 
     def _create_team(self, change: Change) -> ApplyRow:
@@ -137,7 +145,8 @@ class MembershipWriter:
         return self._team_ids[change.team]
 
     def read_members(self, team_id: str) -> dict[str, Role] | None:
-        """The team's members, read once per run until a write to the team; None when it is gone."""
+        """The team's members, read once per run and kept up to date with what the run writes to it
+        (read again after a write that failed: it may have landed); None when it is gone."""
         if team_id not in self._members:
             self._members[team_id] = _members_of(self.client, team_id)
         return self._members[team_id]
