@@ -72,6 +72,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar=("TEAMS", "USERS"),
         help="the account past the users listing's limit (default 5000 20000; --quick: 500 12000)",
     )
+    parser.add_argument(
+        "--onboarding",
+        type=int,
+        nargs=2,
+        metavar=("CHANGES", "TEAMS"),
+        help="the onboarding plan applied at --concurrency and one at a time (default 10000 1000; "
+        "--quick: 1000 100)",
+    )
     parser.add_argument("--no-e2e", action="store_true", help="skip the drift-to-fix measurement")
     parser.add_argument(
         "--postgres",
@@ -88,6 +96,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if REAL_LATENCY_MS % args.scale:
         parser.error(f"--scale must divide {REAL_LATENCY_MS} (the sandbox takes whole milliseconds)")
     return args
+
+
+def measure_onboarding(changes: int, teams: int, scale: int, concurrency: int) -> dict[str, Any]:
+    """bench.onboarding in a fresh interpreter, so its memory is its own."""
+    command = [sys.executable, "-m", "bench.onboarding", "--changes", str(changes), "--teams", str(teams)]
+    command += ["--scale", str(scale), "--concurrency", str(concurrency)]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"the onboarding at {concurrency} failed:\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout)
 
 
 def measure_size(teams: int, args: argparse.Namespace, log: Path) -> dict[str, Any]:
@@ -210,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {large_teams} teams, {large_users} users: snapshot ...", end="", flush=True, file=sys.stderr)
     large_account = measure_large_account(large_teams, large_users, args.scale, args.concurrency)
     print(f" {large_account['api_calls']:,} calls, {large_account['wall_seconds']:.1f} s", file=sys.stderr)
+    changes, onboarding_teams = args.onboarding or ((1_000, 100) if args.quick else (10_000, 1_000))
+    onboarding = {}
+    for concurrency in (args.concurrency, 1):
+        print(f"  onboarding, {changes} changes at {concurrency} ...", end="", flush=True, file=sys.stderr)
+        onboarding[str(concurrency)] = measure_onboarding(changes, onboarding_teams, args.scale, concurrency)
+        print(f" {onboarding[str(concurrency)]['wall_seconds']:.1f} s", file=sys.stderr)
     print("  divergences ...", end="", flush=True, file=sys.stderr)
     divergences = run_scenario("divergences", {"memberships": args.divergence_memberships, "runs": 3})
     print(f" {divergences['wall_seconds']:.2f} s", file=sys.stderr)
@@ -246,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(),
         "sizes": measured,
         "large_account": large_account,
+        "onboarding": onboarding,
         "divergences": {**divergences, "seconds": divergences["wall_seconds"]},
         "drift_to_fix": drift_to_fix,
         "overhead": overhead,
