@@ -128,6 +128,16 @@ class _Runs:
             return records[0]
         return None
 
+    def settled_after(self, apply_run_id: str) -> bool:
+        """The refresh that `refresh_after_apply` launches after a successful apply has run: until it
+        has, the deployment is not quiet, and a drift measured meanwhile queues behind it for the pool."""
+        found = self.instance.get_run_records(
+            filters=self.dg.RunsFilter(
+                job_name="refresh", tags={"dagster/run_key": f"refresh-after:{apply_run_id}"}
+            )
+        )
+        return bool(found) and all(r.dagster_run.status.value in FINISHED for r in found) and self.idle()
+
     def idle(self) -> bool:
         active = self.instance.get_run_records(
             filters=self.dg.RunsFilter(
@@ -237,8 +247,8 @@ def measure(
             runs = _Runs(home, env)
             # Warm-up: the seed's drift, its pre-approved changes applied, and the refresh after them.
             _launch("refresh", env, repo)
-            _wait("the warm-up's apply run", lambda: runs.finished("apply_plan", 0.0))
-            _wait("the deployment to go idle", runs.idle, every=1.0)
+            warm_up = _wait("the warm-up's apply run", lambda: runs.finished("apply_plan", 0.0))
+            _wait("the refresh after the warm-up", lambda: runs.settled_after(warm_up.dagster_run.run_id))
             if not _member_present(sandbox, DRIFT_TEAM, DRIFT_EMAIL):
                 raise RuntimeError(f"the warm-up did not add {DRIFT_EMAIL} to {DRIFT_TEAM}; see {log}")
 
@@ -271,7 +281,7 @@ def _one_drift(sandbox: SandboxProcess, runs: _Runs, env: Mapping[str, str], rep
     timeline = runs.timeline(apply.dagster_run.run_id)
     refresh_timeline = runs.timeline(refresh.dagster_run.run_id)
     refresh_kind = runs.refresh_kind(refresh.dagster_run.run_id)
-    _wait("the deployment to go idle", runs.idle, every=1.0)
+    _wait("the refresh after the apply", lambda: runs.settled_after(apply.dagster_run.run_id), every=1.0)
     apply_wall = _seconds(apply, "end_time") - _seconds(apply, "create_timestamp")
     return {
         "drift_to_fix_seconds": fixed_at - drift_at,

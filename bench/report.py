@@ -282,7 +282,9 @@ def overhead_lines(overhead: dict[str, Any] | None) -> list[str]:
         }
     lines = [
         "",
-        f"Run overhead, before (commit {overhead['baseline']}) and after, in this run (fresh interpreters, "
+        f"Run overhead, before (commit {overhead['baseline']}) and after (commit "
+        f"{overhead.get('commit') or 'this one'}), measured together at "
+        f"{overhead.get('measured_at', 'this run')} (fresh interpreters, "
         f"median of {sides['after']['imports']['runs']}; drift to fix as above, median of "
         f"{sides['after']['drift'].get('repeats', 1)} each):",
         "",
