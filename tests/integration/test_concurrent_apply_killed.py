@@ -21,6 +21,7 @@ from nthlayer_pipelines.resources.ledger import Ledger
 from nthlayer_pipelines.resources.pagerduty.client import PagerDutyClient
 from nthlayer_pipelines.sandbox import RunningSandbox, org_from_seed, running_sandbox
 from tests.postgres import private_database
+from tests.reliability import Reliability
 
 ADDITIONS, TEAMS, CONCURRENCY = 400, 40, 8
 LATENCY_MS = 60  # the apply takes a few seconds: time to kill it halfway
@@ -69,7 +70,7 @@ def landed(sandbox: RunningSandbox) -> Counter[str]:
 
 @pytest.mark.postgres
 def test_a_concurrent_apply_killed_halfway_is_retried_writing_each_change_once(
-    sandbox: RunningSandbox, ledger_url: str
+    sandbox: RunningSandbox, ledger_url: str, reliability: Reliability
 ) -> None:
     plan, desired = onboarding_plan(ADDITIONS, TEAMS)
     ledger = Ledger(ledger_url)
@@ -129,4 +130,13 @@ def test_a_concurrent_apply_killed_halfway_is_retried_writing_each_change_once(
     assert {o.change_id for o in outcomes if o.attempts == 2} == {
         i for i, s in first.items() if s is ChangeStatus.PENDING
     }
+    scenario = "concurrent_apply_kill"
+    reliability.count_faults(scenario, {"apply_kill_9": 1})
+    reliability.count(
+        scenario,
+        crashes_survived=1,
+        changes_applied=ADDITIONS,
+        duplicate_writes=sum(n - 1 for n in writes.values()),
+        lost_changes=ADDITIONS - len(outcomes),
+    )
     ledger.dispose()
