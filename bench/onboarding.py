@@ -22,12 +22,10 @@ from typing import Any
 
 import yaml
 
+from bench.measure import REAL_LATENCY_MS, REAL_LIMIT_PER_MINUTE
+from bench.scenarios import REAL_BURST
 from nthlayer_pipelines.core.model import Change, ChangeKind, DesiredState, Member, Plan, Role, Team
 from nthlayer_pipelines.core.plan import ordered_plan
-
-REAL_LATENCY_MS = 250
-REAL_LIMIT_PER_MINUTE = 960
-REAL_BURST = 16  # the client's default burst at 960 a minute
 
 
 def team_id(index: int) -> str:
